@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up the venv, lint, and run the test suite (extra arguments go to pytest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-venv.sh
+VENV="${SELD_VENV:-.venv}"
+echo "==> versions"
+"$VENV/bin/python" - <<'PY'
+import importlib.metadata as md
+names = ["torch", "ray", "optuna", "mlflow", "numpy", "scipy", "librosa", "h5py", "soundfile",
+         "soxr", "pyroomacoustics", "typer", "rich", "sed_eval", "pytest", "ruff"]
+print("  ".join(f"{n}=={md.version(n)}" for n in names))
+PY
+echo "==> ruff"
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
+echo "==> pytest"
+exec "$VENV/bin/pytest" "$@"

@@ -1,0 +1,48 @@
+"""Shared fixtures: small real datasets written to temporary folders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from seld.metadata import Event, write_metadata
+
+REFERENCE_METADATA = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / (
+    "dcase2019-metadata-examples"
+)
+
+
+def write_wav(path: Path, seconds: float = 2.0, channels: int = 4, sr: int = 48_000,
+              seed: int = 0, subtype: str = "PCM_16") -> Path:
+    """A real WAV of quiet noise."""
+    rng = np.random.default_rng(seed)
+    audio = (0.05 * rng.standard_normal((int(seconds * sr), channels))).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio, sr, subtype=subtype)
+    return path
+
+
+DEFAULT_EVENTS = (
+    Event("speech", 0.1, 0.9, 10, -40, 1),
+    Event("knock", 1.0, 1.5, -20, 170, 2),
+)
+
+
+@pytest.fixture
+def make_dataset(tmp_path: Path) -> Callable[..., Path]:
+    """Write a tiny DCASE-layout dataset: ``stems`` in mic_dev and foa_dev with metadata."""
+
+    def make(stems=("split1_ir0_ov1_0", "split2_ir1_ov2_1"), seconds: float = 2.0,
+             formats=("mic", "foa")) -> Path:
+        root = tmp_path / "dataset"
+        for i, stem in enumerate(stems):
+            for fmt in formats:
+                write_wav(root / f"{fmt}_dev" / f"{stem}.wav", seconds, seed=i)
+            write_metadata(root / "metadata_dev" / f"{stem}.csv", DEFAULT_EVENTS)
+        return root
+
+    return make
