@@ -211,8 +211,7 @@ def _check_formats_agree(
                 report.problems.append(
                     DatasetError(
                         b.path,
-                        f"length {b.duration_s:.3f} s differs from {a.path} "
-                        f"({a.duration_s:.3f} s)",
+                        f"length {b.duration_s:.3f} s differs from {a.path} ({a.duration_s:.3f} s)",
                     )
                 )
 

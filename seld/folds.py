@@ -84,7 +84,9 @@ def make_folds(
         for role, chosen in (("training", train_s), ("validation", val_s), ("test", test_s)):
             members = tuple(n for s in chosen for n in by_split[s])
             if not members:
-                raise ValueError(f"fold {k}: no {role} recordings (splits {list(chosen)} are empty)")
+                raise ValueError(
+                    f"fold {k}: no {role} recordings (splits {list(chosen)} are empty)"
+                )
             parts.append(members)
         result.append(Fold(k, protocol, train_s, val_s, test_s, *parts))
     return result

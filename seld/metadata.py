@@ -54,7 +54,8 @@ def parse_metadata(text: str, path: str | os.PathLike[str] = "<metadata>") -> li
     header = tuple(cell.strip() for cell in rows[0])
     if header != METADATA_HEADER:
         raise DatasetError(
-            path, f"malformed CSV header {','.join(header)!r}; expected {','.join(METADATA_HEADER)!r}"
+            path,
+            f"malformed CSV header {','.join(header)!r}; expected {','.join(METADATA_HEADER)!r}",
         )
     events = []
     for line_no, row in enumerate(rows[1:], start=2):
@@ -68,7 +69,8 @@ def parse_metadata(text: str, path: str | os.PathLike[str] = "<metadata>") -> li
         if label not in CLASS_INDEX:
             raise DatasetError(
                 path,
-                f"line {line_no}: unknown class label {label!r}; valid labels: {', '.join(CLASSES)}",
+                f"line {line_no}: unknown class label {label!r}; "
+                f"valid labels: {', '.join(CLASSES)}",
             )
         try:
             start, end, ele, azi, dist = (float(cell) for cell in row[1:])

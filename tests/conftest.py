@@ -11,13 +11,22 @@ import soundfile as sf
 
 from seld.metadata import Event, write_metadata
 
-REFERENCE_METADATA = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / (
-    "dcase2019-metadata-examples"
+REFERENCE_METADATA = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "reference"
+    / ("dcase2019-metadata-examples")
 )
 
 
-def write_wav(path: Path, seconds: float = 2.0, channels: int = 4, sr: int = 48_000,
-              seed: int = 0, subtype: str = "PCM_16") -> Path:
+def write_wav(
+    path: Path,
+    seconds: float = 2.0,
+    channels: int = 4,
+    sr: int = 48_000,
+    seed: int = 0,
+    subtype: str = "PCM_16",
+) -> Path:
     """A real WAV of quiet noise."""
     rng = np.random.default_rng(seed)
     audio = (0.05 * rng.standard_normal((int(seconds * sr), channels))).astype(np.float32)
@@ -36,8 +45,9 @@ DEFAULT_EVENTS = (
 def make_dataset(tmp_path: Path) -> Callable[..., Path]:
     """Write a tiny DCASE-layout dataset: ``stems`` in mic_dev and foa_dev with metadata."""
 
-    def make(stems=("split1_ir0_ov1_0", "split2_ir1_ov2_1"), seconds: float = 2.0,
-             formats=("mic", "foa")) -> Path:
+    def make(
+        stems=("split1_ir0_ov1_0", "split2_ir1_ov2_1"), seconds: float = 2.0, formats=("mic", "foa")
+    ) -> Path:
         root = tmp_path / "dataset"
         for i, stem in enumerate(stems):
             for fmt in formats:

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import write_wav
 from seld.audio import audio_info, read_audio
 from seld.dataset import DatasetLayout, recording_durations, validate_dataset
 from seld.metadata import DatasetError
+
+from conftest import write_wav
 
 
 def test_discover_and_list(make_dataset):
@@ -105,8 +106,10 @@ def test_validate_reports_every_problem_and_accepts_the_rest(make_dataset):
     write_wav(root / "mic_dev" / "recording.wav", 1.0)
 
     report = validate_dataset(root)
-    found = {(p.path.relative_to(root).as_posix(), p.problem.split(" (")[0].split(":")[0])
-             for p in report.problems}
+    found = {
+        (p.path.relative_to(root).as_posix(), p.problem.split(" (")[0].split(":")[0])
+        for p in report.problems
+    }
     expected = {
         ("mic_dev/split1_ir1_ov2_1.wav", "truncated WAV"),
         ("foa_dev/split2_ir2_ov1_2.wav", "wrong channel count"),
@@ -114,14 +117,18 @@ def test_validate_reports_every_problem_and_accepts_the_rest(make_dataset):
         ("metadata_dev/split4_ir4_ov1_4.csv", "missing metadata file"),
         ("metadata_dev/split1_ir0_ov1_10.csv", "line 2"),
         ("metadata_dev/split1_ir1_ov1_11.csv", "line 2"),
-        ("metadata_dev/split1_ir2_ov1_12.csv", "event speech at 0.500-9.000 s lies past the end of "
-                                              "the audio"),
+        (
+            "metadata_dev/split1_ir2_ov1_12.csv",
+            "event speech at 0.500-9.000 s lies past the end of the audio",
+        ),
         ("metadata_dev/split1_ir3_ov1_13.csv", "line 2"),
         ("metadata_dev/split4_ir0_ov1_99.csv", "metadata without a matching recording"),
         ("mic_dev/recording.wav", "unexpected file name"),
         ("foa_dev/split1_ir4_ov1_14.wav", "missing audio file"),
-        ("foa_dev/split1_ir5_ov1_15.wav",
-         f"length 1.500 s differs from {root}/mic_dev/split1_ir5_ov1_15.wav"),
+        (
+            "foa_dev/split1_ir5_ov1_15.wav",
+            f"length 1.500 s differs from {root}/mic_dev/split1_ir5_ov1_15.wav",
+        ),
     }
     assert found == expected, sorted(found ^ expected)
     messages = " | ".join(str(p) for p in report.problems)

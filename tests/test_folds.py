@@ -7,13 +7,20 @@ from seld.folds import fold_splits, make_folds
 
 
 def names(per_split=3):
-    return [RecordingName(s, i % 5, 1 + i % 2, (s - 1) * per_split + i)
-            for s in (1, 2, 3, 4) for i in range(per_split)]
+    return [
+        RecordingName(s, i % 5, 1 + i % 2, (s - 1) * per_split + i)
+        for s in (1, 2, 3, 4)
+        for i in range(per_split)
+    ]
 
 
 def test_dcase2019_protocol_matches_the_baseline():
-    expected = {1: ((3, 4), (2,), (1,)), 2: ((4, 1), (3,), (2,)),
-                3: ((1, 2), (4,), (3,)), 4: ((2, 3), (1,), (4,))}
+    expected = {
+        1: ((3, 4), (2,), (1,)),
+        2: ((4, 1), (3,), (2,)),
+        3: ((1, 2), (4,), (3,)),
+        4: ((2, 3), (1,), (4,)),
+    }
     for fold, splits in expected.items():
         assert fold_splits(fold) == splits
 

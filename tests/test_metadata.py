@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REFERENCE_METADATA
 from seld.dcase import CLASSES, num_label_frames, parse_recording_name
 from seld.metadata import (
     DatasetError,
@@ -17,6 +16,8 @@ from seld.metadata import (
     read_metadata,
     write_metadata,
 )
+
+from conftest import REFERENCE_METADATA
 
 HEADER = "sound_event_recording,start_time,end_time,ele,azi,dist\n"
 
@@ -121,8 +122,9 @@ def test_events_to_targets_any_hop():
 
 
 def test_format_is_parseable_by_parse_metadata():
-    events = [Event(label, i * 0.5, i * 0.5 + 0.4, 0, 10 * i - 50, 1) for i, label in
-              enumerate(CLASSES)]
+    events = [
+        Event(label, i * 0.5, i * 0.5 + 0.4, 0, 10 * i - 50, 1) for i, label in enumerate(CLASSES)
+    ]
     assert parse_metadata(format_metadata(events)) == events
 
 

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from seld.features import PRESETS, FeatureConfig, extract_features, feature_preset
+
+from reference_seed_features import seed_features
+
+
+def test_paper_preset_matches_the_seed_algorithm():
+    rng = np.random.default_rng(1)
+    audio = (0.1 * rng.standard_normal((32_000 * 2, 4))).astype(np.float32)
+    audio[:, 1] = np.roll(audio[:, 0], 5) + 0.01 * audio[:, 1]  # a correlated pair
+    ours = extract_features(audio, PRESETS["paper"])
+    ref = seed_features(audio)
+    assert ours.shape == ref.shape == (10, 201, 96)
+    assert np.abs(ours[:4] - ref[:4]).max() < 1e-3  # dB
+    assert np.abs(ours[4:] - ref[4:]).max() < 1e-4
+
+
+def test_gcc_phat_peaks_at_the_channel_delay():
+    config = PRESETS["tiny"]
+    rng = np.random.default_rng(0)
+    source = rng.standard_normal(16_000 + 20).astype(np.float32)
+    delays = [0, 3, -2, 7]  # samples by which each channel lags the source
+    audio = np.stack([source[10 - d : 10 - d + 16_000] for d in delays], axis=1)
+    feats = extract_features(audio, config)
+    assert feats.shape == (10, 101, 64)
+    centre = config.n_mels // 2
+    pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    for p, (n, m) in enumerate(pairs):
+        peak = int(np.argmax(feats[4 + p, 10:-10].mean(axis=0))) - centre
+        assert peak == delays[m] - delays[n], (n, m)
+
+
+def test_log_mel_of_a_tone_peaks_in_its_band():
+    config = PRESETS["tiny"]
+    t = np.arange(16_000) / 16_000
+    audio = np.stack([np.sin(2 * np.pi * 1000 * t) * g for g in (1, 0.5, 0.25, 0.1)], axis=1)
+    feats = extract_features(audio.astype(np.float32), config)
+    import librosa
+
+    centres = librosa.mel_frequencies(config.n_mels + 2, fmin=config.fmin, fmax=8000)[1:-1]
+    peak_bin = int(np.argmax(feats[0, 50]))
+    assert abs(centres[peak_bin] - 1000) < 100
+    # 6 dB less power per halving of the amplitude
+    assert feats[0, 50, peak_bin] - feats[1, 50, peak_bin] == pytest.approx(6.02, abs=0.05)
+
+
+@pytest.mark.parametrize(("azimuth", "elevation"), [(0, 0), (90, 0), (-135, 30), (60, -40)])
+def test_intensity_vectors_point_at_a_plane_wave(azimuth, elevation):
+    config = feature_preset("tiny", "foa")
+    assert config.kind == "logmel_iv"
+    az, el = np.radians(azimuth), np.radians(elevation)
+    s = np.random.default_rng(2).standard_normal(16_000).astype(np.float32)
+    gains = [1, np.sin(az) * np.cos(el), np.sin(el), np.cos(az) * np.cos(el)]  # W, Y, Z, X
+    feats = extract_features(np.stack([g * s for g in gains], axis=1).astype(np.float32), config)
+    assert feats.shape == (7, 101, 64)
+    x, y, z = (feats[4 + i].mean() for i in range(3))
+    assert np.degrees(np.arctan2(y, x)) == pytest.approx(azimuth, abs=1)
+    assert np.degrees(np.arctan2(z, np.hypot(x, y))) == pytest.approx(elevation, abs=1)
+
+
+def test_config_hash_and_validation():
+    a, b = PRESETS["paper"], PRESETS["tiny"]
+    assert a.hash() != b.hash() and a.hash() == FeatureConfig().hash()
+    assert replace(a, dtype="float16").hash() != a.hash()
+    assert (
+        a.gcc_size == 2048
+        and a.num_channels() == 10
+        and feature_preset("paper", "foa").num_channels() == 7
+    )
+    with pytest.raises(ValueError, match="unknown feature kind 'mfcc'"):
+        FeatureConfig(kind="mfcc")
+    with pytest.raises(ValueError, match="unknown feature preset 'huge'"):
+        feature_preset("huge")
+    half = extract_features(np.zeros((1600, 4), np.float32) + 1e-3, replace(b, dtype="float16"))
+    assert half.dtype == np.float16
