@@ -15,6 +15,8 @@ from itertools import combinations
 import librosa
 import numpy as np
 import scipy.fft
+import scipy.signal
+from numpy.lib.stride_tricks import sliding_window_view
 
 #: Feature kinds: log-mel + GCC-PHAT (the seed's, for either format) and log-mel + intensity
 #: vectors (the standard SELD feature for first-order ambisonics).
@@ -88,80 +90,83 @@ def feature_preset(name: str, fmt: str = "mic") -> FeatureConfig:
     return replace(config, kind="logmel_iv") if fmt == "foa" else config
 
 
+#: Frames per processing block (a few MB of spectra, so blocks stay in cache).
+_BLOCK_FRAMES = 64
+#: Magnitudes below this count as digital silence in the phase transform.
+_TINY = 1e-30
+
+
 @lru_cache(maxsize=16)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None):
     """(n_mels, n_fft // 2 + 1) Slaney-normalised mel filters, as the seed builds them."""
     return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
 
 
-def stft(audio: np.ndarray, n_fft: int, config: FeatureConfig) -> np.ndarray:
-    """Centred, reflect-padded STFT of all channels at once.
+class _Frames:
+    """Windowed frames of all channels for one transform size, centred like librosa's STFT
+    (reflect padding of n_fft // 2 at both ends, frame t centred on sample t * hop)."""
 
-    ``audio``: (samples, channels) -> (channels, n_fft // 2 + 1, frames), complex64.
-    """
-    return librosa.stft(
-        np.ascontiguousarray(audio.T),
-        n_fft=n_fft,
-        hop_length=config.hop_length,
-        window=config.window,
-        center=True,
-        pad_mode="reflect",
-    )
+    def __init__(self, audio: np.ndarray, n_fft: int, config: FeatureConfig):
+        pad = n_fft // 2
+        padded = np.pad(
+            np.ascontiguousarray(audio.T, dtype=np.float32), ((0, 0), (pad, pad)), mode="reflect"
+        )
+        self.view = sliding_window_view(padded, n_fft, axis=-1)[:, :: config.hop_length]
+        self.window = scipy.signal.get_window(config.window, n_fft, fftbins=True).astype(np.float32)
+
+    @property
+    def num_frames(self) -> int:
+        return self.view.shape[1]
+
+    def spectrum(self, start: int, stop: int) -> np.ndarray:
+        """(channels, stop - start, n_fft // 2 + 1) complex64 spectra of frames start..stop-1."""
+        return scipy.fft.rfft(self.view[:, start:stop] * self.window, axis=-1)
+
+
+def stft(audio: np.ndarray, n_fft: int, config: FeatureConfig) -> np.ndarray:
+    """Centred, reflect-padded STFT of all channels: (samples, channels) ->
+    (channels, frames, n_fft // 2 + 1) complex64."""
+    frames = _Frames(audio, n_fft, config)
+    return frames.spectrum(0, frames.num_frames)
 
 
 def log_mel(spec: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Log mel power in dB (ref 1, amin 1e-10, no top_db): (channels, freq, frames) ->
+    """Log mel power in dB (ref 1, amin 1e-10, no top_db): (channels, frames, freq) ->
     (channels, frames, n_mels)."""
     mel_w = mel_filterbank(
         config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax
     )
     power = spec.real**2 + spec.imag**2
-    mel = np.einsum("mf,cft->ctm", mel_w, power, optimize=True)
-    return 10.0 * np.log10(np.maximum(mel, 1e-10))
-
-
-#: Frames per GCC-PHAT block: whole-recording cross-spectra of a minute of 4-channel audio take
-#: ~300 MB, and allocating them costs more than the transform; blocks stay in cache.
-_GCC_BLOCK_FRAMES = 256
-_TINY = 1e-30
+    return 10.0 * np.log10(np.maximum(power @ mel_w.T, 1e-10))
 
 
 def gcc_phat(spec: np.ndarray, n_lags: int) -> np.ndarray:
     """GCC-PHAT of every channel pair (n < m, in the order (0,1), (0,2), ..., (2,3)).
 
-    ``spec``: (channels, freq, frames) of an STFT of size 2 * (freq - 1). Returns
+    ``spec``: (channels, frames, freq) of an STFT of size 2 * (freq - 1). Returns
     (pairs, frames, n_lags) float32: lags -n_lags/2 .. n_lags/2 - 1 in samples, zero lag at
-    n_lags/2; a positive lag means channel m lags channel n. All pairs and the frames of a block
-    go through one batched inverse FFT.
+    n_lags/2; a positive lag means channel m lags channel n. All pairs and frames go through one
+    batched inverse FFT.
+
+    The phase transform exp(1j * angle(X_m conj(X_n))) equals U_m conj(U_n) with the unit
+    phasors U = X / |X|, so each channel is normalised once instead of each pair; a zero bin
+    (digital silence) gives 1, as exp(1j * angle(0)) does.
     """
-    pairs = list(combinations(range(spec.shape[0]), 2))
-    n_frames = spec.shape[2]
+    magnitude = np.abs(spec)
+    normal = magnitude > _TINY
+    unit = np.divide(spec, magnitude, out=np.zeros_like(spec), where=normal)
+    first, second = zip(*combinations(range(spec.shape[0]), 2), strict=True)
+    cross = unit[list(second)] * np.conj(unit[list(first)])
+    cross[~(normal[list(second)] & normal[list(first)])] = 1
+    cc = scipy.fft.irfft(cross, axis=-1)  # single precision in, single precision out
     half = n_lags // 2
-    out = np.empty((len(pairs), n_frames, n_lags), dtype=np.float32)
-    cross = np.empty((len(pairs), _GCC_BLOCK_FRAMES, spec.shape[1]), dtype=np.complex64)
-    magnitude = np.empty(cross.shape, dtype=np.float32)
-    for start in range(0, n_frames, _GCC_BLOCK_FRAMES):
-        stop = min(start + _GCC_BLOCK_FRAMES, n_frames)
-        block = np.swapaxes(spec[:, :, start:stop], 1, 2)  # (channels, frames, freq)
-        c = cross[:, : stop - start]
-        for p, (n, m) in enumerate(pairs):
-            np.multiply(block[m], np.conj(block[n]), out=c[p])
-        mag = np.abs(c, out=magnitude[:, : stop - start])
-        # the phase transform exp(1j * angle(c)); bins too small to divide by (digital
-        # silence) take the same formula, which gives 1 for an exact zero
-        normal = mag > _TINY
-        np.divide(c, mag, out=c, where=normal)
-        c[~normal] = np.exp(1j * np.angle(c[~normal]))
-        cc = scipy.fft.irfft(c, axis=-1)  # single precision in, single precision out
-        out[:, start:stop, :half] = cc[..., -half:]
-        out[:, start:stop, half:] = cc[..., :half]
-    return out
+    return np.concatenate([cc[..., -half:], cc[..., :half]], axis=-1)
 
 
 def intensity_vectors(spec: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Mel-band active intensity vectors of FOA (channels W, Y, Z, X), normalised by energy.
 
-    ``spec``: (4, freq, frames) -> (3, frames, n_mels), in the order x, y, z.
+    ``spec``: (4, frames, freq) -> (3, frames, n_mels), in the order x, y, z.
     """
     mel_w = mel_filterbank(
         config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax
@@ -169,7 +174,7 @@ def intensity_vectors(spec: np.ndarray, config: FeatureConfig) -> np.ndarray:
     w, y, z, x = spec
     energy = np.abs(w) ** 2 + (np.abs(x) ** 2 + np.abs(y) ** 2 + np.abs(z) ** 2) / 3.0
     iv = np.stack([np.real(np.conj(w) * c) for c in (x, y, z)]) / np.maximum(energy, 1e-10)
-    return np.einsum("mf,cft->ctm", mel_w, iv, optimize=True)
+    return iv @ mel_w.T
 
 
 def extract_features(audio: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -178,16 +183,29 @@ def extract_features(audio: np.ndarray, config: FeatureConfig) -> np.ndarray:
     ``audio``: (samples, channels) at ``config.sample_rate``. Returns (channels, frames, n_mels):
     ``logmel_gcc``: the log-mels of the audio channels, then GCC-PHAT of every pair (10 channels
     for 4 microphones); ``logmel_iv``: 4 log-mels then 3 intensity-vector channels.
+
+    Frames are processed in blocks: per block, one STFT of all channels per transform size, and
+    every feature derived from those spectra (the whole-recording spectra of a minute of audio
+    would take hundreds of MB, which costs more to allocate than to compute).
     """
     if audio.ndim != 2:
         raise ValueError(f"audio must be (samples, channels), got shape {audio.shape}")
-    spec = stft(audio, config.n_fft, config)
-    parts = [log_mel(spec, config)]
-    if config.kind == "logmel_gcc":
-        gcc_spec = spec if config.gcc_size == config.n_fft else stft(audio, config.gcc_size, config)
-        parts.append(gcc_phat(gcc_spec, config.n_mels))
-    else:
-        if audio.shape[1] != 4:
-            raise ValueError(f"intensity vectors need 4 FOA channels, got {audio.shape[1]}")
-        parts.append(intensity_vectors(spec, config))
-    return np.concatenate(parts, axis=0).astype(config.dtype)
+    if config.kind == "logmel_iv" and audio.shape[1] != 4:
+        raise ValueError(f"intensity vectors need 4 FOA channels, got {audio.shape[1]}")
+    frames = _Frames(audio, config.n_fft, config)
+    gcc_frames = None
+    if config.kind == "logmel_gcc" and config.gcc_size != config.n_fft:
+        gcc_frames = _Frames(audio, config.gcc_size, config)
+    n_frames = frames.num_frames
+    out = np.empty((config.num_channels(audio.shape[1]), n_frames, config.n_mels), config.dtype)
+    n_audio = audio.shape[1]
+    for start in range(0, n_frames, _BLOCK_FRAMES):
+        stop = min(start + _BLOCK_FRAMES, n_frames)
+        spec = frames.spectrum(start, stop)
+        out[:n_audio, start:stop] = log_mel(spec, config)
+        if config.kind == "logmel_gcc":
+            gcc_spec = spec if gcc_frames is None else gcc_frames.spectrum(start, stop)
+            out[n_audio:, start:stop] = gcc_phat(gcc_spec, config.n_mels)
+        else:
+            out[n_audio:, start:stop] = intensity_vectors(spec, config)
+    return out
