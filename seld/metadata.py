@@ -194,12 +194,13 @@ class FrameTargets:
 def event_frame_span(event: Event, hop_s: float, num_frames: int) -> tuple[int, int]:
     """First and one-past-last frame of an event at ``hop_s``, the official code's convention.
 
-    The official DCASE 2019 code marks frames ``floor(start / hop)`` to ``ceil(end / hop)``
-    inclusive, clipped to the recording.
+    The official DCASE 2019 code marks frames ``floor(start * rate)`` to ``ceil(end * rate)``
+    inclusive (rate = frames per second, multiplied, not divided: ``ceil(0.14 * 50)`` is 8),
+    clipped to the recording.
     """
-    # round before floor/ceil: 0.3 / 0.02 is 14.999999999999998 in floating point
-    first = math.floor(round(event.start / hop_s, 9))
-    last = math.ceil(round(event.end / hop_s, 9))
+    rate = round(1.0 / hop_s, 9)
+    first = math.floor(event.start * rate)
+    last = math.ceil(event.end * rate)
     return min(first, num_frames), min(last + 1, num_frames)
 
 

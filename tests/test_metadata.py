@@ -94,10 +94,11 @@ def test_missing_metadata_and_event_past_end(tmp_path: Path):
 
 
 def test_frame_span_follows_official_floor_ceil_inclusive():
-    # start 0.3 s -> frame 15 (0.3/0.02 is 14.999... in floating point), end 0.51 s -> ceil 25.5
-    # = 26, inclusive -> stop 27
+    # start 0.3 s -> floor(0.3 * 50) = frame 15, end 0.51 s -> ceil(25.5) = 26, inclusive ->
+    # stop 27; like the official code, multiplied: 0.14 * 50 is 7.000000000000001 -> ceil 8
     event = Event("knock", 0.3, 0.51, 0, 0, 1)
     assert event_frame_span(event, 0.02, 3000) == (15, 27)
+    assert event_frame_span(Event("knock", 0.1, 0.14, 0, 0, 1), 0.02, 3000) == (5, 9)
     # clipped to the recording
     assert event_frame_span(Event("knock", 59.5, 60.0, 0, 0, 1), 0.02, 3000) == (2975, 3000)
     # at 100 frames per second
