@@ -6,7 +6,6 @@ import csv
 import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from seld.dcase import CLASS_INDEX, CLASSES, METADATA_HEADER, NUM_CLASSES
+from seld.fsutil import atomic_path
 
 
 class DatasetError(ValueError):
@@ -159,15 +159,8 @@ def write_metadata(path: str | os.PathLike[str], events: Iterable[Event]) -> Non
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="")
 
 
 def _int_if_whole(value: float) -> int | float:

@@ -15,8 +15,6 @@ temporary name and renamed, so a file that exists is complete.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ import numpy as np
 from seld.dcase import CLASSES, RecordingName
 from seld.features import FeatureConfig
 from seld.folds import Fold
+from seld.fsutil import atomic_path
 from seld.metadata import DatasetError, Event, FrameTargets, atomic_write_text
 
 STORE_VERSION = 1
@@ -71,47 +70,39 @@ def write_feature_file(
     ``features``: (channels, frames, bins); ``targets`` at the feature frame rate, ``None`` for
     recordings without metadata.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        chunk_frames = max(1, min(features.shape[1], round(config.frames_per_second)))
-        with h5py.File(tmp, "w") as h5:
-            h5.create_dataset(
-                "features",
-                data=features,
-                chunks=(features.shape[0], chunk_frames, features.shape[2]),
-            )
-            if targets is not None:
-                h5.create_dataset("activity", data=targets.activity.astype(np.uint8))
-                h5.create_dataset("azimuth", data=targets.azimuth.astype(np.float32))
-                h5.create_dataset("elevation", data=targets.elevation.astype(np.float32))
-            if events is not None:
-                rows = [
-                    (e.label.encode(), e.start, e.end, e.elevation, e.azimuth, e.distance)
-                    for e in events
-                ]
-                h5.create_dataset("events", data=np.array(rows, dtype=_EVENT_DTYPE))
-            h5.attrs.update(
-                {
-                    "name": name.stem,
-                    "split": name.split,
-                    "ir": name.ir,
-                    "ov": name.ov,
-                    "index": name.index,
-                    "format": fmt,
-                    "subset": subset,
-                    "duration_s": duration_s,
-                    "frames_per_second": config.frames_per_second,
-                    "config_hash": config.hash(),
-                    "store_version": STORE_VERSION,
-                    "classes": ",".join(CLASSES),
-                }
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    chunk_frames = max(1, min(features.shape[1], round(config.frames_per_second)))
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.create_dataset(
+            "features",
+            data=features,
+            chunks=(features.shape[0], chunk_frames, features.shape[2]),
+        )
+        if targets is not None:
+            h5.create_dataset("activity", data=targets.activity.astype(np.uint8))
+            h5.create_dataset("azimuth", data=targets.azimuth.astype(np.float32))
+            h5.create_dataset("elevation", data=targets.elevation.astype(np.float32))
+        if events is not None:
+            rows = [
+                (e.label.encode(), e.start, e.end, e.elevation, e.azimuth, e.distance)
+                for e in events
+            ]
+            h5.create_dataset("events", data=np.array(rows, dtype=_EVENT_DTYPE))
+        h5.attrs.update(
+            {
+                "name": name.stem,
+                "split": name.split,
+                "ir": name.ir,
+                "ov": name.ov,
+                "index": name.index,
+                "format": fmt,
+                "subset": subset,
+                "duration_s": duration_s,
+                "frames_per_second": config.frames_per_second,
+                "config_hash": config.hash(),
+                "store_version": STORE_VERSION,
+                "classes": ",".join(CLASSES),
+            }
+        )
 
 
 def is_complete(path: Path, config: FeatureConfig) -> bool:
@@ -165,16 +156,8 @@ class Scaler:
         return ((features - self.mean[:, None, :]) / self.std[:, None, :]).astype(np.float32)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, mean=self.mean, std=self.std, frames=self.frames)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, mean=self.mean, std=self.std, frames=self.frames)
 
     @classmethod
     def load(cls, path: Path) -> Scaler:
