@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from orchestrator.report import print_score_report, problems_table, to_json
+from orchestrator.report import print_problems, print_score_report, to_json
 from seld.dataset import DatasetLayout, recording_durations, validate_dataset
 from seld.dcase import FORMATS
 from seld.folds import PROTOCOLS, make_folds
@@ -150,7 +150,7 @@ def validate(
         )
     else:
         if report.problems:
-            console.print(problems_table(report.problems))
+            print_problems(console, report.problems)
         console.print(
             f"{report.checked} audio file(s) checked, {len(report.accepted)} accepted, "
             f"{len(report.problems)} problem(s)"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from orchestrator.report import print_score_report, problems_table, scores_table, to_json
+from orchestrator.report import print_problems, print_score_report, scores_table, to_json
 from seld.baselines import BASELINES
 from seld.dataset import DatasetLayout, load_events, recording_durations, validate_dataset
 from seld.dcase import num_label_frames
@@ -43,7 +43,7 @@ def run_demo(
             dataset, progress=lambda p: progress.update(task, advance=1, current=p.name)
         )
     if not report.ok:
-        console.print(problems_table(report.problems))
+        print_problems(console, report.problems)
         raise SystemExit(1)
 
     layout = DatasetLayout.discover(dataset)

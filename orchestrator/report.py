@@ -51,13 +51,15 @@ def print_score_report(console: Console, report: ScoreReport, title: str = "Scor
     console.print(scores_table(title, rows, "files"))
 
 
-def problems_table(problems: list[DatasetError]) -> Table:
-    table = Table(title=f"{len(problems)} problem(s)", title_justify="left")
-    table.add_column("file", overflow="fold")
-    table.add_column("problem", overflow="fold")
+def print_problems(console: Console, problems: list[DatasetError]) -> None:
+    """One line per problem, file first, never wrapped (so it can be grepped)."""
     for problem in problems:
-        table.add_row(str(problem.path), problem.problem)
-    return table
+        console.print(
+            f"[red]problem[/red] {problem.path}: {problem.problem}",
+            soft_wrap=True,
+            markup=True,
+            highlight=False,
+        )
 
 
 def to_json(data: Any) -> str:

@@ -1,0 +1,168 @@
+"""The ``seld-orch`` commands end to end on real files (in process, via Typer's runner)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from seld.metrics import read_submission, score_directories, write_submission
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli") / "data"
+    result = invoke(
+        "synth", "--out", root, "--per-split", 1, "--seconds", 4, "--workers", 1, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["written"] == 4
+    return root
+
+
+def test_synth_then_validate(synth_root: Path):
+    assert sorted(p.name for p in synth_root.iterdir()) == ["foa_dev", "metadata_dev", "mic_dev"]
+    result = invoke("validate", synth_root, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["problems"] == [] and report["checked"] == 8 and len(report["accepted"]) == 8
+    again = invoke("synth", "--out", synth_root, "--per-split", 1, "--seconds", 4, "--json")
+    assert json.loads(again.stdout)["written"] == 0  # complete recordings are skipped
+
+
+def test_validate_names_every_problem(synth_root: Path, tmp_path: Path):
+    import shutil
+
+    root = tmp_path / "broken"
+    shutil.copytree(synth_root, root)
+    wav = root / "mic_dev" / "split2_ir1_ov2_1.wav"
+    wav.write_bytes(wav.read_bytes()[:1000])
+    csv = root / "metadata_dev" / "split3_ir2_ov1_2.csv"
+    csv.write_text(csv.read_text().replace("\n", "\nunicorn,0.1,0.2,0,0,1\n", 1))
+    result = invoke("validate", root, "--json")
+    assert result.exit_code == 1
+    problems = {
+        (Path(p["file"]).name, p["problem"].split(":")[0])
+        for p in json.loads(result.stdout)["problems"]
+    }
+    assert problems == {
+        ("split2_ir1_ov2_1.wav", "truncated WAV"),
+        ("split3_ir2_ov1_2.csv", "line 2"),
+    }
+    text = invoke("validate", root)
+    assert text.exit_code == 1 and "unknown class label 'unicorn'" in text.output
+    assert "8 audio file(s) checked, 5 accepted, 2 problem(s)" in text.output
+    missing = invoke("validate", tmp_path / "nowhere")
+    assert missing.exit_code == 2 and "dataset root is not a folder" in missing.output
+
+
+def test_score_oracle_and_perturbed(synth_root: Path, tmp_path: Path):
+    pred = tmp_path / "pred"
+    from seld.baselines import oracle
+    from seld.dataset import recording_durations
+    from seld.dcase import num_label_frames
+    from seld.metadata import read_metadata
+
+    durations = recording_durations(synth_root)
+    rng = np.random.default_rng(0)
+    for stem, duration in durations.items():
+        rows = oracle(
+            read_metadata(synth_root / "metadata_dev" / f"{stem}.csv"), num_label_frames(duration)
+        )
+        write_submission(pred / "oracle" / f"{stem}.csv", rows)
+        noisy = rows[rng.random(len(rows)) > 0.1].copy()
+        noisy[:, 2] = noisy[:, 2] + rng.choice([-20, 0, 20], len(noisy))
+        write_submission(pred / "noisy" / f"{stem}.csv", noisy)
+    perfect = invoke(
+        "score", "--ref", synth_root / "metadata_dev", "--pred", pred / "oracle", "--json"
+    )
+    assert perfect.exit_code == 0, perfect.output
+    scores = json.loads(perfect.stdout)
+    assert scores["overall"]["seld"] == pytest.approx(0, abs=1e-6)
+    assert set(scores["groups"]) == {"split", "ov", "ir"}
+
+    result = invoke(
+        "score", "--ref", synth_root / "metadata_dev", "--pred", pred / "noisy", "--json"
+    )
+    overall = json.loads(result.stdout)["overall"]
+    expected = score_directories(
+        synth_root / "metadata_dev", pred / "noisy", durations=durations
+    ).overall
+    assert overall["doa_error"] == pytest.approx(expected.doa_error)
+    assert 0 < overall["doa_error"] < 20 and overall["frame_recall"] < 1
+    # the recording length comes from the audio next to --ref: 4 s, not the 60 s default
+    sixty = invoke(
+        "score",
+        "--ref",
+        synth_root / "metadata_dev",
+        "--pred",
+        pred / "noisy",
+        "--duration",
+        60,
+        "--json",
+    )
+    assert json.loads(sixty.stdout)["overall"]["frame_recall"] > overall["frame_recall"]
+    table = invoke("score", "--ref", synth_root / "metadata_dev", "--pred", pred / "noisy")
+    assert "SELD score" in table.output and "split 4" in table.output
+
+    (pred / "noisy" / "split1_ir0_ov1_0.csv").unlink()
+    missing = invoke("score", "--ref", synth_root / "metadata_dev", "--pred", pred / "noisy")
+    assert missing.exit_code == 2 and "split1_ir0_ov1_0" in missing.output
+    assert read_submission(pred / "oracle" / "split1_ir0_ov1_0.csv").shape[1] == 4
+
+
+def test_folds(synth_root: Path):
+    result = invoke("folds", "--dataset", synth_root, "--json")
+    folds = json.loads(result.stdout)
+    assert [f["test"] for f in folds] == [
+        ["split1_ir0_ov1_0"],
+        ["split2_ir1_ov2_1"],
+        ["split3_ir2_ov1_2"],
+        ["split4_ir3_ov2_3"],
+    ]
+    assert folds[0]["validation"] == ["split2_ir1_ov2_1"] and not folds[0]["leaky"]
+    leaky = invoke("folds", "--dataset", synth_root, "--protocol", "seed")
+    assert "leaky" in leaky.output
+
+
+def test_extract_command(synth_root: Path, tmp_path: Path):
+    result = invoke(
+        "extract",
+        "--dataset",
+        synth_root,
+        "--workspace",
+        tmp_path / "ws",
+        "--preset",
+        "tiny",
+        "--num-cpus",
+        1,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["written"] == 4 and summary["failed"] == {}
+    assert len(list(Path(summary["features"]).glob("mic_dev/*.h5"))) == 4
+
+
+def test_demo_json(tmp_path: Path):
+    result = invoke(
+        "demo", "--workspace", tmp_path / "ws", "--per-split", 1, "--seconds", 4, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    baselines = summary["baselines"]
+    assert baselines["oracle"]["seld"] == pytest.approx(0, abs=1e-6)
+    assert baselines["constant-direction"]["doa_error"] > 30
+    assert baselines["silence"]["er"] == 1 and baselines["silence"]["doa_error"] is None
+    assert [f["test"] for f in summary["folds"]] == [1, 1, 1, 1]
