@@ -16,12 +16,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from orchestrator.report import print_problems, print_score_report, to_json
+from orchestrator.synthesize import synthesize_on_ray
 from seld.dataset import DatasetLayout, recording_durations, validate_dataset
 from seld.dcase import FORMATS
 from seld.folds import PROTOCOLS, make_folds
 from seld.metadata import DatasetError
 from seld.metrics import score_directories
-from seld.synth import SynthConfig, missing_recordings, plan_recordings, synthesize_dataset
+from seld.synth import SynthConfig, SynthesisError, missing_recordings, plan_recordings
 
 app = typer.Typer(
     name="seld-orch",
@@ -35,6 +36,15 @@ err_console = Console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+WorkspaceOpt = Annotated[
+    Path, typer.Option("--workspace", help="Everything a run writes: features, models, MLflow.")
+]
+AddressOpt = Annotated[
+    str | None, typer.Option("--address", help="Ray cluster address; a local Ray when absent.")
+]
+NumCpusOpt = Annotated[
+    int | None, typer.Option("--num-cpus", help="CPUs of the local Ray (default: all).")
+]
 
 
 def progress_bar(transient: bool = False) -> Progress:
@@ -71,9 +81,8 @@ def synth(
     splits: Annotated[
         str, typer.Option("--splits", help="Comma-separated split numbers.")
     ] = "1,2,3,4",
-    workers: Annotated[
-        int | None, typer.Option("--workers", help="Processes (default: CPUs).")
-    ] = None,
+    address: AddressOpt = None,
+    num_cpus: NumCpusOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Synthesize a dataset in the DCASE 2019 development layout (rooms by image sources)."""
@@ -92,12 +101,17 @@ def synth(
     started = time.perf_counter()
     with progress_bar() as progress:
         task = progress.add_task("synthesizing", total=len(todo), current="")
-        synthesize_dataset(
-            out,
-            config,
-            workers=workers,
-            progress=lambda name: progress.update(task, advance=1, current=name.stem),
-        )
+        try:
+            synthesize_on_ray(
+                out,
+                config,
+                address=address,
+                num_cpus=num_cpus,
+                progress=lambda name: progress.update(task, advance=1, current=name.stem),
+            )
+        except SynthesisError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
     elapsed = time.perf_counter() - started
     names = plan_recordings(config)
     summary = {
@@ -247,14 +261,6 @@ def folds(
         )
 
 
-WorkspaceOpt = Annotated[
-    Path, typer.Option("--workspace", help="Everything a run writes: features, models, MLflow.")
-]
-AddressOpt = Annotated[
-    str | None, typer.Option("--address", help="Ray cluster address; a local Ray when absent.")
-]
-
-
 @app.command()
 def extract(
     dataset: Annotated[Path, typer.Option("--dataset", help="Dataset root (DCASE 2019 layout).")],
@@ -264,9 +270,7 @@ def extract(
     ] = "tiny",
     workspace: WorkspaceOpt = Path("workspace"),
     address: AddressOpt = None,
-    num_cpus: Annotated[
-        int | None, typer.Option("--num-cpus", help="CPUs of the local Ray (default: all).")
-    ] = None,
+    num_cpus: NumCpusOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Extract features of every recording into HDF5, one Ray task per recording.

@@ -8,12 +8,13 @@ from pathlib import Path
 from rich.console import Console
 
 from orchestrator.report import print_problems, print_score_report, scores_table, to_json
+from orchestrator.synthesize import synthesize_on_ray
 from seld.baselines import BASELINES
 from seld.dataset import DatasetLayout, load_events, recording_durations, validate_dataset
 from seld.dcase import num_label_frames
 from seld.folds import make_folds
 from seld.metrics import score_directories, write_submission
-from seld.synth import SynthConfig, missing_recordings, synthesize_dataset
+from seld.synth import SynthConfig, missing_recordings
 
 
 def run_demo(
@@ -35,7 +36,7 @@ def run_demo(
 
     with progress_bar() as progress:
         task = progress.add_task("1/3 synthesizing", total=len(todo), current="")
-        synthesize_dataset(
+        synthesize_on_ray(
             dataset, config, progress=lambda n: progress.update(task, advance=1, current=n.stem)
         )
         task = progress.add_task("2/3 validating", total=None, current="")

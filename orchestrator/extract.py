@@ -8,9 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import ray
-
-from orchestrator.ray_utils import ray_session
+from orchestrator.ray_utils import ray_session, run_tasks
 from seld.dataset import DatasetLayout, Recording
 from seld.extraction import extract_recording
 from seld.features import FeatureConfig
@@ -88,29 +86,19 @@ def extract_dataset(
     started = time.perf_counter()
     root, todo, done = plan_extraction(dataset, workspace, config, fmt, subsets)
     summary = ExtractSummary(root, skipped=done)
+
+    def record(rec: Recording, result: tuple[bool, str] | None, error: str | None) -> None:
+        ok, detail = result if result is not None else (False, f"{rec.audio_path}: {error}")
+        if ok:
+            summary.written.append(Path(detail))
+        else:
+            summary.failed[str(rec.audio_path)] = detail
+        if progress is not None:
+            progress(rec, ok)
+
     if todo:
         with ray_session(address, num_cpus):
-            task = ray.remote(num_cpus=1, max_retries=2)(_extract_task)
-            refs = {task.remote(rec, config, root): rec for rec in todo}
-            pending = list(refs)
-            try:
-                while pending:
-                    ready, pending = ray.wait(pending, num_returns=1)
-                    rec = refs[ready[0]]
-                    try:
-                        ok, detail = ray.get(ready[0])
-                    except (ray.exceptions.RayError, OSError) as exc:  # crashed past retries
-                        ok, detail = False, f"{rec.audio_path}: extraction failed ({exc})"
-                    if ok:
-                        summary.written.append(Path(detail))
-                    else:
-                        summary.failed[str(rec.audio_path)] = detail
-                    if progress is not None:
-                        progress(rec, ok)
-            except KeyboardInterrupt:
-                for ref in pending:
-                    ray.cancel(ref, force=True)
-                raise
+            run_tasks(_extract_task, todo, (config, root), on_done=record)
     summary.written.sort()
     summary.elapsed_s = time.perf_counter() - started
     return summary

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 import ray
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+I = TypeVar("I")
 
 
 @contextmanager
@@ -30,3 +33,42 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         yield
     finally:
         ray.shutdown()
+
+
+def run_tasks(
+    fn: Callable[..., T],
+    items: Sequence[I],
+    args: tuple = (),
+    *,
+    num_cpus: float = 1,
+    max_retries: int = 2,
+    on_done: Callable[[I, T | None, str | None], None] | None = None,
+) -> list[tuple[I, T | None, str | None]]:
+    """Run ``fn(item, *args)`` as one Ray task per item, as resources allow.
+
+    Returns ``(item, result, error)`` in completion order; ``error`` is set (and ``result`` is
+    None) when the task raised or its worker died past ``max_retries`` retries, so one bad item
+    never stops the rest. ``on_done`` is called as each finishes (for progress). On Ctrl-C the
+    pending tasks are cancelled before the interrupt propagates.
+    """
+    task = ray.remote(num_cpus=num_cpus, max_retries=max_retries)(fn)
+    refs = {task.remote(item, *args): item for item in items}
+    pending = list(refs)
+    results = []
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            item = refs[ready[0]]
+            try:
+                outcome = (item, ray.get(ready[0]), None)
+            except ray.exceptions.RayError as exc:
+                cause = getattr(exc, "cause", None) or exc
+                outcome = (item, None, f"{type(cause).__name__}: {cause}")
+            results.append(outcome)
+            if on_done is not None:
+                on_done(*outcome)
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    return results

@@ -24,7 +24,7 @@ def invoke(*args: str):
 def synth_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cli") / "data"
     result = invoke(
-        "synth", "--out", root, "--per-split", 1, "--seconds", 4, "--workers", 1, "--json"
+        "synth", "--out", root, "--per-split", 1, "--seconds", 4, "--num-cpus", 2, "--json"
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["written"] == 4
