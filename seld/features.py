@@ -112,14 +112,22 @@ class _Frames:
             np.ascontiguousarray(audio.T, dtype=np.float32), ((0, 0), (pad, pad)), mode="reflect"
         )
         self.view = sliding_window_view(padded, n_fft, axis=-1)[:, :: config.hop_length]
-        self.window = scipy.signal.get_window(config.window, n_fft, fftbins=True).astype(np.float32)
+        self.window64 = scipy.signal.get_window(config.window, n_fft, fftbins=True)
+        self.window = self.window64.astype(np.float32)
 
     @property
     def num_frames(self) -> int:
         return self.view.shape[1]
 
-    def spectrum(self, start: int, stop: int) -> np.ndarray:
-        """(channels, stop - start, n_fft // 2 + 1) complex64 spectra of frames start..stop-1."""
+    def spectrum(self, start: int, stop: int, precise: bool = False) -> np.ndarray:
+        """(channels, stop - start, n_fft // 2 + 1) spectra of frames start..stop-1.
+
+        complex64 by default; ``precise`` transforms in double precision (complex128), which
+        keeps the phase of bins far below the loudest one (e.g. above the cut-off of the
+        resampler) exact, as the seed's double-precision FFT does.
+        """
+        if precise:
+            return scipy.fft.rfft(self.view[:, start:stop] * self.window64, axis=-1)
         return scipy.fft.rfft(self.view[:, start:stop] * self.window, axis=-1)
 
 
@@ -155,6 +163,7 @@ def gcc_phat(spec: np.ndarray, n_lags: int) -> np.ndarray:
     magnitude = np.abs(spec)
     normal = magnitude > _TINY
     unit = np.divide(spec, magnitude, out=np.zeros_like(spec), where=normal)
+    unit = unit.astype(np.complex64, copy=False)  # unit phasors need no double precision
     first, second = zip(*combinations(range(spec.shape[0]), 2), strict=True)
     cross = unit[list(second)] * np.conj(unit[list(first)])
     cross[~(normal[list(second)] & normal[list(first)])] = 1
@@ -204,7 +213,8 @@ def extract_features(audio: np.ndarray, config: FeatureConfig) -> np.ndarray:
         spec = frames.spectrum(start, stop)
         out[:n_audio, start:stop] = log_mel(spec, config)
         if config.kind == "logmel_gcc":
-            gcc_spec = spec if gcc_frames is None else gcc_frames.spectrum(start, stop)
+            source = frames if gcc_frames is None else gcc_frames
+            gcc_spec = source.spectrum(start, stop, precise=True)
             out[n_audio:, start:stop] = gcc_phat(gcc_spec, config.n_mels)
         else:
             out[n_audio:, start:stop] = intensity_vectors(spec, config)
