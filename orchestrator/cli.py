@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from orchestrator.report import print_problems, print_score_report, to_json
+from orchestrator.report import print_problems, print_score_report, scores_table, to_json
 from orchestrator.synthesize import synthesize_on_ray
 from seld.dataset import DatasetLayout, recording_durations, validate_dataset
 from seld.dcase import FORMATS
@@ -319,6 +319,137 @@ def extract(
         )
     if summary.failed:
         raise typer.Exit(1)
+
+
+FoldOpt = Annotated[int, typer.Option("--fold", min=1, help="Fold number (tests on that split).")]
+RunOpt = Annotated[str, typer.Option("--run", help="Run name under <workspace>/runs.")]
+ProtocolOpt = Annotated[
+    str, typer.Option("--protocol", help=f"One of {', '.join(PROTOCOLS)} (seed is leaky).")
+]
+
+
+def _fold_data(dataset: Path, workspace: Path, fmt: str, preset: str, fold: int, protocol: str):
+    from orchestrator.fold import fold_data
+    from seld.features import feature_preset
+
+    try:
+        return fold_data(dataset, workspace, feature_preset(preset, fmt), fmt, fold, protocol)
+    except (DatasetError, ValueError, FileNotFoundError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def train(
+    dataset: Annotated[Path, typer.Option("--dataset", help="Dataset root (DCASE 2019 layout).")],
+    fold: FoldOpt,
+    stage: Annotated[str, typer.Option("--stage", help="sed, doa (after sed) or joint.")],
+    fmt: Annotated[str, typer.Option("--format", help="mic or foa.")] = "mic",
+    preset: Annotated[str, typer.Option("--preset", help="tiny or paper.")] = "tiny",
+    workspace: WorkspaceOpt = Path("workspace"),
+    run: RunOpt = "default",
+    protocol: ProtocolOpt = "dcase2019",
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Override the preset.")] = None,
+    seed: SeedOpt = 0,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Train one stage of one fold on this machine (resumes an interrupted run)."""
+    from orchestrator.fold import train_fold_stage
+    from seld.training import train_preset
+
+    data = _fold_data(dataset, workspace, fmt, preset, fold, protocol)
+    overrides = {"seed": seed} | ({"epochs": epochs} if epochs is not None else {})
+    try:
+        config = train_preset(preset, stage, **overrides)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    def show(metrics: dict[str, float], _: Path) -> None:
+        if not json_out:
+            console.print(
+                f"{stage} fold {fold} epoch {metrics['epoch']:>3}/{config.epochs}  "
+                f"loss {metrics['train_loss']:.4f}  val ER {metrics['val_er']:.3f}  "
+                f"F {metrics['val_f']:.3f}  DOA {metrics['val_doa_error']:.1f}°  "
+                f"FR {metrics['val_frame_recall']:.3f}  SELD {metrics['val_seld']:.4f}",
+                highlight=False,
+            )
+
+    try:
+        result = train_fold_stage(
+            data, config, workspace / "runs" / run, report=show, device=device
+        )
+    except FileNotFoundError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    summary = {
+        "best_checkpoint": str(result.best_checkpoint),
+        "best_epoch": result.best_epoch,
+        "best_selection": result.best_score,
+        "history": result.history,
+        "elapsed_s": round(result.elapsed_s, 1),
+    }
+    if json_out:
+        console.print_json(to_json(summary))
+    else:
+        console.print(
+            f"best epoch {result.best_epoch} ({result.best_checkpoint}), {result.elapsed_s:.1f} s"
+        )
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[Path, typer.Option("--dataset", help="Dataset root (DCASE 2019 layout).")],
+    fold: FoldOpt,
+    fmt: Annotated[str, typer.Option("--format", help="mic or foa.")] = "mic",
+    preset: Annotated[str, typer.Option("--preset", help="tiny or paper.")] = "tiny",
+    workspace: WorkspaceOpt = Path("workspace"),
+    run: RunOpt = "default",
+    protocol: ProtocolOpt = "dcase2019",
+    threshold: Annotated[float, typer.Option("--threshold", help="SED threshold.")] = 0.3,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    json_out: JsonOpt = False,
+) -> None:
+    """Two-stage inference of one fold: SED detections, DOA directions, scored on its test
+    split, next to the same detections with a constant direction."""
+    from orchestrator.fold import (
+        constant_direction_report,
+        references,
+        score_predictions,
+        two_stage_predictions,
+    )
+
+    data = _fold_data(dataset, workspace, fmt, preset, fold, protocol)
+    run_dir = workspace / "runs" / run
+    try:
+        preds = two_stage_predictions(data, run_dir, "test", device)
+    except FileNotFoundError as exc:
+        err_console.print(f"[red]error:[/red] {exc} (train both stages first)")
+        raise typer.Exit(2) from None
+    refs = references(data, "test")
+    submissions = run_dir / f"fold{fold}" / "submissions"
+    report = score_predictions(preds, refs, threshold, submissions)
+    constant = constant_direction_report(preds, refs, threshold)
+    if json_out:
+        console.print_json(
+            to_json(
+                {
+                    "two_stage": report.as_dict(),
+                    "constant_direction": constant.overall.as_dict(),
+                    "submissions": str(submissions),
+                }
+            )
+        )
+        return
+    console.print(
+        scores_table(
+            f"fold {fold} test split {list(data.fold.test_splits)} (threshold {threshold})",
+            {"two-stage": report.overall, "same SED, constant direction": constant.overall},
+            "system",
+        )
+    )
+    print_score_report(console, report, "two-stage, per split / ov / ir")
+    console.print(f"submissions: {submissions}")
 
 
 @app.command()
