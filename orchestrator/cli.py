@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from orchestrator.report import print_problems, print_score_report, scores_table, to_json
 from orchestrator.synthesize import synthesize_on_ray
@@ -21,7 +22,7 @@ from seld.dataset import DatasetLayout, recording_durations, validate_dataset
 from seld.dcase import FORMATS
 from seld.folds import PROTOCOLS, make_folds
 from seld.metadata import DatasetError
-from seld.metrics import score_directories
+from seld.metrics import SeldScores, score_directories
 from seld.synth import SynthConfig, SynthesisError, missing_recordings, plan_recordings
 
 app = typer.Typer(
@@ -373,6 +374,7 @@ def train(
                 f"F {metrics['val_f']:.3f}  DOA {metrics['val_doa_error']:.1f}°  "
                 f"FR {metrics['val_frame_recall']:.3f}  SELD {metrics['val_seld']:.4f}",
                 highlight=False,
+                soft_wrap=True,
             )
 
     try:
@@ -450,6 +452,140 @@ def evaluate(
     )
     print_score_report(console, report, "two-stage, per split / ov / ir")
     console.print(f"submissions: {submissions}")
+
+
+def _status_table(status: dict[str, dict]) -> Table:
+    table = Table(title="fold jobs", title_justify="left")
+    for column in ("job", "state", "epoch", "train loss", "val SELD", "val selection"):
+        table.add_column(column, justify="left" if column in ("job", "state") else "right")
+    for job in sorted(status):
+        row = status[job]
+
+        def num(key: str, fmt: str = "{:.4f}", row=row) -> str:
+            return fmt.format(row[key]) if isinstance(row.get(key), int | float) else ""
+
+        table.add_row(
+            job,
+            str(row.get("state", "")),
+            num("epoch", "{:.0f}"),
+            num("train_loss"),
+            num("val_seld"),
+            num("val_selection"),
+        )
+    return table
+
+
+@app.command()
+def cv(
+    dataset: Annotated[Path, typer.Option("--dataset", help="Dataset root (DCASE 2019 layout).")],
+    fmt: Annotated[str, typer.Option("--format", help="mic or foa.")] = "mic",
+    preset: Annotated[str, typer.Option("--preset", help="tiny or paper.")] = "tiny",
+    folds: Annotated[str, typer.Option("--folds", help="Comma-separated folds.")] = "1,2,3,4",
+    workspace: WorkspaceOpt = Path("workspace"),
+    run: RunOpt = "cv",
+    protocol: ProtocolOpt = "dcase2019",
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Override the preset.")] = None,
+    seed: SeedOpt = 0,
+    address: AddressOpt = None,
+    gpu: Annotated[bool, typer.Option("--gpu/--no-gpu", help="One GPU per fold job.")] = False,
+    threshold: Annotated[float, typer.Option("--threshold", help="SED threshold.")] = 0.3,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow store (default: in workspace).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Four-fold cross-validation: per fold SED then DOA on Ray Train, tracked in MLflow.
+
+    Features are extracted first where missing. Rerunning the same command after a crash skips
+    finished stages and resumes unfinished ones.
+    """
+    from rich.live import Live
+
+    from orchestrator.cv import CVSettings
+    from orchestrator.cv_run import run_cv
+    from orchestrator.extract import extract_dataset
+    from orchestrator.ray_utils import ray_session
+    from orchestrator.tracking import resolve_tracking_uri
+    from seld.features import feature_preset
+
+    settings = CVSettings(
+        dataset=str(dataset.resolve()),
+        workspace=str(workspace.resolve()),
+        fmt=fmt,
+        preset=preset,
+        folds=tuple(int(k) for k in folds.split(",")),
+        protocol=protocol,
+        run=run,
+        epochs=epochs,
+        seed=seed,
+        use_gpu=gpu,
+        threshold=threshold,
+        tracking_uri=resolve_tracking_uri(workspace, tracking_uri),
+    )
+    with ray_session(address):
+        summary = extract_dataset(dataset, workspace, feature_preset(preset, fmt), fmt)
+        if summary.failed:
+            for reason in summary.failed.values():
+                err_console.print(f"[red]failed:[/red] {reason}")
+            err_console.print("[red]error:[/red] fix or remove the recordings above first")
+            raise typer.Exit(1)
+        with Live(
+            _status_table({}), console=err_console, refresh_per_second=2, transient=json_out
+        ) as live:
+            result = run_cv(settings, on_status=lambda st: live.update(_status_table(st)))
+    if json_out:
+        console.print_json(to_json(result))
+        return
+    rows = {f"fold {k}": SeldScores(**v) for k, v in result["folds"].items()}
+    rows["all test splits"] = SeldScores(**result["overall"])
+    console.print(scores_table(f"cross-validation {run} ({preset}, {fmt})", rows, ""))
+    grouped = {
+        f"{g} {k}": SeldScores(**v)
+        for g, d in result["groups"].items()
+        for k, v in d.items()
+        if g != "split"
+    }
+    console.print(scores_table("per ov and ir, all folds", grouped, ""))
+    console.print(
+        f"MLflow: run {result['mlflow_parent_run']} in {result['tracking_uri']} "
+        f"({result['elapsed_s']:.0f} s); `seld-orch ui --workspace {workspace}`"
+    )
+
+
+@app.command()
+def ui(
+    workspace: WorkspaceOpt = Path("workspace"),
+    port: Annotated[int, typer.Option("--port")] = 5000,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri")] = None,
+) -> None:
+    """Start the MLflow UI on 127.0.0.1 against the workspace's store."""
+    import os
+    import subprocess
+    import sys
+
+    from orchestrator.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(workspace, tracking_uri)
+    console.print(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C stops it)")
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        check=False,
+        env=env,
+    )
 
 
 @app.command()

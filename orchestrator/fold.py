@@ -142,13 +142,14 @@ def references(data: FoldData, split: str) -> dict[str, tuple[np.ndarray, int]]:
     return out
 
 
-def score_predictions(
+def submission_pairs(
     predictions: dict[str, Prediction],
     refs: dict[str, tuple[np.ndarray, int]],
     thresholds: float | np.ndarray = 0.3,
     submissions: Path | None = None,
-) -> ScoreReport:
-    """Threshold, mask and score; optionally write the submission CSVs."""
+) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """Threshold and mask each prediction into submission rows, paired with its reference
+    (``score_files`` input); optionally write the submission CSVs."""
     pairs = {}
     for stem, pred in predictions.items():
         rows = submission_rows(pred, thresholds)
@@ -156,7 +157,17 @@ def score_predictions(
             write_submission(submissions / f"{stem}.csv", rows)
         ref, frames = refs[stem]
         pairs[stem] = (ref, rows, frames)
-    return score_files(pairs)
+    return pairs
+
+
+def score_predictions(
+    predictions: dict[str, Prediction],
+    refs: dict[str, tuple[np.ndarray, int]],
+    thresholds: float | np.ndarray = 0.3,
+    submissions: Path | None = None,
+) -> ScoreReport:
+    """Threshold, mask and score; optionally write the submission CSVs."""
+    return score_files(submission_pairs(predictions, refs, thresholds, submissions))
 
 
 def constant_direction_report(

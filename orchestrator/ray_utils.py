@@ -22,7 +22,15 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     if ray.is_initialized():
         yield
         return
-    kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING}
+    # Ray Train V2 waits about one controller health-check interval (2 s by default) per
+    # report; with one report per epoch that dominates short CPU epochs
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+    kwargs: dict = {
+        "include_dashboard": False,
+        "logging_level": logging.WARNING,
+        # workers' own logs stay in Ray's session logs; the CLI shows progress instead
+        "log_to_driver": False,
+    }
     if address:
         kwargs["address"] = address
     else:
