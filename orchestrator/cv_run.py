@@ -28,6 +28,7 @@ from orchestrator.tracking import (
 )
 from seld.fsutil import atomic_path
 from seld.metrics import ScoreReport, score_files
+from seld.plots import plot_recording
 from seld.training import train_preset
 
 
@@ -63,7 +64,8 @@ def _mlflow_runs(client: MlflowClient, s: CVSettings, experiment: str) -> dict[s
 
 
 def cross_validated_scores(s: CVSettings) -> tuple[ScoreReport, dict[int, ScoreReport]]:
-    """Score every fold's test predictions and all folds together; write the submissions."""
+    """Score every fold's test predictions and all folds together; write the submissions and
+    a prediction-versus-reference figure of each fold's first test recording."""
     from orchestrator.cv import _fold_data
 
     submissions = s.run_dir / "submissions"
@@ -75,6 +77,11 @@ def cross_validated_scores(s: CVSettings) -> tuple[ScoreReport, dict[int, ScoreR
         pairs = submission_pairs(preds, references(data, "test"), s.threshold, submissions)
         per_fold[k] = score_files(pairs)
         everything.update(pairs)
+        stem = sorted(pairs)[0]
+        ref, rows, frames = pairs[stem]
+        plot_recording(
+            ref, rows, frames, f"{stem} (fold {k} test)", s.run_dir / "plots" / f"{stem}.png"
+        )
     return score_files(everything), per_fold
 
 
@@ -125,6 +132,7 @@ def run_cv(
         tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
     client.log_artifact(pid, str(metrics_path))
     client.log_artifacts(pid, str(settings.run_dir / "submissions"), "submissions")
+    client.log_artifacts(pid, str(settings.run_dir / "plots"), "plots")
     for k in settings.folds:
         for stage in STAGES:
             best = settings.run_dir / f"fold{k}" / stage / "best.pt"
