@@ -488,6 +488,9 @@ def cv(
     seed: SeedOpt = 0,
     address: AddressOpt = None,
     gpu: Annotated[bool, typer.Option("--gpu/--no-gpu", help="One GPU per fold job.")] = False,
+    workers_per_fold: Annotated[
+        int, typer.Option("--workers-per-fold", min=1, help="Data-parallel workers per fold job.")
+    ] = 1,
     threshold: Annotated[float, typer.Option("--threshold", help="SED threshold.")] = 0.3,
     tracking_uri: Annotated[
         str | None, typer.Option("--tracking-uri", help="MLflow store (default: in workspace).")
@@ -519,6 +522,7 @@ def cv(
         epochs=epochs,
         seed=seed,
         use_gpu=gpu,
+        workers_per_fold=workers_per_fold,
         threshold=threshold,
         tracking_uri=resolve_tracking_uri(workspace, tracking_uri),
     )

@@ -47,6 +47,7 @@ class CVSettings:
     epochs: int | None = None
     seed: int = 0
     use_gpu: bool = False
+    workers_per_fold: int = 1
     cpus_per_worker: float = 1.0
     max_failures: int = 2
     threshold: float = 0.3
@@ -99,7 +100,12 @@ def _train_loop(config: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "node.txt").write_text(ray.get_runtime_context().get_node_id())
 
+    rank = ray.train.get_context().get_world_rank()
+
     def report(metrics: dict[str, float], folder: Path) -> None:
+        if rank != 0:  # every rank reports; rank 0 owns the checkpoint and the tracking
+            ray.train.report(metrics)
+            return
         if sink is not None:
             ray.get(sink.log_epoch.remote(run_id, job, metrics))
         with tempfile.TemporaryDirectory() as tmp:
@@ -148,7 +154,9 @@ def fold_job(settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, 
                 "sink": sink,
             },
             scaling_config=ScalingConfig(
-                num_workers=1, use_gpu=s.use_gpu, resources_per_worker=resources
+                num_workers=s.workers_per_fold,
+                use_gpu=s.use_gpu,
+                resources_per_worker=resources,
             ),
             torch_config=TorchConfig(backend="gloo"),
             run_config=RunConfig(

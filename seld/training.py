@@ -18,7 +18,9 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from seld.dcase import num_label_frames
 from seld.fsutil import atomic_path
@@ -126,6 +128,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) of the data-parallel group this process is in; (0, 1) when alone."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def build_stage_model(
     config: TrainConfig, in_channels: int, sed_state: Mapping[str, torch.Tensor] | None
 ) -> torch.nn.Module:
@@ -189,6 +198,11 @@ def train_stage(
     ``out_dir/last.pt`` carries model, optimizer, scheduler, epoch, step, RNG states and history,
     so an interrupted run continues exactly where it stopped; ``out_dir/best.pt`` holds the
     model with the lowest validation ``selection`` score so far.
+
+    Data parallel when run in an initialised ``torch.distributed`` group (e.g. by Ray Train with
+    several workers per fold): each rank trains on its share of the windows with gradients
+    averaged; rank 0 validates and writes the checkpoints, and every rank receives the epoch's
+    metrics for ``report``.
     """
     started = time.perf_counter()
     dev = pick_device(device)
@@ -199,11 +213,15 @@ def train_stage(
     window, hop = round(config.window_s * fps), round(config.hop_s * fps)
     dataset = WindowDataset(train_paths, window=window, hop=hop, scaler=scaler)
 
+    rank, world_size = world()
     torch.manual_seed(config.seed)
     model = build_stage_model(config, in_channels, sed_state).to(dev)
     use_cuda = dev.type == "cuda"
     if use_cuda and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    net: torch.nn.Module = model
+    if world_size > 1:
+        net = DistributedDataParallel(model, device_ids=[dev.index] if use_cuda else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, config)
@@ -222,10 +240,16 @@ def train_stage(
         state = {k: ckpt[k] for k in state}
         log.info("resuming %s at epoch %d", out_dir, state["epoch"])
 
+    sampler = None
+    if world_size > 1:
+        sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed
+        )
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         drop_last=False,
         num_workers=config.num_workers,
         generator=generator,
@@ -234,7 +258,9 @@ def train_stage(
     )
     amp_dtype = torch.bfloat16 if use_cuda and torch.cuda.is_bf16_supported() else torch.float16
     while state["epoch"] < config.epochs:
-        model.train()
+        if sampler is not None:
+            sampler.set_epoch(state["epoch"])
+        net.train()
         losses = []
         for i, batch in enumerate(loader):
             if config.max_batches_per_epoch is not None and i >= config.max_batches_per_epoch:
@@ -244,7 +270,7 @@ def train_stage(
             if use_cuda and config.channels_last:
                 features = features.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_cuda and config.amp):
-                outputs = model(features)
+                outputs = net(features)
             loss = stage_loss(config.stage, outputs, batch, config.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -253,13 +279,24 @@ def train_stage(
             state["step"] += 1
             losses.append(float(loss.detach()))
         state["epoch"] += 1
+        train_loss = float(np.mean(losses)) if losses else float("nan")
+        if world_size > 1:
+            total = torch.tensor([train_loss], dtype=torch.float64, device=dev)
+            dist.all_reduce(total)
+            train_loss = float(total) / world_size
         metrics = {
             "epoch": state["epoch"],
             "step": state["step"],
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "train_loss": train_loss,
             "lr": optimizer.param_groups[0]["lr"],
+            "world_size": world_size,
         }
-        metrics.update(evaluate_files(model, val_paths, scaler, config, dev))
+        if rank == 0:
+            metrics.update(evaluate_files(model, val_paths, scaler, config, dev))
+        if world_size > 1:
+            shared = [metrics]
+            dist.broadcast_object_list(shared, src=0)
+            metrics = shared[0]
         state["history"].append(metrics)
         improved = metrics["val_selection"] < state["best_score"]
         if improved:
@@ -274,8 +311,9 @@ def train_stage(
             "train_config": _plain(config.to_dict()),
             **state,
         }
-        save_checkpoint(last, ckpt)
-        if improved:
+        if rank == 0:
+            save_checkpoint(last, ckpt)
+        if improved and rank == 0:
             save_checkpoint(
                 out_dir / "best.pt",
                 {

@@ -116,6 +116,18 @@ def test_killed_worker_resumes_from_its_checkpoint(local_ray, tmp_path: Path):
     assert (s.run_dir / "fold1" / "doa" / "done.json").exists()
 
 
+def test_data_parallel_workers_per_fold(local_ray, tmp_path: Path):
+    data = make_data(tmp_path, per_split=1, seconds=5)
+    ws = tmp_path / "ws"
+    extract_dataset(data, ws, feature_preset("tiny"), "mic")
+    s = settings(data, ws, folds=(2,), workers_per_fold=2, epochs=1)
+    summary = run_cv(s)
+    for stage in ("sed", "doa"):
+        history = load_checkpoint(s.run_dir / "fold2" / stage / "last.pt")["history"]
+        assert [h["world_size"] for h in history] == [2]
+    assert summary["overall"]["er"] >= 0
+
+
 def test_folds_spread_over_nodes_and_doa_follows_its_own_sed(tmp_path: Path):
     from ray.cluster_utils import Cluster
 
