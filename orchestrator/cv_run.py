@@ -32,6 +32,15 @@ from seld.plots import plot_recording
 from seld.training import train_preset
 
 
+def resolved_config(s: CVSettings) -> dict[str, Any]:
+    """The whole configuration of a cv run: its settings and each stage's training config."""
+    overrides = {"seed": s.seed} | ({"epochs": s.epochs} if s.epochs is not None else {})
+    return {
+        "cv": s.to_dict(),
+        **{f"train_{st}": train_preset(s.preset, st, **overrides).to_dict() for st in STAGES},
+    }
+
+
 def _mlflow_runs(client: MlflowClient, s: CVSettings, experiment: str) -> dict[str, Any]:
     """Create the parent and child runs, or reuse those of an interrupted run of the same name."""
     path = s.run_dir / "mlflow_runs.json"
@@ -39,11 +48,7 @@ def _mlflow_runs(client: MlflowClient, s: CVSettings, experiment: str) -> dict[s
         return json.loads(path.read_text())
     parent = client.create_run(experiment, run_name=s.run, tags={**provenance_tags(), "kind": "cv"})
     pid = parent.info.run_id
-    config = {
-        "cv": s.to_dict(),
-        **{f"train_{stage}": train_preset(s.preset, stage).to_dict() for stage in STAGES},
-    }
-    for key, value in flatten(config).items():
+    for key, value in flatten(resolved_config(s)).items():
         client.log_param(pid, key, value[:500])
     children = {
         str(k): {
@@ -131,6 +136,10 @@ def run_cv(
     with atomic_path(metrics_path) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
     client.log_artifact(pid, str(metrics_path))
+    config_path = settings.run_dir / "config.json"
+    with atomic_path(config_path) as tmp:
+        tmp.write_text(json.dumps(resolved_config(settings), indent=2))
+    client.log_artifact(pid, str(config_path))
     client.log_artifacts(pid, str(settings.run_dir / "submissions"), "submissions")
     client.log_artifacts(pid, str(settings.run_dir / "plots"), "plots")
     for k in settings.folds:

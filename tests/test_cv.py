@@ -81,7 +81,8 @@ def test_four_fold_cv_is_tracked_and_rescorable(local_ray, tmp_path: Path):
     assert parent.data.params["cv.preset"] == "tiny"
     assert "mlflow.source.git.commit" in parent.data.tags or "version.ray" in parent.data.tags
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"metrics.json", "submissions", "checkpoints", "plots"} <= artifacts
+    assert {"metrics.json", "config.json", "submissions", "checkpoints", "plots"} <= artifacts
+    assert json.loads((s.run_dir / "config.json").read_text())["train_sed"]["epochs"] == 2
     assert len(list((s.run_dir / "plots").glob("*.png"))) == 4
 
     submissions = s.run_dir / "submissions"
