@@ -592,6 +592,67 @@ def ui(
     )
 
 
+tune_app = typer.Typer(help="Searches on Ray Tune with an Optuna searcher.", no_args_is_help=True)
+app.add_typer(tune_app, name="tune")
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+
+
+def _cv_settings(workspace: Path, run: str):
+    import json
+
+    from orchestrator.cv import CVSettings
+
+    path = workspace / "runs" / run / "config.json"
+    if not path.exists():
+        err_console.print(f"[red]error:[/red] {path} missing: is {run!r} a finished cv run?")
+        raise typer.Exit(2)
+    cv_config = json.loads(path.read_text())["cv"]
+    cv_config["folds"] = tuple(cv_config["folds"])
+    cv_config["kill_once_after"] = None
+    return CVSettings(**cv_config)
+
+
+@tune_app.command("thresholds")
+def tune_thresholds_command(
+    run: RunOpt = "cv",
+    workspace: WorkspaceOpt = Path("workspace"),
+    space: Annotated[Path, typer.Option("--space", help="Search-space YAML.")] = SPACES
+    / "thresholds.yaml",
+    trials: Annotated[int, typer.Option("--trials", min=1)] = 1000,
+    seed: SeedOpt = 0,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Trials at once (1 = reproducible).")
+    ] = 1,
+    address: AddressOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Tune SED thresholds and post-processing on a finished cv run's validation predictions,
+    then apply the best to its test splits (no retraining)."""
+    from orchestrator.ray_utils import ray_session
+    from orchestrator.search_space import SearchSpaceError, load_search_space
+    from orchestrator.tune import tune_thresholds
+
+    settings = _cv_settings(workspace, run)
+    try:
+        search_space = load_search_space(space)
+    except SearchSpaceError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    with ray_session(address):
+        summary = tune_thresholds(
+            settings, search_space, trials=trials, seed=seed, concurrency=concurrency
+        )
+    if json_out:
+        console.print_json(to_json(summary))
+        return
+    rows = {name.replace("_", ", "): SeldScores(**v) for name, v in summary["scores"].items()}
+    console.print(scores_table(f"thresholds of run {run}: before and after tuning", rows, ""))
+    console.print(
+        f"best: {summary['best_config']}; {summary['trials']} trials in "
+        f"{summary['search_s']:.1f} s ({summary['trials_per_s']:.1f} trials/s)"
+    )
+
+
 @app.command()
 def demo(
     workspace: Annotated[

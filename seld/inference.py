@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from scipy.ndimage import median_filter
 
 from seld.dcase import LABEL_FRAMES_PER_SECOND, num_label_frames
 from seld.fsutil import atomic_path
@@ -124,6 +125,7 @@ def submission_rows(
     prediction: Prediction,
     thresholds: float | Sequence[float] | np.ndarray = 0.3,
     activity: np.ndarray | None = None,
+    median_frames: int = 1,
 ) -> np.ndarray:
     """DCASE submission rows: classes whose probability exceeds the threshold (one value or one
     per class) get the predicted direction, rounded to the nearest 10 degrees as in the seed.
@@ -131,6 +133,8 @@ def submission_rows(
     model alone)."""
     if activity is None:
         activity = prediction.sed > np.asarray(thresholds, dtype=np.float32)
+        if median_frames > 1:  # smooth each class's detections over time
+            activity = median_filter(activity.astype(np.uint8), size=(median_frames, 1)) > 0
     # 180 and -180 are one direction; the scorer's grid only has -180 (it clips 180 to 170)
     azimuth = (np.round(prediction.azimuth / 10.0) * 10.0 + 180.0) % 360.0 - 180.0
     elevation = np.round(prediction.elevation / 10.0) * 10.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,29 @@ def test_four_fold_cv_is_tracked_and_rescorable(local_ray, tmp_path: Path):
     for key in ("er", "f", "frame_recall"):
         assert rescored[key] == pytest.approx(parent.data.metrics[f"cv_{key}"])
 
+    # thresholds tuned on the validation predictions: never worse there, same with the same seed
+    from orchestrator.search_space import load_search_space
+    from orchestrator.tune import tune_thresholds
+
+    space = load_search_space(Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml")
+    first = tune_thresholds(s, space, trials=12, seed=3)
+    second = tune_thresholds(s, space, trials=12, seed=3)
+    assert first["best_config"] == second["best_config"]
+    scores = first["scores"]
+    assert scores["validation_tuned"]["seld"] <= scores["validation_default"]["seld"] + 1e-12
+    assert first["trials"] == 12
+    tuned = [
+        r
+        for r in client.search_runs([summary["experiment_id"]])
+        if r.data.tags.get("kind") == "tune-thresholds"
+    ]
+    assert len(tuned) == 2 and tuned[0].data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert {a.path for a in client.list_artifacts(tuned[0].info.run_id)} >= {
+        "trials.csv",
+        "summary.json",
+    }
+    assert "tuned_cv_seld" in client.get_run(parent.info.run_id).data.metrics
+
     # a rerun of the same command skips every finished stage
     again = run_cv(s)
     for k, fold in again["stages"].items():
@@ -152,3 +176,26 @@ def test_folds_spread_over_nodes_and_doa_follows_its_own_sed(tmp_path: Path):
     # fold 3 trains on the small splits 1 and 2: its DOA starts while fold 1's SED still runs
     slowest_sed_end = max(stages[k]["sed"]["end"] for k in stages)
     assert stages["3"]["doa"]["start"] < slowest_sed_end
+
+
+def test_search_space_errors_name_the_field(tmp_path: Path):
+    from orchestrator.search_space import SearchSpaceError, load_search_space
+
+    spaces = Path(__file__).resolve().parents[1] / "search_spaces"
+    for path in spaces.glob("*.yaml"):
+        assert load_search_space(path).params  # every shipped space is valid
+    bad = {
+        "params:\n  threshold: {type: float, low: 0.9, high: 0.1}\n": "params.threshold: low",
+        "params:\n  threshold: {type: gaussian, low: 0, high: 1}\n": "params.threshold.type",
+        "params:\n  loss: {type: categorical}\n": "params.loss.choices",
+        "params:\n  lr: {type: logfloat, low: 0, high: 1}\n": "params.lr.low",
+        "params:\n  x: {type: float, low: 0, high: 1, colour: red}\n": "unknown field(s)",
+        "params:\n  m: {type: int, low: 1, high: 5, when: {later: true}}\n": "params.m.when",
+        "threshold: 0.3\n": "expected a mapping with a 'params' mapping",
+    }
+    for text, message in bad.items():
+        path = tmp_path / "space.yaml"
+        path.write_text(text)
+        with pytest.raises(SearchSpaceError, match=re.escape(message)) as info:
+            load_search_space(path)
+        assert str(path) in str(info.value)
