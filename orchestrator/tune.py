@@ -7,7 +7,6 @@ test splits and logged next to the untuned scores of the cv run.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
@@ -169,8 +168,3 @@ def _log(settings: CVSettings, experiment: str, summary: dict[str, Any], *files:
         client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, "FINISHED")
     log_scores(client, runs["parent"], "tuned_cv_", summary["scores"]["test_tuned"])
-
-
-def trials_table(path: Path) -> list[dict[str, str]]:
-    with path.open() as fh:
-        return list(csv.DictReader(fh))
