@@ -43,6 +43,10 @@ WorkspaceOpt = Annotated[
 AddressOpt = Annotated[
     str | None, typer.Option("--address", help="Ray cluster address; a local Ray when absent.")
 ]
+DatasetOpt = Annotated[Path, typer.Option("--dataset", help="Dataset root (DCASE 2019 layout).")]
+FormatOpt = Annotated[str, typer.Option("--format", help="mic or foa.")]
+PresetOpt = Annotated[str, typer.Option("--preset", help="tiny or paper.")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Override the preset.")]
 NumCpusOpt = Annotated[
     int | None, typer.Option("--num-cpus", help="CPUs of the local Ray (default: all).")
 ]
@@ -222,8 +226,8 @@ def score(
 
 @app.command()
 def folds(
-    dataset: Annotated[Path, typer.Option("--dataset", help="Dataset root (DCASE 2019 layout).")],
-    fmt: Annotated[str, typer.Option("--format", help="mic or foa.")] = "mic",
+    dataset: DatasetOpt,
+    fmt: FormatOpt = "mic",
     protocol: Annotated[
         str, typer.Option("--protocol", help=f"One of {', '.join(PROTOCOLS)} (seed is leaky).")
     ] = "dcase2019",
@@ -264,8 +268,8 @@ def folds(
 
 @app.command()
 def extract(
-    dataset: Annotated[Path, typer.Option("--dataset", help="Dataset root (DCASE 2019 layout).")],
-    fmt: Annotated[str, typer.Option("--format", help="mic or foa.")] = "mic",
+    dataset: DatasetOpt,
+    fmt: FormatOpt = "mic",
     preset: Annotated[
         str, typer.Option("--preset", help="Feature preset: tiny or paper.")
     ] = "tiny",
@@ -342,15 +346,15 @@ def _fold_data(dataset: Path, workspace: Path, fmt: str, preset: str, fold: int,
 
 @app.command()
 def train(
-    dataset: Annotated[Path, typer.Option("--dataset", help="Dataset root (DCASE 2019 layout).")],
+    dataset: DatasetOpt,
     fold: FoldOpt,
     stage: Annotated[str, typer.Option("--stage", help="sed, doa (after sed) or joint.")],
-    fmt: Annotated[str, typer.Option("--format", help="mic or foa.")] = "mic",
-    preset: Annotated[str, typer.Option("--preset", help="tiny or paper.")] = "tiny",
+    fmt: FormatOpt = "mic",
+    preset: PresetOpt = "tiny",
     workspace: WorkspaceOpt = Path("workspace"),
     run: RunOpt = "default",
     protocol: ProtocolOpt = "dcase2019",
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Override the preset.")] = None,
+    epochs: EpochsOpt = None,
     seed: SeedOpt = 0,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     json_out: JsonOpt = False,
@@ -401,10 +405,10 @@ def train(
 
 @app.command()
 def evaluate(
-    dataset: Annotated[Path, typer.Option("--dataset", help="Dataset root (DCASE 2019 layout).")],
+    dataset: DatasetOpt,
     fold: FoldOpt,
-    fmt: Annotated[str, typer.Option("--format", help="mic or foa.")] = "mic",
-    preset: Annotated[str, typer.Option("--preset", help="tiny or paper.")] = "tiny",
+    fmt: FormatOpt = "mic",
+    preset: PresetOpt = "tiny",
     workspace: WorkspaceOpt = Path("workspace"),
     run: RunOpt = "default",
     protocol: ProtocolOpt = "dcase2019",
@@ -477,14 +481,14 @@ def _status_table(status: dict[str, dict]) -> Table:
 
 @app.command()
 def cv(
-    dataset: Annotated[Path, typer.Option("--dataset", help="Dataset root (DCASE 2019 layout).")],
-    fmt: Annotated[str, typer.Option("--format", help="mic or foa.")] = "mic",
-    preset: Annotated[str, typer.Option("--preset", help="tiny or paper.")] = "tiny",
+    dataset: DatasetOpt,
+    fmt: FormatOpt = "mic",
+    preset: PresetOpt = "tiny",
     folds: Annotated[str, typer.Option("--folds", help="Comma-separated folds.")] = "1,2,3,4",
     workspace: WorkspaceOpt = Path("workspace"),
     run: RunOpt = "cv",
     protocol: ProtocolOpt = "dcase2019",
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Override the preset.")] = None,
+    epochs: EpochsOpt = None,
     seed: SeedOpt = 0,
     address: AddressOpt = None,
     gpu: Annotated[bool, typer.Option("--gpu/--no-gpu", help="One GPU per fold job.")] = False,

@@ -94,6 +94,17 @@ def parse_metadata(text: str, path: str | os.PathLike[str] = "<metadata>") -> li
     return events
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """The UTF-8 text of a dataset file; :class:`DatasetError` says which ``what`` file is
+    missing or unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DatasetError(path, f"missing {what} file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(path, f"unreadable {what} file ({exc})") from None
+
+
 def read_metadata(path: str | os.PathLike[str], duration_s: float | None = None) -> list[Event]:
     """Read one metadata CSV into events.
 
@@ -101,13 +112,7 @@ def read_metadata(path: str | os.PathLike[str], duration_s: float | None = None)
     error too.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(path, "missing metadata file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(path, f"unreadable metadata file ({exc})") from None
-    events = parse_metadata(text, path)
+    events = parse_metadata(read_text_file(path, "metadata"), path)
     if duration_s is not None:
         check_events_fit(events, duration_s, path)
     return events

@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from seld.dcase import LABEL_HOP_S, NUM_CLASSES
-from seld.metadata import DatasetError, Event, atomic_write_text, event_frame_span
+from seld.metadata import (
+    DatasetError,
+    Event,
+    atomic_write_text,
+    event_frame_span,
+    read_text_file,
+)
 
 #: Columns of a submission row.
 SUBMISSION_COLUMNS: tuple[str, ...] = ("frame", "class", "azimuth", "elevation")
@@ -68,13 +74,7 @@ def read_submission(path: str | os.PathLike[str]) -> np.ndarray:
     Every problem raises :class:`DatasetError` naming the file (and the line, for bad rows).
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(path, "missing submission file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(path, f"unreadable submission file ({exc})") from None
-    return parse_submission(text, path)
+    return parse_submission(read_text_file(path, "submission"), path)
 
 
 def check_rows(rows: np.ndarray, what: str = "rows") -> np.ndarray:
