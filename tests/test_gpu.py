@@ -1,0 +1,41 @@
+"""The CUDA path: mixed precision and channels-last training steps (skipped without a GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seld.losses import stage_loss
+from seld.models import build_model
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+@pytest.mark.parametrize("stage", ["sed", "doa"])
+def test_amp_channels_last_step_matches_float32(stage):
+    torch.manual_seed(0)
+    device = torch.device("cuda")
+    model = build_model("CRNN10", in_channels=10).to(device)
+    fast = build_model("CRNN10", in_channels=10).to(device).to(memory_format=torch.channels_last)
+    fast.load_state_dict(model.state_dict())
+    x = torch.randn(4, 10, 200, 96, device=device)
+    batch = {
+        "activity": (torch.rand(4, 200, 11, device=device) > 0.8).float(),
+        "azimuth": torch.randint(-18, 18, (4, 200, 11), device=device).float() * 10,
+        "elevation": torch.randint(-4, 5, (4, 200, 11), device=device).float() * 10,
+        "mask": torch.ones(4, 200, device=device),
+    }
+    reference = stage_loss(stage, model(x), batch)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    with torch.autocast("cuda", dtype=dtype):
+        out = fast(x.contiguous(memory_format=torch.channels_last))
+    loss = stage_loss(stage, out, batch)
+    loss.backward()
+    assert (
+        torch.isfinite(loss)
+        and abs(loss.item() - reference.item()) < 0.05 * abs(reference.item()) + 1e-3
+    )
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fast.parameters())
