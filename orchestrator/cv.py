@@ -75,7 +75,7 @@ class StageRecord:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _fold_data(s: CVSettings, fold: int) -> FoldData:
+def settings_fold_data(s: CVSettings, fold: int) -> FoldData:
     return fold_data(
         Path(s.dataset), Path(s.workspace), feature_preset(s.preset, s.fmt), s.fmt, fold, s.protocol
     )
@@ -124,7 +124,9 @@ def _train_loop(config: dict[str, Any]) -> None:
     import torch
 
     device = "cuda" if s.use_gpu and torch.cuda.is_available() else "cpu"
-    train_fold_stage(_fold_data(s, fold), train_config, s.run_dir, report=report, device=device)
+    train_fold_stage(
+        settings_fold_data(s, fold), train_config, s.run_dir, report=report, device=device
+    )
 
 
 @ray.remote(num_cpus=0)
@@ -184,7 +186,7 @@ def fold_job(settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, 
         if sink is not None:
             sink.set_state.remote(job, "done")
             sink.end_run.remote(run_ids[stage])
-    data = _fold_data(s, fold)
+    data = settings_fold_data(s, fold)
     for split in ("validation", "test"):
         for stage in STAGES:
             predict_split(data, s.run_dir, split, stage)

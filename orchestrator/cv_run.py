@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from orchestrator.cv import STAGES, CVSettings, run_fold_jobs
+from orchestrator.cv import STAGES, CVSettings, run_fold_jobs, settings_fold_data
 from orchestrator.fold import references, submission_pairs, two_stage_predictions
 from orchestrator.ray_utils import ray_session
 from orchestrator.tracking import (
@@ -71,13 +71,12 @@ def _mlflow_runs(client: MlflowClient, s: CVSettings, experiment: str) -> dict[s
 def cross_validated_scores(s: CVSettings) -> tuple[ScoreReport, dict[int, ScoreReport]]:
     """Score every fold's test predictions and all folds together; write the submissions and
     a prediction-versus-reference figure of each fold's first test recording."""
-    from orchestrator.cv import _fold_data
 
     submissions = s.run_dir / "submissions"
     per_fold: dict[int, ScoreReport] = {}
     everything = {}
     for k in s.folds:
-        data = _fold_data(s, k)
+        data = settings_fold_data(s, k)
         preds = two_stage_predictions(data, s.run_dir, "test")
         pairs = submission_pairs(preds, references(data, "test"), s.threshold, submissions)
         per_fold[k] = score_files(pairs)

@@ -28,8 +28,15 @@ from seld.inference import (
     submission_rows,
 )
 from seld.metrics import ScoreReport, score_files
-from seld.store import Scaler, feature_path, feature_root, fold_scaler, is_complete, read_events
-from seld.submission import events_to_rows, write_submission
+from seld.store import (
+    Scaler,
+    feature_path,
+    feature_root,
+    fold_scaler,
+    is_complete,
+    reference_rows,
+)
+from seld.submission import write_submission
 from seld.training import StageResult, TrainConfig, load_checkpoint, load_model, train_stage
 
 
@@ -130,16 +137,8 @@ def two_stage_predictions(
 
 def references(data: FoldData, split: str) -> dict[str, tuple[np.ndarray, int]]:
     """Reference rows and label frame counts of a split's recordings, from the feature files."""
-    import h5py
-
-    from seld.dcase import num_label_frames
-
-    out = {}
-    for path in data.validation if split == "validation" else data.test:
-        with h5py.File(path, "r") as h5:
-            frames = num_label_frames(float(h5.attrs["duration_s"]))
-        out[path.stem] = (events_to_rows(read_events(path), frames), frames)
-    return out
+    paths = data.validation if split == "validation" else data.test
+    return {path.stem: reference_rows(path) for path in paths}
 
 
 def submission_pairs(

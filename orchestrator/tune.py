@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator.cv import CVSettings, _fold_data
+from orchestrator.cv import CVSettings, settings_fold_data
 from orchestrator.fold import references, two_stage_predictions
 from orchestrator.search_space import SearchSpace
 from orchestrator.tracking import flatten, log_scores
@@ -62,7 +62,7 @@ def load_split(s: CVSettings, split: str) -> tuple[dict, dict]:
     """Two-stage predictions and references of all folds' ``validation`` or ``test`` splits."""
     predictions, refs = {}, {}
     for k in s.folds:
-        data = _fold_data(s, k)
+        data = settings_fold_data(s, k)
         predictions.update(two_stage_predictions(data, s.run_dir, split))
         refs.update(references(data, split))
     return predictions, refs

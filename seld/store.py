@@ -22,11 +22,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from seld.dcase import CLASSES, RecordingName
+from seld.dcase import CLASSES, RecordingName, num_label_frames
 from seld.features import FeatureConfig
 from seld.folds import Fold
 from seld.fsutil import atomic_path
 from seld.metadata import DatasetError, Event, FrameTargets, atomic_write_text
+from seld.submission import events_to_rows
 
 STORE_VERSION = 1
 _EVENT_DTYPE = np.dtype(
@@ -126,21 +127,34 @@ def remove_stale_temporaries(folder: Path) -> int:
     return len(stale)
 
 
+def _events(h5: h5py.File, path: Path) -> list[Event]:
+    if "events" not in h5:
+        raise DatasetError(path, "feature file holds no events (evaluation recording?)")
+    return [
+        Event(
+            r["label"].decode(),
+            float(r["start"]),
+            float(r["end"]),
+            float(r["elevation"]),
+            float(r["azimuth"]),
+            float(r["distance"]),
+        )
+        for r in h5["events"][()]
+    ]
+
+
 def read_events(path: Path) -> list[Event]:
     with h5py.File(path, "r") as h5:
-        if "events" not in h5:
-            raise DatasetError(path, "feature file holds no events (evaluation recording?)")
-        return [
-            Event(
-                r["label"].decode(),
-                float(r["start"]),
-                float(r["end"]),
-                float(r["elevation"]),
-                float(r["azimuth"]),
-                float(r["distance"]),
-            )
-            for r in h5["events"][()]
-        ]
+        return _events(h5, path)
+
+
+def reference_rows(path: Path) -> tuple[np.ndarray, int]:
+    """A feature file's reference as submission rows at the 20 ms label rate, and the number of
+    label frames of its recording (what the scorer needs)."""
+    with h5py.File(path, "r") as h5:
+        frames = num_label_frames(float(h5.attrs["duration_s"]))
+        events = _events(h5, path)
+    return events_to_rows(events, frames), frames
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -22,14 +21,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from seld.dcase import num_label_frames
 from seld.fsutil import atomic_path
 from seld.inference import predict_file, submission_rows
 from seld.losses import stage_loss
 from seld.metrics import SeldCounts, count_file
 from seld.models import build_model, doa_model_from_sed
-from seld.store import Scaler, read_events
-from seld.submission import events_to_rows
+from seld.store import Scaler, reference_rows
 from seld.windows import WindowDataset
 
 log = logging.getLogger(__name__)
@@ -164,9 +161,7 @@ def evaluate_files(
     counts = SeldCounts()
     for path in paths:
         pred = predict_file(model, path, scaler, device=device)
-        with h5py.File(path, "r") as h5:
-            frames = num_label_frames(float(h5.attrs["duration_s"]))
-        reference = events_to_rows(read_events(path), frames)
+        reference, frames = reference_rows(path)
         activity = None
         if config.stage == "doa":
             activity = np.zeros(pred.sed.shape, dtype=bool)
@@ -343,12 +338,6 @@ def load_model(path: Path, device: str = "cpu") -> torch.nn.Module:
     model = build_model(config.pop("name"), **config)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval()
-
-
-def copy_best(result: StageResult, dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(result.best_checkpoint, dest)
-    return dest
 
 
 def _plain(value: Any) -> Any:
