@@ -16,7 +16,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from orchestrator.fold import FoldData, fold_data, predict_split, stage_dir, train_fold_stage
 from seld.features import feature_preset
-from seld.training import load_checkpoint, train_preset
+from seld.training import TrainConfig, load_checkpoint, train_preset
 
 STAGES = ("sed", "doa")
 
@@ -52,6 +52,10 @@ class CVSettings:
     max_failures: int = 2
     threshold: float = 0.3
     tracking_uri: str = ""
+    #: TrainConfig overrides for both stages (a hyperparameter-search trial's sampled config)
+    train_overrides: Mapping[str, Any] = field(default_factory=dict)
+    #: the splits each fold job predicts once trained (search trials leave out the test split)
+    predict_splits: tuple[str, ...] = ("validation", "test")
     #: for the failure test only: the worker kills itself once after this epoch of this job
     kill_once_after: tuple[int, str, int] | None = None
 
@@ -61,6 +65,24 @@ class CVSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CVSettings:
+        """The inverse of :meth:`to_dict` (tuples come back as lists through Ray and JSON)."""
+        data = dict(data)
+        for key in ("folds", "predict_splits"):
+            if key in data:
+                data[key] = tuple(data[key])
+        if data.get("kill_once_after") is not None:
+            data["kill_once_after"] = tuple(data["kill_once_after"])
+        return cls(**data)
+
+    def train_config(self, stage: str) -> TrainConfig:
+        """The stage's training config: the preset, the seed, the epochs and the overrides."""
+        overrides: dict[str, Any] = {"seed": self.seed, **self.train_overrides}
+        if self.epochs is not None:
+            overrides["epochs"] = self.epochs
+        return train_preset(self.preset, stage, **overrides)
 
 
 @dataclass
@@ -83,7 +105,7 @@ def settings_fold_data(s: CVSettings, fold: int) -> FoldData:
 
 def _train_loop(config: dict[str, Any]) -> None:
     """Runs in the Ray Train worker: one stage of one fold."""
-    s = CVSettings(**{**config["settings"], "folds": tuple(config["settings"]["folds"])})
+    s = CVSettings.from_dict(config["settings"])
     fold, stage, run_id, sink = config["fold"], config["stage"], config["run_id"], config["sink"]
     job = f"fold{fold}/{stage}"
     out_dir = stage_dir(s.run_dir, fold, stage)
@@ -92,15 +114,15 @@ def _train_loop(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as folder:  # restarted on a node without the local copy
             out_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(folder) / "last.pt", out_dir / "last.pt")
-    overrides: dict[str, Any] = {"seed": s.seed}
-    if s.epochs is not None:
-        overrides["epochs"] = s.epochs
-    train_config = train_preset(s.preset, stage, **overrides)
+    train_config = s.train_config(stage)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "node.txt").write_text(ray.get_runtime_context().get_node_id())
 
     rank = ray.train.get_context().get_world_rank()
+    if rank == 0 and sink is not None and (out_dir / "last.pt").exists():
+        # resuming: the epochs before the crash are known to whoever follows the curves
+        ray.get(sink.set_history.remote(job, load_checkpoint(out_dir / "last.pt")["history"]))
 
     def report(metrics: dict[str, float], folder: Path) -> None:
         if rank != 0:  # every rank reports; rank 0 owns the checkpoint and the tracking
@@ -132,7 +154,7 @@ def _train_loop(config: dict[str, Any]) -> None:
 @ray.remote(num_cpus=0)
 def fold_job(settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, str]) -> dict:
     """SED(k), then DOA(k), then the fold's cached predictions on validation and test."""
-    s = CVSettings(**{**settings, "folds": tuple(settings["folds"])})
+    s = CVSettings.from_dict(settings)
     records = {}
     for stage in STAGES:
         out_dir = stage_dir(s.run_dir, fold, stage)
@@ -141,6 +163,7 @@ def fold_job(settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, 
         if done.exists():
             records[stage] = json.loads(done.read_text())
             if sink is not None:
+                sink.set_history.remote(job, records[stage]["history"])
                 sink.set_state.remote(job, "done (earlier run)")
             continue
         if sink is not None:
@@ -187,7 +210,7 @@ def fold_job(settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, 
             sink.set_state.remote(job, "done")
             sink.end_run.remote(run_ids[stage])
     data = settings_fold_data(s, fold)
-    for split in ("validation", "test"):
+    for split in s.predict_splits:
         for stage in STAGES:
             predict_split(data, s.run_dir, split, stage)
     return {"fold": fold, "stages": records}
@@ -199,13 +222,23 @@ def run_fold_jobs(
     sink: Any,
     on_status: Callable[[dict[str, dict[str, Any]]], None] | None = None,
     poll_s: float = 1.0,
+    on_history: Callable[[dict[str, dict[int, dict[str, float]]]], None] | None = None,
 ) -> list[dict]:
-    """Start every fold job and wait for all, reporting the live status as it changes."""
+    """Start every fold job and wait for all, reporting the live status as it changes
+    (``on_status``) and every job's epoch metrics so far (``on_history``). If the waiting is
+    interrupted (Ctrl-C, or a search trial stopped early), the fold jobs are cancelled."""
     payload = settings.to_dict()
     refs = [fold_job.remote(payload, k, sink, run_ids[k]) for k in settings.folds]
     pending = list(refs)
-    while pending:
-        _, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_s)
-        if on_status is not None and sink is not None:
-            on_status(ray.get(sink.get_status.remote()))
+    try:
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_s)
+            if on_status is not None and sink is not None:
+                on_status(ray.get(sink.get_status.remote()))
+            if on_history is not None and sink is not None:
+                on_history(ray.get(sink.get_history.remote()))
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
     return ray.get(refs)

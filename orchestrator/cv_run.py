@@ -29,24 +29,32 @@ from orchestrator.tracking import (
 from seld.fsutil import atomic_path
 from seld.metrics import ScoreReport, score_files
 from seld.plots import plot_recording
-from seld.training import train_preset
 
 
 def resolved_config(s: CVSettings) -> dict[str, Any]:
     """The whole configuration of a cv run: its settings and each stage's training config."""
-    overrides = {"seed": s.seed} | ({"epochs": s.epochs} if s.epochs is not None else {})
-    return {
-        "cv": s.to_dict(),
-        **{f"train_{st}": train_preset(s.preset, st, **overrides).to_dict() for st in STAGES},
-    }
+    return {"cv": s.to_dict(), **{f"train_{st}": s.train_config(st).to_dict() for st in STAGES}}
 
 
-def _mlflow_runs(client: MlflowClient, s: CVSettings, experiment: str) -> dict[str, Any]:
-    """Create the parent and child runs, or reuse those of an interrupted run of the same name."""
+def create_cv_runs(
+    client: MlflowClient,
+    s: CVSettings,
+    experiment: str,
+    *,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Create the cv run (its config as params) and a child run per fold and stage, or reuse
+    those of an interrupted run of the same name. ``tags`` may nest the cv run under another
+    (``mlflow.parentRunId``) and set its ``kind`` (``cv`` by default)."""
     path = s.run_dir / "mlflow_runs.json"
     if path.exists():
         return json.loads(path.read_text())
-    parent = client.create_run(experiment, run_name=s.run, tags={**provenance_tags(), "kind": "cv"})
+    parent = client.create_run(
+        experiment,
+        run_name=run_name or s.run,
+        tags={**provenance_tags(), "kind": "cv", **(tags or {})},
+    )
     pid = parent.info.run_id
     for key, value in flatten(resolved_config(s)).items():
         client.log_param(pid, key, value[:500])
@@ -104,7 +112,7 @@ def run_cv(
         experiment_name or f"seld-{Path(settings.dataset).resolve().name}",
         Path(settings.workspace),
     )
-    runs = _mlflow_runs(client, settings, experiment)
+    runs = create_cv_runs(client, settings, experiment)
     with ray_session(address):
         sink = MetricsSink.remote(settings.tracking_uri)
         fold_results = run_fold_jobs(

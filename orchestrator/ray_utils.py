@@ -18,13 +18,21 @@ I = TypeVar("I")
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
     """Use the running Ray if this process already joined one; otherwise start a local instance
-    (or join ``address``) for the duration of the block, bound to 127.0.0.1, no dashboard."""
+    (or join ``address``) for the duration of the block, bound to 127.0.0.1, no dashboard.
+
+    Without ``address``, ``RAY_ADDRESS`` names the cluster to join, as for ``ray.init()``: a
+    command submitted as a Ray job (``seld-orch submit``) finds it set and joins the cluster
+    that runs the job instead of starting a local Ray."""
     if ray.is_initialized():
         yield
         return
+    address = address or os.environ.get("RAY_ADDRESS") or None
     # Ray Train V2 waits about one controller health-check interval (2 s by default) per
     # report; with one report per epoch that dominates short CPU epochs
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+    # Tune's console output: none from Tune itself (verbose=0 is silent only with the classic
+    # reporter); the CLI prints its own progress and results
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     kwargs: dict = {
         "include_dashboard": False,
         "logging_level": logging.WARNING,

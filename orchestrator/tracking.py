@@ -92,6 +92,7 @@ class MetricsSink:
         mlflow.set_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         self.status: dict[str, dict[str, Any]] = {}
+        self.history: dict[str, dict[int, dict[str, float]]] = {}
 
     def log_epoch(self, run_id: str, job: str, metrics: dict[str, float]) -> None:
         step = int(metrics.get("epoch", 0))
@@ -99,6 +100,16 @@ class MetricsSink:
             self.client, run_id, "", {k: v for k, v in metrics.items() if k != "epoch"}, step
         )
         self.status[job] = {"state": "running", **metrics}
+        self.history.setdefault(job, {})[step] = dict(metrics)
+
+    def set_history(self, job: str, history: list[dict[str, float]]) -> None:
+        """Epochs a job finished before this sink existed (a resumed or skipped stage)."""
+        known = self.history.setdefault(job, {})
+        for metrics in history:
+            known.setdefault(int(metrics["epoch"]), dict(metrics))
+
+    def get_history(self) -> dict[str, dict[int, dict[str, float]]]:
+        return self.history
 
     def set_state(self, job: str, state: str, **extra: Any) -> None:
         self.status.setdefault(job, {}).update({"state": state, **extra})

@@ -155,14 +155,35 @@ def test_extract_command(synth_root: Path, tmp_path: Path):
     assert len(list(Path(summary["features"]).glob("mic_dev/*.h5"))) == 4
 
 
-def test_demo_json(tmp_path: Path):
+@pytest.mark.slow
+def test_demo_runs_the_whole_pipeline(tmp_path: Path):
+    ws = tmp_path / "ws"
     result = invoke(
-        "demo", "--workspace", tmp_path / "ws", "--per-split", 1, "--seconds", 4, "--json"
-    )
+        "demo", "--workspace", ws, "--per-split", 1, "--seconds", 4, "--epochs", 1,
+        "--trials", 10, "--json",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    baselines = summary["baselines"]
-    assert baselines["oracle"]["seld"] == pytest.approx(0, abs=1e-6)
-    assert baselines["constant-direction"]["doa_error"] > 30
-    assert baselines["silence"]["er"] == 1 and baselines["silence"]["doa_error"] is None
-    assert [f["test"] for f in summary["folds"]] == [1, 1, 1, 1]
+    assert summary["dataset"]["recordings"] == 4
+    assert set(summary["folds"]) == {"1", "2", "3", "4"}
+    for key in ("cv_before_tuning", "cv_after_tuning"):
+        assert set(summary[key]) >= {"er", "f", "doa_error", "frame_recall", "seld"}
+    search = summary["threshold_search"]
+    assert search["trials"] == 10
+    assert search["validation_tuned"]["seld"] <= search["validation_default"]["seld"]
+    assert set(summary["groups_after_tuning"]) >= {"ov1", "ov2"}
+    assert summary["baselines"]["silence"]["er"] == 1
+    assert len(list(Path(summary["plots"]).glob("*.png"))) == 4
+    # everything in the local MLflow store: the cv run, its fold/stage runs, the threshold search
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(summary["mlflow"]["tracking_uri"])
+    runs = client.search_runs(
+        [client.get_experiment_by_name("seld-demo").experiment_id], max_results=100
+    )
+    kinds = sorted(r.data.tags.get("kind") for r in runs)
+    assert kinds == ["cv", "stage", "stage", "stage", "stage", "stage", "stage", "stage",
+                     "stage", "tune-thresholds"]  # fmt: skip
+    cv = client.get_run(summary["mlflow"]["cv_run"])
+    assert cv.data.metrics["cv_seld"] == pytest.approx(summary["cv_before_tuning"]["seld"])
+    assert cv.data.metrics["tuned_cv_seld"] == pytest.approx(summary["cv_after_tuning"]["seld"])

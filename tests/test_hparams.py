@@ -1,0 +1,181 @@
+"""Hyperparameter search: whole cross-validations as Ray Tune trials, ASHA, MLflow, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from orchestrator.hparams import check_space, iteration_metrics, train_overrides
+from orchestrator.search_space import SearchSpaceError, load_search_space
+from orchestrator.tracking import default_tracking_uri
+from seld.models import build_model
+from seld.synth import SynthConfig, synthesize_dataset
+from seld.training import train_preset
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = ROOT / "search_spaces"
+
+
+def test_shipped_hparam_spaces_are_valid():
+    for name in ("hparams.yaml", "hparams_tiny.yaml"):
+        space = load_search_space(SPACES / name)
+        check_space(space, SPACES / name)
+
+
+def test_unknown_hyperparameter_is_named(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "params:\n  lr: {type: logfloat, low: 1.0e-4, high: 1.0e-2}\n"
+        "  learning_speed: {type: float, low: 0, high: 1}\n"
+    )
+    with pytest.raises(SearchSpaceError, match=r"bad.yaml: params.learning_speed: not a hyper"):
+        check_space(load_search_space(path), path)
+    path.write_text("params:\n  dropout: {type: float, low: 0, high: 0.5, per_class: true}\n")
+    with pytest.raises(SearchSpaceError, match=r"params.dropout.per_class"):
+        check_space(load_search_space(path), path)
+
+
+def test_sampled_params_become_a_trainable_config():
+    params = {
+        "lr": 0.002,
+        "batch_size": 32,
+        "dropout": 0.2,
+        "pool": "max",
+        "width": 0.5,
+        "loss": "mse",
+        "window_s": 1.0,
+    }
+    overrides = train_overrides("tiny", params)
+    config = train_preset("tiny", "doa", **overrides)
+    base = train_preset("tiny", "doa")
+    assert (config.lr, config.batch_size, config.loss, config.window_s) == (0.002, 32, "mse", 1.0)
+    assert config.model_kwargs["channels"] == [c // 2 for c in base.model_kwargs["channels"]]
+    assert config.model_kwargs["rnn_hidden"] == base.model_kwargs["rnn_hidden"] // 2
+    assert (config.model_kwargs["dropout"], config.model_kwargs["pool"]) == (0.2, "max")
+    model = build_model(config.model, in_channels=10, **config.model_kwargs)
+    out = model(torch.zeros(2, 10, 64, 64))
+    assert out["sed_logits"].shape == (2, 64, 11)
+    with pytest.raises(ValueError, match="unknown hyperparameter 'momentum'"):
+        train_overrides("tiny", {"momentum": 0.9})
+
+
+def test_iterations_wait_for_every_fold():
+    row = {
+        "val_seld": 0.5,
+        "val_er": 0.4,
+        "val_f": 0.6,
+        "val_doa_error": 30.0,
+        "val_frame_recall": 0.8,
+    }
+    history = {"fold1/sed": {1: row, 2: row}, "fold2/sed": {1: row | {"val_seld": 0.7}}}
+    assert iteration_metrics(history, (1, 2), 2, 1)["val_seld"] == pytest.approx(0.6)
+    assert iteration_metrics(history, (1, 2), 2, 2) is None  # fold 2 has not finished epoch 2
+    history["fold2/sed"][2] = row
+    history |= {"fold1/doa": {1: row}, "fold2/doa": {1: row | {"val_seld": float("nan")}}}
+    third = iteration_metrics(history, (1, 2), 2, 3)  # DOA epoch 1
+    assert third["stage_is_doa"] == 1.0 and third["epoch"] == 1.0
+    assert third["val_seld"] == pytest.approx((0.5 + 1e3) / 2)  # NaN counts as very bad
+
+
+def _search(ws: Path, data: Path, name: str) -> list[str]:
+    return [
+        sys.executable, "-m", "orchestrator.cli", "tune", "hparams",
+        "--dataset", str(data), "--workspace", str(ws), "--name", name,
+        "--space", str(SPACES / "hparams_tiny.yaml"), "--trials", "3", "--epochs", "2",
+        "--folds", "1,2", "--final-folds", "1,2", "--seed", "3", "--json",
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_tiny_search_with_asha_resumes_after_the_driver_dies(tmp_path: Path):
+    data = tmp_path / "data"
+    synthesize_dataset(
+        data, SynthConfig(seconds=5, per_split=1, formats=("mic",), seed=5), workers=2
+    )
+    ws = tmp_path / "ws"
+    env = os.environ | {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+    # first attempt: killed (with its local Ray) once a trial has finished its SED stages
+    first = subprocess.Popen(
+        _search(ws, data, "hp"),
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 600
+    while not list((ws / "runs" / "hp").glob("*/fold*/doa/last.pt")):
+        assert first.poll() is None, "the search ended before it could be interrupted"
+        assert time.time() < deadline
+        time.sleep(1)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert not (ws / "runs" / "hp" / "summary.json").exists()
+    trial_dirs = {p.name for p in (ws / "runs" / "hp").iterdir() if p.is_dir()}
+    assert trial_dirs
+
+    second = subprocess.run(
+        _search(ws, data, "hp"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming the search" in second.stderr
+    summary = json.loads(second.stdout)
+
+    # the Tune experiment: 3 trials, ranked by the two-stage validation SELD of finished ones
+    assert len(summary["trials"]) == 3
+    assert summary["scheduler"]["name"] == "ASHA" and summary["scheduler"]["max_t"] == 5
+    assert trial_dirs <= {t["trial_id"] for t in summary["trials"]}
+    done = [t for t in summary["trials"] if t["completed"]]
+    assert summary["best"]["val_seld"] == min(t["val_seld"] for t in done)
+    for t in summary["trials"]:
+        assert 1 <= t["iterations"] <= 5
+        assert t["completed"] == (t["iterations"] == 5)
+        assert len(t["curve"]) == t["iterations"]
+        assert set(t["config"]) >= {"lr", "dropout", "pool"}
+
+    # MLflow: search run > trial runs > fold/stage runs; the best trial tagged; artifacts
+    client = MlflowClient(default_tracking_uri(ws))
+    runs = client.search_runs([summary["experiment_id"]], max_results=1000)
+    by_id = {r.info.run_id: r for r in runs}
+    parent = by_id[summary["mlflow_parent_run"]]
+    assert parent.data.tags["kind"] == "tune-hparams" and parent.info.status == "FINISHED"
+    assert parent.data.tags["best_trial"] == summary["best"]["trial_id"]
+    trials = [r for r in runs if r.data.tags.get("kind") == "trial"]
+    assert len(trials) == 3
+    assert {r.data.tags["trial_id"] for r in trials} == {t["trial_id"] for t in summary["trials"]}
+    assert [r.data.tags["best"] for r in trials].count("True") == 1
+    for r in trials:
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert r.info.status in ("FINISHED", "KILLED")
+        assert {"hparam.lr", "hparam.dropout", "hparam.pool"} <= set(r.data.params)
+        curve = client.get_metric_history(r.info.run_id, "iter_val_seld")
+        assert sorted(m.step for m in curve) == list(range(1, len(curve) + 1))
+        stages = [x for x in runs if x.data.tags.get("mlflow.parentRunId") == r.info.run_id]
+        assert {x.data.tags["stage"] for x in stages} == {"sed", "doa"}
+    best = next(r for r in trials if r.data.tags["best"] == "True")
+    assert best.data.metrics["val_cv_seld"] == pytest.approx(summary["best"]["val_seld"])
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "summary.json"} <= artifacts
+
+    # the final cv of the best config reports the test splits, reusing the trained folds
+    final = by_id[summary["final_cv"]["mlflow_run"]]
+    assert final.data.tags["kind"] == "cv" and final.data.tags["tuned_by"] == parent.info.run_id
+    assert "cv_seld" in final.data.metrics
+    assert summary["final_cv"]["overall"]["seld"] == pytest.approx(final.data.metrics["cv_seld"])
+    best_dir = ws / "runs" / "hp" / summary["best"]["trial_id"]
+    for k in (1, 2):
+        copied = json.loads(
+            (ws / "runs" / "hp-best" / f"fold{k}" / "sed" / "done.json").read_text()
+        )
+        assert copied == json.loads((best_dir / f"fold{k}" / "sed" / "done.json").read_text())
+    # trials never predicted their test splits
+    assert not list((ws / "runs" / "hp").glob("*/fold*/predictions/test_*"))
