@@ -106,6 +106,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--model", default="CRNN10")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time a torch.compile'd AMP step (CUDA)"
+    )
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -140,6 +143,7 @@ def main() -> None:
         print(f"  bare model step, in-memory tensors  {1000 * bare:8.1f} ms")
         print(f"  our step, HDF5 -> DataLoader({args.workers} workers)  {1000 * piped:8.1f} ms")
         print(f"  data pipeline overhead              {100 * (piped / bare - 1):8.1f} %")
+        print(f"  bare step throughput                {args.batch / bare:8.1f} windows/s")
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
             fast = step_fn(model, optimizer, device, amp=True, channels_last=True)
@@ -150,6 +154,17 @@ def main() -> None:
                 f"  AMP + channels-last step            {1000 * amp:8.1f} ms "
                 f"({args.batch / amp:.0f} windows/s)"
             )
+            if args.compile:
+                compiled = step_fn(
+                    torch.compile(model), optimizer, device, amp=True, channels_last=True
+                )
+                for _ in range(3):  # the first calls compile
+                    compiled(batch)
+                fastest = timed(compiled, [batch] * args.steps, device)
+                print(
+                    f"  AMP + channels-last + compile step  {1000 * fastest:8.1f} ms "
+                    f"({args.batch / fastest:.0f} windows/s)"
+                )
 
 
 if __name__ == "__main__":

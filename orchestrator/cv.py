@@ -228,7 +228,12 @@ def run_fold_jobs(
     (``on_status``) and every job's epoch metrics so far (``on_history``). If the waiting is
     interrupted (Ctrl-C, or a search trial stopped early), the fold jobs are cancelled."""
     payload = settings.to_dict()
-    refs = [fold_job.remote(payload, k, sink, run_ids[k]) for k in settings.folds]
+    # Ray Train's helpers in the fold jobs (its placement-group cleaner) find the cluster
+    # through the state API; with several Ray instances on one machine they must be told which
+    job = fold_job.options(
+        runtime_env={"env_vars": {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}}
+    )
+    refs = [job.remote(payload, k, sink, run_ids[k]) for k in settings.folds]
     pending = list(refs)
     try:
         while pending:

@@ -153,6 +153,10 @@ def run_cv(
         for stage in STAGES:
             best = settings.run_dir / f"fold{k}" / stage / "best.pt"
             client.log_artifact(pid, str(best), f"checkpoints/fold{k}/{stage}")
+    for stages in runs["children"].values():  # stages read back from an earlier run
+        for run_id in stages.values():
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, "FINISHED")
     client.set_terminated(pid, "FINISHED")
     return summary
 

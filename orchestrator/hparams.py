@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -146,6 +147,7 @@ def _trial(config: dict[str, Any], base: dict[str, Any], name: str, parent_run: 
     s = replace(
         base_settings,
         run=f"{name}/{trial_id}",
+        cpus_per_worker=_worker_cpus(base_settings),
         train_overrides=train_overrides(base_settings.preset, config),
         predict_splits=("validation",),
     )
@@ -162,7 +164,8 @@ def _trial(config: dict[str, Any], base: dict[str, Any], name: str, parent_run: 
     trial_run = runs["parent"]
     for key, value in flatten(config, "hparam.").items():
         client.log_param(trial_run, key, value)
-    reported = 0
+    # a trial restarted by Tuner.restore continues after the iterations it already reported
+    reported = _reported_iterations(tune.get_checkpoint())
 
     def on_history(history: Mapping[str, Mapping[int, Mapping[str, float]]]) -> None:
         nonlocal reported
@@ -172,7 +175,7 @@ def _trial(config: dict[str, Any], base: dict[str, Any], name: str, parent_run: 
                 return
             reported += 1
             log_scores(client, trial_run, "iter_", metrics, step=reported)
-            tune.report(metrics | {"final": 0.0})
+            _report(metrics | {"final": 0.0}, reported)
 
     sink = MetricsSink.remote(s.tracking_uri)
     run_fold_jobs(s, {k: runs["children"][str(k)] for k in s.folds}, sink, on_history=on_history)
@@ -180,7 +183,31 @@ def _trial(config: dict[str, Any], base: dict[str, Any], name: str, parent_run: 
     scores = validation_scores(s)
     log_scores(client, trial_run, "val_cv_", scores)
     client.set_terminated(trial_run, "FINISHED")
-    tune.report({f"val_{k}": _finite(v) for k, v in scores.items()} | {"final": 1.0})
+    _report({f"val_{k}": _finite(v) for k, v in scores.items()} | {"final": 1.0}, reported + 1)
+
+
+def _report(metrics: dict[str, float], iteration: int) -> None:
+    """Report to Tune with a tiny checkpoint: how many iterations this trial has reported."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "progress.json").write_text(json.dumps({"reported": iteration}))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _reported_iterations(checkpoint: tune.Checkpoint | None) -> int:
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as folder:
+        return int(json.loads((Path(folder) / "progress.json").read_text())["reported"])
+
+
+TRIAL_CPUS = 0.01  # the trial function only waits for its fold jobs
+
+
+def _worker_cpus(s: CVSettings) -> float:
+    """CPUs per Train worker inside a trial: the trial's own share comes out of its workers',
+    so that a trial fits exactly where its cross-validation would (2 folds on 2 CPUs)."""
+    workers = len(s.folds) * s.workers_per_fold
+    return max(0.01, s.cpus_per_worker - TRIAL_CPUS / workers)
 
 
 def default_concurrency(s: CVSettings) -> int:
@@ -229,7 +256,7 @@ def tune_hparams(
     concurrency = concurrency or default_concurrency(base)
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=base.to_dict(), name=name, parent_run=parent_run),
-        {"cpu": 0.01},  # the trial only waits; its fold jobs' Train workers take the resources
+        {"cpu": TRIAL_CPUS},  # its fold jobs' Train workers take the real resources
     )
     storage = str((Path(base.workspace) / "ray_results").resolve())
     experiment_dir = Path(storage) / name
@@ -262,7 +289,12 @@ def tune_hparams(
                 max_concurrent_trials=concurrency,
                 reuse_actors=False,
             ),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage,
+                verbose=0,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
         )
     say(f"{trials} trials, {concurrency} at a time, {len(base.folds)} fold(s) each")
     results = tuner.fit()
@@ -291,8 +323,12 @@ def tune_hparams(
 
     from orchestrator.study import export_study
 
+    # every trial in trials.csv; only the finished ones (their two-stage score) rank parameters
     frame = results.get_dataframe()
-    frame = frame[frame["final"] == 1.0] if "final" in frame else frame
+    finished = frame["final"] == 1.0 if "final" in frame else frame[METRIC].isna()
+    frame["last_reported_val_seld"] = frame.get(METRIC)
+    frame.loc[~finished, METRIC] = float("nan")
+    frame["status"] = np.where(finished, "COMPLETE", "PRUNED")
     exported = export_study(frame, space, METRIC, "min", out_dir, f"search {name}")
     summary: dict[str, Any] = {
         "name": name,

@@ -45,10 +45,39 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         kwargs["num_cpus"] = num_cpus or os.cpu_count()
         kwargs["_node_ip_address"] = "127.0.0.1"
     ray.init(**kwargs)
+    _quiet_raylet_messages()
     try:
         yield
     finally:
         ray.shutdown()
+
+
+_HARMLESS = "PYTHON worker processes have been started on node"
+
+
+def _quiet_raylet_messages() -> None:
+    """Keep the driver's stdout for results (``--json``): Ray prints the raylet's messages there.
+
+    They go to stderr instead, except the raylet's notice that many worker processes were
+    started, which fold jobs and sinks taking no CPU always trigger and which is harmless.
+    Patches Ray's printer in this process only (``ray._private.worker.print_to_stdstream``).
+    """
+    from ray._private import worker
+
+    original = worker.print_to_stdstream
+    if getattr(original, "_seld_quiet", False):
+        return
+
+    def printer(data: dict, ignore_prefix: bool) -> None:
+        if data.get("pid") == "raylet":
+            lines = [line for line in data.get("lines", []) if _HARMLESS not in line]
+            if not lines:
+                return
+            data = {**data, "lines": lines, "is_err": True}
+        original(data, ignore_prefix)
+
+    printer._seld_quiet = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = printer
 
 
 def run_tasks(

@@ -61,6 +61,8 @@ class TrainConfig:
     max_batches_per_epoch: int | None = None
     amp: bool = True
     channels_last: bool = True
+    #: ``torch.compile`` the model for training (CUDA only; the first epoch pays the compile)
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -217,6 +219,8 @@ def train_stage(
     net: torch.nn.Module = model
     if world_size > 1:
         net = DistributedDataParallel(model, device_ids=[dev.index] if use_cuda else None)
+    if use_cuda and config.compile:
+        net = torch.compile(net)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, config)
@@ -252,6 +256,10 @@ def train_stage(
         persistent_workers=config.num_workers > 0,
     )
     amp_dtype = torch.bfloat16 if use_cuda and torch.cuda.is_bf16_supported() else torch.float16
+    # float16 (GPUs without bf16) needs loss scaling against gradient underflow; bf16 does not
+    grad_scaler = torch.amp.GradScaler(
+        "cuda", enabled=use_cuda and config.amp and amp_dtype == torch.float16
+    )
     while state["epoch"] < config.epochs:
         if sampler is not None:
             sampler.set_epoch(state["epoch"])
@@ -268,8 +276,9 @@ def train_stage(
                 outputs = net(features)
             loss = stage_loss(config.stage, outputs, batch, config.loss)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            grad_scaler.scale(loss).backward()
+            grad_scaler.step(optimizer)
+            grad_scaler.update()
             scheduler.step()
             state["step"] += 1
             losses.append(float(loss.detach()))

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -165,11 +166,18 @@ def test_tiny_search_with_asha_resumes_after_the_driver_dies(tmp_path: Path):
     assert best.data.metrics["val_cv_seld"] == pytest.approx(summary["best"]["val_seld"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"trials.csv", "summary.json"} <= artifacts
+    table = pd.read_csv(ws / "runs" / "hp" / "trials.csv")
+    assert sorted(table["trial_id"]) == sorted(t["trial_id"] for t in summary["trials"])
+    assert sorted(table["status"]) == sorted(
+        "COMPLETE" if t["completed"] else "PRUNED" for t in summary["trials"]
+    )
 
     # the final cv of the best config reports the test splits, reusing the trained folds
     final = by_id[summary["final_cv"]["mlflow_run"]]
     assert final.data.tags["kind"] == "cv" and final.data.tags["tuned_by"] == parent.info.run_id
     assert "cv_seld" in final.data.metrics
+    finals = [x for x in runs if x.data.tags.get("mlflow.parentRunId") == final.info.run_id]
+    assert len(finals) == 4 and all(x.info.status == "FINISHED" for x in finals)
     assert summary["final_cv"]["overall"]["seld"] == pytest.approx(final.data.metrics["cv_seld"])
     best_dir = ws / "runs" / "hp" / summary["best"]["trial_id"]
     for k in (1, 2):
