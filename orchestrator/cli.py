@@ -599,6 +599,7 @@ def ui(
 tune_app = typer.Typer(help="Searches on Ray Tune with an Optuna searcher.", no_args_is_help=True)
 app.add_typer(tune_app, name="tune")
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+DEMO_PER_SPLIT, DEMO_SECONDS = 8, 20.0
 
 
 def _cv_settings(workspace: Path, run: str):
@@ -613,7 +614,7 @@ def _cv_settings(workspace: Path, run: str):
     cv_config = json.loads(path.read_text())["cv"]
     cv_config["folds"] = tuple(cv_config["folds"])
     cv_config["kill_once_after"] = None
-    return CVSettings(**cv_config)
+    return CVSettings.from_dict(cv_config)
 
 
 @tune_app.command("thresholds")
@@ -627,6 +628,14 @@ def tune_thresholds_command(
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, help="Trials at once (1 = reproducible).")
     ] = 1,
+    per_fold: Annotated[
+        bool,
+        typer.Option(
+            "--per-fold",
+            help="Search each fold's validation split alone (--trials each) and apply each "
+            "fold's best to its own test split; default: one search over all folds.",
+        ),
+    ] = False,
     address: AddressOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -644,12 +653,21 @@ def tune_thresholds_command(
         raise typer.Exit(2) from None
     with ray_session(address):
         summary = tune_thresholds(
-            settings, search_space, trials=trials, seed=seed, concurrency=concurrency
+            settings,
+            search_space,
+            trials=trials,
+            seed=seed,
+            concurrency=concurrency,
+            per_fold=per_fold,
         )
     if json_out:
         console.print_json(to_json(summary))
         return
-    rows = {name.replace("_", ", "): SeldScores(**v) for name, v in summary["scores"].items()}
+    rows = {
+        name.replace("_", ", "): SeldScores(**v)
+        for name, v in summary["scores"].items()
+        if not name.startswith("fold")  # per-fold rows stay in the JSON and MLflow
+    }
     console.print(scores_table(f"thresholds of run {run}: before and after tuning", rows, ""))
     console.print(
         f"best: {summary['best_config']}; {summary['trials']} trials in "
@@ -657,17 +675,140 @@ def tune_thresholds_command(
     )
 
 
+@tune_app.command("hparams")
+def tune_hparams_command(
+    dataset: DatasetOpt,
+    space: Annotated[Path, typer.Option("--space", help="Search-space YAML.")] = SPACES
+    / "hparams.yaml",
+    trials: Annotated[int, typer.Option("--trials", min=1)] = 20,
+    name: Annotated[
+        str, typer.Option("--name", help="The search's name; rerun it to resume.")
+    ] = "hparams",
+    fmt: FormatOpt = "mic",
+    preset: PresetOpt = "tiny",
+    folds: Annotated[
+        str, typer.Option("--folds", help="Folds each trial cross-validates (comma-separated).")
+    ] = "1,2,3,4",
+    final_folds: Annotated[
+        str,
+        typer.Option("--final-folds", help="Folds of the final cv of the best config; '' = none."),
+    ] = "1,2,3,4",
+    workspace: WorkspaceOpt = Path("workspace"),
+    protocol: ProtocolOpt = "dcase2019",
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = 0,
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", min=1, help="Trials at once (default: from the cluster)."),
+    ] = None,
+    grace_period: Annotated[
+        int, typer.Option("--grace-period", min=1, help="ASHA: iterations before any stop.")
+    ] = 1,
+    address: AddressOpt = None,
+    gpu: Annotated[bool, typer.Option("--gpu/--no-gpu", help="One GPU per fold job.")] = False,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow store (default: in workspace).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search training hyperparameters: each trial a cross-validation of the two-stage method,
+    early-stopped by ASHA on validation SELD; then a cv of the best config on the test splits."""
+    from orchestrator.cv import CVSettings
+    from orchestrator.extract import extract_dataset
+    from orchestrator.hparams import check_space, tune_hparams
+    from orchestrator.ray_utils import ray_session
+    from orchestrator.search_space import SearchSpaceError, load_search_space
+    from orchestrator.tracking import resolve_tracking_uri
+    from seld.features import feature_preset
+
+    try:
+        search_space = load_search_space(space)
+        check_space(search_space, space)
+    except SearchSpaceError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    settings = CVSettings(
+        dataset=str(dataset.resolve()),
+        workspace=str(workspace.resolve()),
+        fmt=fmt,
+        preset=preset,
+        folds=tuple(int(k) for k in folds.split(",")),
+        protocol=protocol,
+        run=name,
+        epochs=epochs,
+        seed=seed,
+        use_gpu=gpu,
+        tracking_uri=resolve_tracking_uri(workspace, tracking_uri),
+    )
+    with ray_session(address):
+        extracted = extract_dataset(dataset, workspace, feature_preset(preset, fmt), fmt)
+        if extracted.failed:
+            for reason in extracted.failed.values():
+                err_console.print(f"[red]failed:[/red] {reason}")
+            raise typer.Exit(1)
+        summary = tune_hparams(
+            settings,
+            search_space,
+            name=name,
+            trials=trials,
+            seed=seed,
+            concurrency=concurrency,
+            grace_period=grace_period,
+            final_folds=tuple(int(k) for k in final_folds.split(",")) if final_folds else None,
+            on_progress=lambda msg: err_console.print(f"[bold]{msg}[/bold]"),
+        )
+    if json_out:
+        console.print_json(to_json(summary))
+        return
+    table = Table(title=f"search {name}: {len(summary['trials'])} trials (ASHA)")
+    for column in ("trial", "iterations", "val SELD", *search_space_names(summary)):
+        table.add_column(column)
+    for row in sorted(summary["trials"], key=lambda r: r["val_seld"]):
+        mark = " *" if row["trial_id"] == summary["best"]["trial_id"] else ""
+        state = "" if row["completed"] else " (stopped)"
+        table.add_row(
+            row["trial_id"] + mark,
+            f"{row['iterations']}{state}",
+            f"{row['val_seld']:.4f}",
+            *(_short(row["config"].get(k)) for k in search_space_names(summary)),
+        )
+    console.print(table)
+    if "final_cv" in summary:
+        final = summary["final_cv"]
+        rows = {f"fold {k}": SeldScores(**v) for k, v in final["folds"].items()}
+        rows["all test splits"] = SeldScores(**final["overall"])
+        console.print(scores_table(f"best config, cv run {final['run']}", rows, ""))
+    console.print(
+        f"best trial {summary['best']['trial_id']}: {summary['best']['config']}; MLflow run "
+        f"{summary['mlflow_parent_run']} ({summary['search_s']:.0f} s); "
+        f"`seld-orch ui --workspace {workspace}`"
+    )
+
+
+def search_space_names(summary: dict) -> list[str]:
+    return sorted({k for row in summary["trials"] for k in row["config"]})
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 @app.command()
 def demo(
     workspace: Annotated[
         Path, typer.Option("--workspace", help="Everything the demo writes.")
     ] = Path("workspace"),
-    per_split: Annotated[int, typer.Option("--per-split", min=1)] = 4,
-    seconds: Annotated[float, typer.Option("--seconds", min=1.0)] = 10.0,
+    per_split: Annotated[int, typer.Option("--per-split", min=1)] = DEMO_PER_SPLIT,
+    seconds: Annotated[float, typer.Option("--seconds", min=1.0)] = DEMO_SECONDS,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Epochs per stage (default: preset).")
+    ] = None,
+    trials: Annotated[int, typer.Option("--trials", min=1, help="Threshold-search trials.")] = 300,
     seed: SeedOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
-    """The main job: synthesize a small dataset, validate it, and score baselines on it."""
+    """The main job: synthesize a small dataset, extract features, four-fold two-stage cv,
+    threshold tuning, the final table, plots, all tracked in a local MLflow store."""
     from orchestrator.demo import run_demo
 
     run_demo(
@@ -675,9 +816,153 @@ def demo(
         per_split=per_split,
         seconds=seconds,
         seed=seed,
+        epochs=epochs,
+        trials=trials,
         console=console,
         json_out=json_out,
     )
+
+
+@app.command("cluster-check")
+def cluster_check(
+    path: Annotated[Path, typer.Argument(help="A `ray up` cluster definition.")] = Path(
+        "cluster.yaml"
+    ),
+    json_out: JsonOpt = False,
+) -> None:
+    """Check a `ray up` cluster definition offline: Ray's schema and config checks, no cloud
+    credentials needed. Exit 1 and name every broken field; list placeholders still to change."""
+    from orchestrator.cluster import ClusterConfigError, check_cluster_config
+
+    try:
+        warnings = check_cluster_config(path)
+    except ClusterConfigError as exc:
+        if json_out:
+            console.print_json(to_json({"file": str(path), "ok": False, "error": str(exc)}))
+        else:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if json_out:
+        console.print_json(to_json({"file": str(path), "ok": True, "warnings": warnings}))
+        return
+    for warning in warnings:
+        console.print(f"[yellow]to change:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    console.print(f"{path}: valid for `ray up` ({len(warnings)} placeholder(s) to change)")
+
+
+submit_app = typer.Typer(
+    help="Run cv or tune as a Ray job on a cluster (through its dashboard's Jobs API).",
+    no_args_is_help=True,
+)
+app.add_typer(submit_app, name="submit")
+JobAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="The cluster's dashboard (default: RAY_API_SERVER_ADDRESS, RAY_ADDRESS, "
+        "else http://127.0.0.1:8265).",
+    ),
+]
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _submit(command: str, ctx: typer.Context, address: str | None, follow: bool) -> None:
+    from orchestrator.submit import SubmitError, follow_logs, job_info, submit
+
+    try:
+        job_id = submit(command, list(ctx.args), address=address)
+    except SubmitError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(job_id, highlight=False)
+    err_console.print(f"`seld-orch status {job_id}`, `seld-orch logs {job_id} --follow`")
+    if follow:
+        try:
+            follow_logs(job_id, lambda text: print(text, end="", flush=True), address)
+            status = job_info(job_id, address)["status"]
+        except SubmitError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        err_console.print(f"job {job_id}: {status}")
+        if status != "SUCCEEDED":
+            raise typer.Exit(1)
+
+
+FollowOpt = Annotated[bool, typer.Option("--follow", help="Print the job's output until it ends.")]
+
+
+@submit_app.command("cv", context_settings=PASS_THROUGH)
+def submit_cv(ctx: typer.Context, address: JobAddressOpt = None, follow: FollowOpt = False) -> None:
+    """Submit `seld-orch cv ARGS` as a Ray job and print its id. Paths (--dataset, --workspace)
+    must be absolute and on storage every node shares."""
+    _submit("cv", ctx, address, follow)
+
+
+@submit_app.command("tune", context_settings=PASS_THROUGH)
+def submit_tune(
+    ctx: typer.Context, address: JobAddressOpt = None, follow: FollowOpt = False
+) -> None:
+    """Submit `seld-orch tune ARGS` (thresholds or hparams) as a Ray job and print its id."""
+    _submit("tune", ctx, address, follow)
+
+
+@app.command()
+def status(
+    job: Annotated[str | None, typer.Argument(help="A job id; all jobs when absent.")] = None,
+    address: JobAddressOpt = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the job to end; exit 1 unless it succeeded.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """The state of a submitted job (or of every job on the cluster)."""
+    from orchestrator.submit import SubmitError, job_info, list_jobs
+    from orchestrator.submit import wait as wait_job
+
+    try:
+        if job is None:
+            rows = list_jobs(address)
+        elif wait:
+            rows = [wait_job(job, address)]
+        else:
+            rows = [job_info(job, address)]
+    except SubmitError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if json_out:
+        console.print_json(to_json(rows if job is None else rows[0]))
+    else:
+        table = Table(title="Ray jobs", title_justify="left")
+        for column in ("job", "status", "elapsed", "entrypoint", "message"):
+            table.add_column(column, overflow="fold")
+        for row in sorted(rows, key=lambda r: r["start_time"] or 0):
+            elapsed = "" if row["elapsed_s"] is None else f"{row['elapsed_s']:.0f} s"
+            table.add_row(
+                row["job_id"], row["status"], elapsed, row["entrypoint"], row["message"] or ""
+            )
+        console.print(table)
+    if job is not None and wait and rows[0]["status"] != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    job: Annotated[str, typer.Argument(help="A job id.")],
+    address: JobAddressOpt = None,
+    follow: FollowOpt = False,
+) -> None:
+    """A submitted job's output (stdout and stderr of its driver)."""
+    from orchestrator.submit import SubmitError, follow_logs
+    from orchestrator.submit import logs as job_logs
+
+    try:
+        if follow:
+            follow_logs(job, lambda text: print(text, end="", flush=True), address)
+        else:
+            print(job_logs(job, address), end="", flush=True)
+    except SubmitError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":

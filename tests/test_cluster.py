@@ -1,0 +1,343 @@
+"""The cluster path: the ``ray up`` definition checked offline, and sweeps submitted as Ray jobs
+to a real local multi-node Ray cluster (started with ``ray start``, as on a real cluster)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.cluster import ClusterConfigError, check_cluster_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_YAML = ROOT / "cluster.yaml"
+BIN = Path(sys.executable).parent
+
+
+# --- cluster.yaml ----------------------------------------------------------------------------
+
+
+def write_copy(tmp_path: Path, edit) -> Path:
+    config = yaml.safe_load(CLUSTER_YAML.read_text())
+    edit(config)
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_shipped_cluster_yaml_passes_rays_schema_and_checks():
+    import jsonschema
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    from orchestrator.cluster import ray_schema
+
+    config = yaml.safe_load(CLUSTER_YAML.read_text())
+    jsonschema.validate(config, ray_schema())  # the schema shipped in the ray package
+    prepared = prepare_config(config)  # what `ray up` does before it calls the cloud
+    validate_config(prepared)
+    workers = prepared["available_node_types"]["gpu_worker"]
+    assert workers["resources"]["GPU"] == 1 and workers["min_workers"] == 0
+    assert workers["max_workers"] == 4 == prepared["max_workers"]
+    head = prepared["available_node_types"][prepared["head_node_type"]]
+    assert "GPU" not in head["resources"]
+    start = " ".join(prepared["head_start_ray_commands"])
+    assert "mlflow server" in start and "--host 127.0.0.1" in start and "--workers 1" in start
+    assert "sqlite:///" in start and "--artifacts-destination s3://" in start
+    setup = " ".join(prepared["setup_commands"])
+    assert setup.index("install --quiet torch") < setup.index("install --quiet -e")
+    assert ".venv" in prepared["rsync_exclude"]
+    text = CLUSTER_YAML.read_text().lower()
+    for secret in ("aws_secret_access_key", "aws_access_key_id", "password"):
+        assert secret not in text
+
+    warnings = check_cluster_config(CLUSTER_YAML)
+    assert any("ami-" in w for w in warnings) and any("your-bucket" in w for w in warnings)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda c: c["available_node_types"]["gpu_worker"].update(min_worker=1),
+            "available_node_types.gpu_worker.min_worker: unknown field",
+        ),
+        (lambda c: c.update(max_worker=4), "max_worker: unknown field"),
+        (lambda c: c.update(max_workers="four"), "max_workers: 'four' is not of type 'integer'"),
+        (
+            lambda c: c["available_node_types"]["gpu_worker"]["resources"].update(GPU="one"),
+            "available_node_types.gpu_worker.resources.GPU: 'one' is not of type 'integer'",
+        ),
+        (lambda c: c.update(setup_commands="pip install ."), "setup_commands: 'pip install .'"),
+        (lambda c: c["provider"].update(type="awz"), "provider.type: unknown provider 'awz'"),
+        (lambda c: c.update(head_node_type="cpu_head"), "`head_node_type` must be one of"),
+        (
+            lambda c: c["available_node_types"]["gpu_worker"].update(min_workers=9),
+            "`max_workers` is smaller than the sum of `min_workers`",
+        ),
+        (lambda c: c.pop("provider"), "'provider' is a required property"),
+    ],
+)
+def test_broken_cluster_yaml_names_the_field(tmp_path: Path, edit, message: str):
+    path = write_copy(tmp_path, edit)
+    with pytest.raises(ClusterConfigError, match=re.escape(message)) as info:
+        check_cluster_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_cluster_check_command(tmp_path: Path):
+    runner = CliRunner()
+    ok = runner.invoke(app, ["cluster-check", str(CLUSTER_YAML), "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["ok"] is True
+    bad = write_copy(tmp_path, lambda c: c.update(max_workers="four"))
+    result = runner.invoke(app, ["cluster-check", str(bad)])
+    assert result.exit_code == 1
+    assert "max_workers" in result.stderr and str(bad) in result.stderr.replace("\n", "")
+    (tmp_path / "broken.yaml").write_text("cluster_name: [unclosed\n")
+    result = runner.invoke(app, ["cluster-check", str(tmp_path / "broken.yaml")])
+    assert result.exit_code == 1 and "not valid YAML" in result.stderr
+
+
+# --- submitting jobs ---------------------------------------------------------------------------
+
+
+def test_submit_refuses_paths_a_cluster_cannot_share(tmp_path: Path):
+    from orchestrator.submit import SubmitError, check_args
+
+    check_args("cv", ["--dataset", "/mnt/d", "--workspace=/mnt/ws", "--epochs", "1"])
+    with pytest.raises(SubmitError, match="--workspace is required"):
+        check_args("cv", ["--dataset", "/mnt/d"])
+    with pytest.raises(SubmitError, match="--dataset data: a relative path"):
+        check_args("cv", ["--dataset", "data", "--workspace", "/mnt/ws"])
+    with pytest.raises(SubmitError, match="--workspace s3://bucket/ws: features and runs"):
+        check_args("cv", ["--dataset", "/mnt/d", "--workspace", "s3://bucket/ws"])
+    with pytest.raises(SubmitError, match="cannot submit 'train'"):
+        check_args("train", ["--workspace", "/mnt/ws"])
+    # nothing listens there: the error says where it looked and what to do
+    result = CliRunner().invoke(
+        app,
+        ["submit", "cv", "--address", "http://127.0.0.1:9", "--workspace", str(tmp_path)],
+    )
+    assert result.exit_code == 2
+    assert "no Ray Jobs API at http://127.0.0.1:9" in result.stderr.replace("\n", " ")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalCluster:
+    """A head node and worker nodes started with ``ray start --block`` in a private temp dir.
+
+    Only this cluster's processes are stopped: each ``ray start --block`` process gets SIGTERM
+    and stops the processes it started; anything left of its process group is killed. Never
+    ``ray stop``, which would stop every Ray on the machine."""
+
+    def __init__(self, head_cpus: int = 1, workers: tuple[int, ...] = (1,)):
+        self.temp_dir = tempfile.mkdtemp(prefix="seldray", dir="/tmp")  # short: socket paths
+        self.port, self.dashboard_port = free_port(), free_port()
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # jobs run `python`
+            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # stop at once, nothing to drain
+            # token authentication, as Ray enables by default, with this cluster's own token
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        }
+        for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
+            self.env.pop(name, None)
+        self.processes: list[subprocess.Popen] = []
+        try:
+            self._start_nodes(head_cpus, workers)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_nodes(self, head_cpus: int, workers: tuple[int, ...]) -> None:
+        common = [
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            "--disable-usage-stats",
+            "--object-store-memory=200000000",
+        ]
+        self._start(
+            "head",
+            [
+                "--head",
+                f"--port={self.port}",
+                f"--temp-dir={self.temp_dir}",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--num-cpus={head_cpus}",
+                "--num-gpus=0",
+                *common,
+            ],
+        )
+        self.wait_for_dashboard()
+        for i, cpus in enumerate(workers):
+            # a node of its own on this machine: its own temp dir, so that its runtime-env agent
+            # never deletes the job's unpacked working dir under the head's feet
+            node_dir = Path(self.temp_dir) / f"w{i}"
+            node_dir.mkdir()
+            self._start(
+                f"worker{i}",
+                [
+                    f"--address=127.0.0.1:{self.port}",
+                    f"--num-cpus={cpus}",
+                    f"--temp-dir={node_dir}",
+                    *common,
+                ],
+            )
+        self.wait_for_nodes(1 + len(workers))
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def _start(self, name: str, args: list[str]) -> None:
+        with open(Path(self.temp_dir) / f"{name}.log", "w") as log:
+            self.processes.append(
+                subprocess.Popen(
+                    [str(BIN / "ray"), "start", *args],
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group, killed at the end
+                )
+            )
+
+    def wait_for_dashboard(self, timeout_s: float = 240) -> None:
+        from ray.job_submission import JobSubmissionClient
+
+        headers = {"Authorization": f"Bearer {self.env['RAY_AUTH_TOKEN']}"}
+        deadline = time.monotonic() + timeout_s
+        job = None
+        while True:  # until a trivial job has run: the dashboard and its job agent are up
+            try:
+                client = JobSubmissionClient(self.dashboard, headers=headers)
+                job = job or client.submit_job(entrypoint="python -c pass")
+                if client.get_job_status(job) == "SUCCEEDED":
+                    return
+            except (ConnectionError, RuntimeError):
+                pass
+            if time.monotonic() > deadline or self.processes[0].poll() is not None:
+                raise RuntimeError(f"no Ray Jobs API; see {self.temp_dir}/head.log")
+            time.sleep(1)
+
+    def wait_for_nodes(self, count: int, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                [str(BIN / "ray"), "status", f"--address=127.0.0.1:{self.port}"],
+                env=self.env,
+                capture_output=True,
+                text=True,
+            ).stdout
+            if len(re.findall(r"^ \d+ node_", out, re.MULTILINE)) >= count:
+                return
+            time.sleep(1)
+        raise RuntimeError(f"{count} nodes did not join; see {self.temp_dir}/*.log")
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):  # workers first, then the head
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # whatever it left behind
+            except ProcessLookupError:
+                pass
+        if not self.processes_left():
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def processes_left(self) -> list[str]:
+        """Command lines of processes still running with this cluster's temp dir."""
+        left = []
+        for proc in Path("/proc").iterdir():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, ValueError):
+                continue
+            if self.temp_dir in cmdline:
+                left.append(f"{proc.name}: {cmdline[:120]}")
+        return left
+
+
+def seld_orch(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "seld-orch"), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.slow
+def test_submitted_cv_joins_the_cluster_and_is_tracked(tmp_path: Path):
+    from mlflow.tracking import MlflowClient
+
+    from seld.synth import SynthConfig, synthesize_dataset
+
+    data = tmp_path / "data"
+    synthesize_dataset(
+        data, SynthConfig(seconds=5, per_split=1, formats=("mic",), seed=5), workers=2
+    )
+    workspace = tmp_path / "ws"
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cluster = LocalCluster(head_cpus=1, workers=(1,))
+    try:
+        env, address = cluster.env, ["--address", cluster.dashboard]
+        submitted = seld_orch(
+            "submit", "cv", *address, "--dataset", str(data), "--workspace", str(workspace),
+            "--folds", "1,2", "--epochs", "1", "--tracking-uri", tracking_uri,
+            "--run", "submitted", env=env,
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        job = submitted.stdout.strip()
+        assert re.fullmatch(r"raysubmit_\w+", job), submitted.stdout
+
+        status = seld_orch("status", job, *address, "--wait", "--json", env=env, timeout=400)
+        info = json.loads(status.stdout)
+        logs = seld_orch("logs", job, *address, env=env)
+        assert status.returncode == 0 and info["status"] == "SUCCEEDED", logs.stdout[-3000:]
+        assert "cross-validation submitted" in logs.stdout and "MLflow: run" in logs.stdout
+        followed = seld_orch("logs", job, *address, "--follow", env=env)  # ends with the job
+        assert followed.returncode == 0 and "MLflow: run" in followed.stdout
+        listing = seld_orch("status", *address, "--json", env=env)
+        assert job in [row["job_id"] for row in json.loads(listing.stdout)]  # with the warm-up
+    finally:
+        cluster.stop()
+    assert cluster.processes_left() == []
+
+    # the fold jobs ran on both nodes: the command joined the cluster, not a local Ray
+    metrics = json.loads((workspace / "runs" / "submitted" / "metrics.json").read_text())
+    nodes = {fold[stage]["node_id"] for fold in metrics["stages"].values() for stage in fold}
+    assert len(nodes) == 2
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments)
+    parent = next(r for r in runs if r.data.tags.get("kind") == "cv")
+    assert parent.info.run_name == "submitted" and parent.info.status == "FINISHED"
+    assert "cv_seld" in parent.data.metrics
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted((r.data.tags["fold"], r.data.tags["stage"]) for r in children) == [
+        ("1", "doa"), ("1", "sed"), ("2", "doa"), ("2", "sed"),
+    ]  # fmt: skip
+    assert all(r.info.status == "FINISHED" for r in children)
