@@ -36,6 +36,14 @@ console = Console()
 err_console = Console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+StorageOpt = Annotated[
+    str,
+    typer.Option(
+        "--storage",
+        help="Ray Train/Tune checkpoints: a path or URI all nodes reach (s3://..., NFS); "
+        "default <workspace>/ray_results.",
+    ),
+]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 WorkspaceOpt = Annotated[
     Path, typer.Option("--workspace", help="Everything a run writes: features, models, MLflow.")
@@ -499,6 +507,7 @@ def cv(
     tracking_uri: Annotated[
         str | None, typer.Option("--tracking-uri", help="MLflow store (default: in workspace).")
     ] = None,
+    storage: StorageOpt = "",
     json_out: JsonOpt = False,
 ) -> None:
     """Four-fold cross-validation: per fold SED then DOA on Ray Train, tracked in MLflow.
@@ -529,6 +538,7 @@ def cv(
         workers_per_fold=workers_per_fold,
         threshold=threshold,
         tracking_uri=resolve_tracking_uri(workspace, tracking_uri),
+        storage=storage,
     )
     with ray_session(address):
         summary = extract_dataset(dataset, workspace, feature_preset(preset, fmt), fmt)
@@ -709,6 +719,7 @@ def tune_hparams_command(
     tracking_uri: Annotated[
         str | None, typer.Option("--tracking-uri", help="MLflow store (default: in workspace).")
     ] = None,
+    storage: StorageOpt = "",
     json_out: JsonOpt = False,
 ) -> None:
     """Search training hyperparameters: each trial a cross-validation of the two-stage method,
@@ -739,6 +750,7 @@ def tune_hparams_command(
         seed=seed,
         use_gpu=gpu,
         tracking_uri=resolve_tracking_uri(workspace, tracking_uri),
+        storage=storage,
     )
     with ray_session(address):
         extracted = extract_dataset(dataset, workspace, feature_preset(preset, fmt), fmt)

@@ -52,6 +52,9 @@ class CVSettings:
     max_failures: int = 2
     threshold: float = 0.3
     tracking_uri: str = ""
+    #: where Ray Train keeps its checkpoints: a path or URI every node reaches (``s3://...``,
+    #: an NFS path); default ``<workspace>/ray_results``
+    storage: str = ""
     #: TrainConfig overrides for both stages (a hyperparameter-search trial's sampled config)
     train_overrides: Mapping[str, Any] = field(default_factory=dict)
     #: the splits each fold job predicts once trained (search trials leave out the test split)
@@ -62,6 +65,10 @@ class CVSettings:
     @property
     def run_dir(self) -> Path:
         return Path(self.workspace) / "runs" / self.run
+
+    @property
+    def storage_path(self) -> str:
+        return self.storage or str((Path(self.workspace) / "ray_results").resolve())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,6 +176,9 @@ def fold_job(settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, 
         if sink is not None:
             sink.set_state.remote(job, "starting")
         resources = {"CPU": s.cpus_per_worker} | ({"GPU": 1} if s.use_gpu else {})
+        name = f"{s.run}-fold{fold}-{stage}"
+        if not (out_dir / "last.pt").exists():
+            _forget_train_run(s.storage_path, name)
         trainer = TorchTrainer(
             _train_loop,
             train_loop_config={
@@ -185,8 +195,8 @@ def fold_job(settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, 
             ),
             torch_config=TorchConfig(backend="gloo"),
             run_config=RunConfig(
-                name=f"{s.run}-fold{fold}-{stage}",
-                storage_path=str((Path(s.workspace) / "ray_results").resolve()),
+                name=name,
+                storage_path=s.storage_path,
                 failure_config=FailureConfig(max_failures=s.max_failures),
             ),
         )
@@ -214,6 +224,19 @@ def fold_job(settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, 
         for stage in STAGES:
             predict_split(data, s.run_dir, split, stage)
     return {"fold": fold, "stages": records}
+
+
+def _forget_train_run(storage: str, name: str) -> None:
+    """A stage that starts from scratch (its run folder was deleted) must not let Ray Train
+    resume an earlier finished run of the same name, which would skip the training."""
+    if "://" in storage:
+        import pyarrow.fs
+
+        fs, root = pyarrow.fs.FileSystem.from_uri(storage)
+        if fs.get_file_info(f"{root}/{name}").type != pyarrow.fs.FileType.NotFound:
+            fs.delete_dir(f"{root}/{name}")
+        return
+    shutil.rmtree(Path(storage) / name, ignore_errors=True)
 
 
 def run_fold_jobs(

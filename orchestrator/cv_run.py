@@ -20,11 +20,11 @@ from orchestrator.cv import STAGES, CVSettings, run_fold_jobs, settings_fold_dat
 from orchestrator.fold import references, submission_pairs, two_stage_predictions
 from orchestrator.ray_utils import ray_session
 from orchestrator.tracking import (
-    MetricsSink,
     flatten,
     get_experiment,
     log_scores,
     provenance_tags,
+    start_sink,
 )
 from seld.fsutil import atomic_path
 from seld.metrics import ScoreReport, score_files
@@ -114,7 +114,7 @@ def run_cv(
     )
     runs = create_cv_runs(client, settings, experiment)
     with ray_session(address):
-        sink = MetricsSink.remote(settings.tracking_uri)
+        sink = start_sink(settings.tracking_uri)
         fold_results = run_fold_jobs(
             settings, {k: runs["children"][str(k)] for k in settings.folds}, sink, on_status
         )

@@ -11,7 +11,7 @@ score that ranks the trials. The test splits are never predicted during the sear
 
 Files (``<workspace>/runs/<name>/``): ``tune.json`` (settings and MLflow parent run),
 ``<trial_id>/`` (each trial's cv run folder), ``trials.csv``, ``importance.png``,
-``summary.json``; the Tune experiment itself is in ``<workspace>/ray_results/<name>`` and is
+``summary.json``; the Tune experiment itself is in ``<storage>/<name>`` and is
 resumed by running the same command again (``Tuner.restore``).
 
 MLflow: a parent run for the search (kind ``tune-hparams``); a child run per trial (kind
@@ -44,7 +44,7 @@ from orchestrator.cv import STAGES, CVSettings, run_fold_jobs, settings_fold_dat
 from orchestrator.cv_run import create_cv_runs, resolved_config, run_cv
 from orchestrator.fold import references, submission_pairs, two_stage_predictions
 from orchestrator.search_space import SearchSpace, SearchSpaceError
-from orchestrator.tracking import MetricsSink, flatten, get_experiment, log_scores
+from orchestrator.tracking import HEAD_NODE, flatten, get_experiment, log_scores, start_sink
 from seld.fsutil import atomic_path
 from seld.metrics import score_files
 from seld.training import train_preset
@@ -177,7 +177,7 @@ def _trial(config: dict[str, Any], base: dict[str, Any], name: str, parent_run: 
             log_scores(client, trial_run, "iter_", metrics, step=reported)
             _report(metrics | {"final": 0.0}, reported)
 
-    sink = MetricsSink.remote(s.tracking_uri)
+    sink = start_sink(s.tracking_uri)
     run_fold_jobs(s, {k: runs["children"][str(k)] for k in s.folds}, sink, on_history=on_history)
     on_history(ray.get(sink.get_history.remote()))  # epochs reported after the last poll
     scores = validation_scores(s)
@@ -256,14 +256,15 @@ def tune_hparams(
     concurrency = concurrency or default_concurrency(base)
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=base.to_dict(), name=name, parent_run=parent_run),
-        {"cpu": TRIAL_CPUS},  # its fold jobs' Train workers take the real resources
+        # on the head node, next to the tracking store; its fold jobs' workers take the resources
+        {"cpu": TRIAL_CPUS, **HEAD_NODE},
     )
-    storage = str((Path(base.workspace) / "ray_results").resolve())
-    experiment_dir = Path(storage) / name
-    if tune.Tuner.can_restore(str(experiment_dir)):
+    storage = base.storage_path
+    experiment_dir = f"{storage.rstrip('/')}/{name}"
+    if tune.Tuner.can_restore(experiment_dir):
         say(f"resuming the search in {experiment_dir}")
         tuner = tune.Tuner.restore(
-            str(experiment_dir), trainable, resume_unfinished=True, resume_errored=True
+            experiment_dir, trainable, resume_unfinished=True, resume_errored=True
         )
     else:
         searcher = OptunaSearch(

@@ -37,6 +37,9 @@ def get_experiment(client: MlflowClient, name: str, workspace: Path) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
+    if client.tracking_uri.startswith(("http://", "https://", "databricks")):
+        # a tracking server decides where artifacts go (its --artifacts-destination: S3, ...)
+        return client.create_experiment(name)
     location = (Path(workspace) / "mlartifacts").resolve().as_uri()
     return client.create_experiment(name, artifact_location=location)
 
@@ -82,6 +85,16 @@ def log_scores(
     for key, value in scores.items():
         if value is not None and value == value:  # MLflow rejects NaN in some stores
             client.log_metric(run_id, f"{prefix}{key}", float(value), step=step)
+
+
+#: a resource only the head node has: where the driver and the MLflow server live
+HEAD_NODE = {"node:__internal_head__": 0.001}
+
+
+def start_sink(tracking_uri: str):
+    """A :class:`MetricsSink` on the head node, which reaches the tracking store (a server bound
+    to the head's 127.0.0.1, or a local SQLite file) wherever the fold jobs run."""
+    return MetricsSink.options(resources=HEAD_NODE).remote(tracking_uri)
 
 
 @ray.remote(num_cpus=0)

@@ -25,6 +25,9 @@ def window_starts(num_frames: int, window: int, hop: int) -> list[int]:
     return starts
 
 
+MAX_OPEN_FILES = 8
+
+
 class WindowDataset(Dataset):
     """Windows of ``window`` frames every ``hop`` frames over feature files.
 
@@ -65,11 +68,17 @@ class WindowDataset(Dataset):
         return len(self.items)
 
     def _file(self, index: int) -> h5py.File:
+        """The open file, most recently used last; at most ``MAX_OPEN_FILES`` stay open, so a
+        reader's memory does not grow with the number of recordings (each open HDF5 file holds
+        about half a megabyte of metadata and chunk cache)."""
         if self._pid != os.getpid():  # a forked worker must not share its parent's handles
             self._handles, self._pid = {}, os.getpid()
-        handle = self._handles.get(index)
+        handle = self._handles.pop(index, None)
         if handle is None:
-            handle = self._handles[index] = h5py.File(self.paths[index], "r")
+            while len(self._handles) >= MAX_OPEN_FILES:
+                self._handles.pop(next(iter(self._handles))).close()
+            handle = h5py.File(self.paths[index], "r")
+        self._handles[index] = handle  # dicts keep insertion order: this one is now newest
         return handle
 
     def __getstate__(self) -> dict:

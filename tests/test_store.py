@@ -21,7 +21,7 @@ from seld.store import (
     remove_stale_temporaries,
     write_feature_file,
 )
-from seld.windows import WindowDataset, window_starts
+from seld.windows import MAX_OPEN_FILES, WindowDataset, window_starts
 
 CONFIG = PRESETS["tiny"]
 EVENTS = [Event("speech", 0.1, 0.9, 10, -40, 1), Event("knock", 1.0, 1.5, -20, 170, 2)]
@@ -129,3 +129,28 @@ def test_window_dataset_reads_lazily_and_pads(tmp_path: Path):
     batches = list(loader)
     assert [b["features"].shape[0] for b in batches] == [2, 2]
     ds.close()
+
+
+def test_window_dataset_keeps_few_files_open(tmp_path: Path):
+    paths, features = [], []
+    for i in range(MAX_OPEN_FILES + 4):
+        paths.append(tmp_path / f"r{i}.h5")
+        features.append(write(paths[-1], 60, seed=i)[0])
+    ds = WindowDataset(paths, window=50, hop=50)
+    for _ in range(2):  # a second pass reopens files closed in the first
+        for item in range(len(ds)):
+            index, start = ds.items[item]
+            expected = _window(features[index], start, 50)
+            assert torch.equal(ds[item]["features"], torch.from_numpy(expected))
+            assert len(ds._handles) <= MAX_OPEN_FILES
+    assert len(ds._handles) == MAX_OPEN_FILES
+    closed = [h for h in ds._handles.values() if not h.id.valid]
+    assert closed == []
+    ds.close()
+
+
+def _window(features: np.ndarray, start: int, length: int) -> np.ndarray:
+    out = np.zeros((features.shape[0], length, features.shape[2]), np.float32)
+    part = features[:, start : start + length]
+    out[:, : part.shape[1]] = part
+    return out
