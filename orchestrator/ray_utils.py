@@ -17,8 +17,9 @@ I = TypeVar("I")
 
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
-    """Use the running Ray if this process already joined one; otherwise start a local instance
-    (or join ``address``) for the duration of the block, bound to 127.0.0.1, no dashboard.
+    """Use the running Ray if this process already joined one; otherwise start a new local
+    instance (or join ``address``) for the duration of the block, bound to 127.0.0.1, no
+    dashboard; another Ray running on the same machine is left alone.
 
     Without ``address``, ``RAY_ADDRESS`` names the cluster to join, as for ``ray.init()``: a
     command submitted as a Ray job (``seld-orch submit``) finds it set and joins the cluster
@@ -42,6 +43,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     if address:
         kwargs["address"] = address
     else:
+        # "local": always a new embedded instance, never one that `ray start` left running
+        # on this machine (plain ray.init() would join that)
+        kwargs["address"] = "local"
         kwargs["num_cpus"] = num_cpus or os.cpu_count()
         kwargs["_node_ip_address"] = "127.0.0.1"
     ray.init(**kwargs)

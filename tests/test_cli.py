@@ -187,3 +187,20 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path):
     cv = client.get_run(summary["mlflow"]["cv_run"])
     assert cv.data.metrics["cv_seld"] == pytest.approx(summary["cv_before_tuning"]["seld"])
     assert cv.data.metrics["tuned_cv_seld"] == pytest.approx(summary["cv_after_tuning"]["seld"])
+
+
+def test_readme_cli_reference_is_generated_from_the_cli():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    check = subprocess.run(
+        [sys.executable, "scripts/cli_reference.py", "--check"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    readme = (root / "README.md").read_text()
+    for command in ("tune hparams", "tune thresholds", "submit cv", "cluster-check", "demo"):
+        assert f"#### `seld-orch {command}`" in readme
