@@ -812,9 +812,7 @@ def demo(
     ] = Path("workspace"),
     per_split: Annotated[int, typer.Option("--per-split", min=1)] = DEMO_PER_SPLIT,
     seconds: Annotated[float, typer.Option("--seconds", min=1.0)] = DEMO_SECONDS,
-    epochs: Annotated[
-        int | None, typer.Option("--epochs", min=1, help="Epochs per stage (default: preset).")
-    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs per stage.")] = 5,
     trials: Annotated[int, typer.Option("--trials", min=1, help="Threshold-search trials.")] = 300,
     seed: SeedOpt = 0,
     json_out: JsonOpt = False,

@@ -29,11 +29,12 @@ from orchestrator.report import print_problems, scores_table, to_json
 from orchestrator.search_space import load_search_space
 from orchestrator.synthesize import synthesize_on_ray
 from orchestrator.tracking import default_tracking_uri
-from orchestrator.tune import load_split, score_with, tune_thresholds
+from orchestrator.tune import load_split, postprocessing, tune_thresholds
 from seld.baselines import BASELINES
 from seld.dataset import DatasetLayout, load_events, recording_durations, validate_dataset
 from seld.dcase import num_label_frames
 from seld.features import feature_preset
+from seld.inference import submission_rows
 from seld.metrics import ScoreReport, SeldScores, score_files
 from seld.submission import events_to_rows
 from seld.synth import SynthConfig, missing_recordings
@@ -116,8 +117,8 @@ def run_demo(
         tuned = tune_thresholds(settings, space, trials=trials, seed=seed)
 
     test_preds, test_refs = load_split(settings, "test")
-    after = score_with(test_preds, test_refs, tuned["best_config"])
-    before = score_with(test_preds, test_refs, {"threshold": settings.threshold})
+    after = _score(test_preds, test_refs, tuned["best_config"])
+    before = _score(test_preds, test_refs, {"threshold": settings.threshold})
     baselines = _baselines(dataset, set(test_preds))
     elapsed = time.perf_counter() - started
     summary = {
@@ -149,6 +150,17 @@ def run_demo(
         return summary
     _print(console, summary, before, after, baselines, workspace)
     return summary
+
+
+def _score(predictions: dict, refs: dict, config: dict[str, Any]) -> ScoreReport:
+    """Per-ov/ir scores of the test splits under one post-processing setting, through the
+    submission rows (the path every submission CSV takes)."""
+    thresholds, median = postprocessing(config)
+    pairs = {}
+    for stem, prediction in predictions.items():
+        rows = submission_rows(prediction, thresholds, median_frames=median)
+        pairs[stem] = (refs[stem][0], rows, refs[stem][1])
+    return score_files(pairs)
 
 
 def _baselines(dataset: Path, stems: set[str]) -> dict[str, ScoreReport]:
