@@ -19,7 +19,8 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     echo "==> installing ${SELD_TORCH_SPEC:-torch==2.13.0}"
     "$VENV/bin/python" -m pip install --quiet "${SELD_TORCH_SPEC:-torch==2.13.0}" 2>&1 \
         | grep -v "is ignored: it is neither a file nor a directory" || true
-    "$VENV/bin/python" -c "import torch" # fail here, not later, if torch did not install
+    "$VENV/bin/python" -c "import torch" 2>/dev/null \
+        || { echo "error: torch did not install" >&2; exit 1; }
 fi
 echo "==> installing seld-orchestrator and its dependencies"
 "$VENV/bin/python" -m pip install --quiet --editable '.[test]' 2>&1 \

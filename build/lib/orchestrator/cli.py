@@ -1,0 +1,979 @@
+"""``seld-orch``: one entry point whose subcommands share option names.
+
+The commands only wire library calls together; the work lives in ``seld`` and the
+orchestrator modules.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from orchestrator.report import print_problems, print_score_report, scores_table, to_json
+from orchestrator.synthesize import synthesize_on_ray
+from seld.dataset import DatasetLayout, recording_durations, validate_dataset
+from seld.dcase import FORMATS
+from seld.folds import PROTOCOLS, make_folds
+from seld.metadata import DatasetError
+from seld.metrics import SeldScores, score_directories
+from seld.synth import SynthConfig, SynthesisError, missing_recordings, plan_recordings
+
+app = typer.Typer(
+    name="seld-orch",
+    help="Cross-validation and tuning of two-stage SELD (DCASE 2019 Task 3) on Ray, in MLflow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+StorageOpt = Annotated[
+    str,
+    typer.Option(
+        "--storage",
+        help="Ray Train/Tune checkpoints: a path or URI all nodes reach (s3://..., NFS); "
+        "default <workspace>/ray_results.",
+    ),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+WorkspaceOpt = Annotated[
+    Path, typer.Option("--workspace", help="Everything a run writes: features, models, MLflow.")
+]
+AddressOpt = Annotated[
+    str | None, typer.Option("--address", help="Ray cluster address; a local Ray when absent.")
+]
+DatasetOpt = Annotated[Path, typer.Option("--dataset", help="Dataset root (DCASE 2019 layout).")]
+FormatOpt = Annotated[str, typer.Option("--format", help="mic or foa.")]
+PresetOpt = Annotated[str, typer.Option("--preset", help="tiny or paper.")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Override the preset.")]
+NumCpusOpt = Annotated[
+    int | None, typer.Option("--num-cpus", help="CPUs of the local Ray (default: all).")
+]
+
+
+def progress_bar(transient: bool = False) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[current]}"),
+        console=err_console,
+        transient=transient,
+    )
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Dataset root to write.")],
+    per_split: Annotated[int, typer.Option("--per-split", min=1, help="Recordings per split.")] = 2,
+    seconds: Annotated[float, typer.Option("--seconds", min=1.0, help="Recording length.")] = 10.0,
+    seed: SeedOpt = 0,
+    formats: Annotated[
+        str, typer.Option("--formats", help="Comma-separated: mic,foa.")
+    ] = "mic,foa",
+    splits: Annotated[
+        str, typer.Option("--splits", help="Comma-separated split numbers.")
+    ] = "1,2,3,4",
+    address: AddressOpt = None,
+    num_cpus: NumCpusOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Synthesize a dataset in the DCASE 2019 development layout (rooms by image sources)."""
+    fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
+    unknown = [f for f in fmts if f not in FORMATS]
+    if unknown or not fmts:
+        raise typer.BadParameter(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    config = SynthConfig(
+        seconds=seconds,
+        per_split=per_split,
+        splits=tuple(int(s) for s in splits.split(",")),
+        formats=fmts,
+        seed=seed,
+    )
+    todo = missing_recordings(out, config)
+    started = time.perf_counter()
+    with progress_bar() as progress:
+        task = progress.add_task("synthesizing", total=len(todo), current="")
+        try:
+            synthesize_on_ray(
+                out,
+                config,
+                address=address,
+                num_cpus=num_cpus,
+                progress=lambda name: progress.update(task, advance=1, current=name.stem),
+            )
+        except SynthesisError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+    elapsed = time.perf_counter() - started
+    names = plan_recordings(config)
+    summary = {
+        "out": str(out),
+        "recordings": len(names),
+        "written": len(todo),
+        "formats": list(fmts),
+        "seconds_per_recording": seconds,
+        "elapsed_s": round(elapsed, 2),
+    }
+    if json_out:
+        console.print_json(to_json(summary))
+    else:
+        console.print(
+            f"Wrote {len(todo)} of {len(names)} recordings ({len(names) - len(todo)} already "
+            f"complete) x {len(fmts)} format(s) of {seconds:g} s to {out} in {elapsed:.1f} s"
+        )
+
+
+@app.command()
+def validate(
+    dataset: Annotated[Path, typer.Argument(help="Dataset root (DCASE 2019 layout).")],
+    fmt: Annotated[str | None, typer.Option("--format", help="Check one format only.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check every file of a dataset; name every problem; exit 1 if there is any."""
+    try:
+        with progress_bar(transient=True) as progress:
+            task = progress.add_task("checking", total=None, current="")
+            report = validate_dataset(
+                dataset,
+                formats=None if fmt is None else (fmt,),
+                progress=lambda path: progress.update(task, advance=1, current=path.name),
+            )
+    except DatasetError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if json_out:
+        console.print_json(
+            to_json(
+                {
+                    "root": str(report.root),
+                    "checked": report.checked,
+                    "accepted": [str(p) for p in report.accepted],
+                    "problems": [
+                        {"file": str(p.path), "problem": p.problem} for p in report.problems
+                    ],
+                }
+            )
+        )
+    else:
+        if report.problems:
+            print_problems(console, report.problems)
+        console.print(
+            f"{report.checked} audio file(s) checked, {len(report.accepted)} accepted, "
+            f"{len(report.problems)} problem(s)"
+        )
+    if report.problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def score(
+    ref: Annotated[Path, typer.Option("--ref", help="Reference metadata folder (metadata_dev).")],
+    pred: Annotated[Path, typer.Option("--pred", help="Folder of submission CSVs.")],
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            "--duration",
+            help="Recording length in seconds; default: read from the dataset's audio next to "
+            "--ref, else 60.",
+        ),
+    ] = None,
+    corrected_blocks: Annotated[
+        bool,
+        typer.Option(
+            "--corrected-blocks",
+            help="Use whole one-second blocks "
+            "(the official code ignores the last frame of each second).",
+        ),
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Score DCASE 2019 submission CSVs like the official script: all, per split, ov and ir."""
+    durations = None
+    if duration is None:
+        try:
+            durations = recording_durations(ref.parent)
+        except DatasetError:
+            durations = None  # a bare metadata folder: one-minute recordings, as in DCASE 2019
+    try:
+        report = score_directories(
+            ref,
+            pred,
+            durations=durations,
+            default_duration_s=duration if duration is not None else 60.0,
+            official_blocks=not corrected_blocks,
+        )
+    except DatasetError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if json_out:
+        console.print_json(to_json(report.as_dict()))
+    else:
+        print_score_report(console, report, f"DCASE 2019 scores of {pred}")
+
+
+@app.command()
+def folds(
+    dataset: DatasetOpt,
+    fmt: FormatOpt = "mic",
+    protocol: Annotated[
+        str, typer.Option("--protocol", help=f"One of {', '.join(PROTOCOLS)} (seed is leaky).")
+    ] = "dcase2019",
+    json_out: JsonOpt = False,
+) -> None:
+    """Show each fold's training, validation and test recordings."""
+    try:
+        layout = DatasetLayout.discover(dataset)
+        fold_list = make_folds([r.name for r in layout.recordings(fmt)], protocol=protocol)
+    except (DatasetError, ValueError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    rows = [
+        {
+            "fold": f.index,
+            "protocol": f.protocol,
+            "leaky": f.leaky,
+            "train_splits": list(f.train_splits),
+            "validation_splits": list(f.validation_splits),
+            "test_splits": list(f.test_splits),
+            "train": [n.stem for n in f.train],
+            "validation": [n.stem for n in f.validation],
+            "test": [n.stem for n in f.test],
+        }
+        for f in fold_list
+    ]
+    if json_out:
+        console.print_json(to_json(rows))
+        return
+    for row in rows:
+        warn = " [red](leaky: validation = test)[/red]" if row["leaky"] else ""
+        console.print(
+            f"fold {row['fold']}{warn}: train splits {row['train_splits']} "
+            f"({len(row['train'])} rec.), validation {row['validation_splits']} "
+            f"({len(row['validation'])}), test {row['test_splits']} ({len(row['test'])})"
+        )
+
+
+@app.command()
+def extract(
+    dataset: DatasetOpt,
+    fmt: FormatOpt = "mic",
+    preset: Annotated[
+        str, typer.Option("--preset", help="Feature preset: tiny or paper.")
+    ] = "tiny",
+    workspace: WorkspaceOpt = Path("workspace"),
+    address: AddressOpt = None,
+    num_cpus: NumCpusOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Extract features of every recording into HDF5, one Ray task per recording.
+
+    Complete files are skipped, so a rerun after a crash only does what is missing. A bad
+    recording is reported with its reason, the rest finish, and the exit code is 1.
+    """
+    from orchestrator.extract import extract_dataset, plan_extraction
+    from seld.features import feature_preset
+
+    try:
+        config = feature_preset(preset, fmt)
+        _, todo, _ = plan_extraction(dataset, workspace, config, fmt)
+    except (DatasetError, ValueError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    with progress_bar() as progress:
+        task = progress.add_task(f"extracting {fmt}", total=len(todo), current="")
+        summary = extract_dataset(
+            dataset,
+            workspace,
+            config,
+            fmt,
+            address=address,
+            num_cpus=num_cpus,
+            progress=lambda rec, ok: progress.update(
+                task, advance=1, current=rec.stem if ok else f"[red]failed {rec.stem}"
+            ),
+        )
+    result = {
+        "features": str(summary.root),
+        "config_hash": config.hash(),
+        "written": len(summary.written),
+        "skipped": len(summary.skipped),
+        "failed": summary.failed,
+        "elapsed_s": round(summary.elapsed_s, 2),
+    }
+    if json_out:
+        console.print_json(to_json(result))
+    else:
+        for reason in summary.failed.values():
+            err_console.print(f"[red]failed:[/red] {reason}")
+        console.print(
+            f"{len(summary.written)} written, {len(summary.skipped)} already complete, "
+            f"{len(summary.failed)} failed, in {summary.elapsed_s:.1f} s -> {summary.root}"
+        )
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+FoldOpt = Annotated[int, typer.Option("--fold", min=1, help="Fold number (tests on that split).")]
+RunOpt = Annotated[str, typer.Option("--run", help="Run name under <workspace>/runs.")]
+ProtocolOpt = Annotated[
+    str, typer.Option("--protocol", help=f"One of {', '.join(PROTOCOLS)} (seed is leaky).")
+]
+
+
+def _fold_data(dataset: Path, workspace: Path, fmt: str, preset: str, fold: int, protocol: str):
+    from orchestrator.fold import fold_data
+    from seld.features import feature_preset
+
+    try:
+        return fold_data(dataset, workspace, feature_preset(preset, fmt), fmt, fold, protocol)
+    except (DatasetError, ValueError, FileNotFoundError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def train(
+    dataset: DatasetOpt,
+    fold: FoldOpt,
+    stage: Annotated[str, typer.Option("--stage", help="sed, doa (after sed) or joint.")],
+    fmt: FormatOpt = "mic",
+    preset: PresetOpt = "tiny",
+    workspace: WorkspaceOpt = Path("workspace"),
+    run: RunOpt = "default",
+    protocol: ProtocolOpt = "dcase2019",
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = 0,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Train one stage of one fold on this machine (resumes an interrupted run)."""
+    from orchestrator.fold import train_fold_stage
+    from seld.training import train_preset
+
+    data = _fold_data(dataset, workspace, fmt, preset, fold, protocol)
+    overrides = {"seed": seed} | ({"epochs": epochs} if epochs is not None else {})
+    try:
+        config = train_preset(preset, stage, **overrides)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    def show(metrics: dict[str, float], _: Path) -> None:
+        if not json_out:
+            console.print(
+                f"{stage} fold {fold} epoch {metrics['epoch']:>3}/{config.epochs}  "
+                f"loss {metrics['train_loss']:.4f}  val ER {metrics['val_er']:.3f}  "
+                f"F {metrics['val_f']:.3f}  DOA {metrics['val_doa_error']:.1f}°  "
+                f"FR {metrics['val_frame_recall']:.3f}  SELD {metrics['val_seld']:.4f}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    try:
+        result = train_fold_stage(
+            data, config, workspace / "runs" / run, report=show, device=device
+        )
+    except FileNotFoundError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    summary = {
+        "best_checkpoint": str(result.best_checkpoint),
+        "best_epoch": result.best_epoch,
+        "best_selection": result.best_score,
+        "history": result.history,
+        "elapsed_s": round(result.elapsed_s, 1),
+    }
+    if json_out:
+        console.print_json(to_json(summary))
+    else:
+        console.print(
+            f"best epoch {result.best_epoch} ({result.best_checkpoint}), {result.elapsed_s:.1f} s"
+        )
+
+
+@app.command()
+def evaluate(
+    dataset: DatasetOpt,
+    fold: FoldOpt,
+    fmt: FormatOpt = "mic",
+    preset: PresetOpt = "tiny",
+    workspace: WorkspaceOpt = Path("workspace"),
+    run: RunOpt = "default",
+    protocol: ProtocolOpt = "dcase2019",
+    threshold: Annotated[float, typer.Option("--threshold", help="SED threshold.")] = 0.3,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    json_out: JsonOpt = False,
+) -> None:
+    """Two-stage inference of one fold: SED detections, DOA directions, scored on its test
+    split, next to the same detections with a constant direction."""
+    from orchestrator.fold import (
+        constant_direction_report,
+        references,
+        score_predictions,
+        two_stage_predictions,
+    )
+
+    data = _fold_data(dataset, workspace, fmt, preset, fold, protocol)
+    run_dir = workspace / "runs" / run
+    try:
+        preds = two_stage_predictions(data, run_dir, "test", device)
+    except FileNotFoundError as exc:
+        err_console.print(f"[red]error:[/red] {exc} (train both stages first)")
+        raise typer.Exit(2) from None
+    refs = references(data, "test")
+    submissions = run_dir / f"fold{fold}" / "submissions"
+    report = score_predictions(preds, refs, threshold, submissions)
+    constant = constant_direction_report(preds, refs, threshold)
+    if json_out:
+        console.print_json(
+            to_json(
+                {
+                    "two_stage": report.as_dict(),
+                    "constant_direction": constant.overall.as_dict(),
+                    "submissions": str(submissions),
+                }
+            )
+        )
+        return
+    console.print(
+        scores_table(
+            f"fold {fold} test split {list(data.fold.test_splits)} (threshold {threshold})",
+            {"two-stage": report.overall, "same SED, constant direction": constant.overall},
+            "system",
+        )
+    )
+    print_score_report(console, report, "two-stage, per split / ov / ir")
+    console.print(f"submissions: {submissions}")
+
+
+def _status_table(status: dict[str, dict]) -> Table:
+    table = Table(title="fold jobs", title_justify="left")
+    for column in ("job", "state", "epoch", "train loss", "val SELD", "val selection"):
+        table.add_column(column, justify="left" if column in ("job", "state") else "right")
+    for job in sorted(status):
+        row = status[job]
+
+        def num(key: str, fmt: str = "{:.4f}", row=row) -> str:
+            return fmt.format(row[key]) if isinstance(row.get(key), int | float) else ""
+
+        table.add_row(
+            job,
+            str(row.get("state", "")),
+            num("epoch", "{:.0f}"),
+            num("train_loss"),
+            num("val_seld"),
+            num("val_selection"),
+        )
+    return table
+
+
+@app.command()
+def cv(
+    dataset: DatasetOpt,
+    fmt: FormatOpt = "mic",
+    preset: PresetOpt = "tiny",
+    folds: Annotated[str, typer.Option("--folds", help="Comma-separated folds.")] = "1,2,3,4",
+    workspace: WorkspaceOpt = Path("workspace"),
+    run: RunOpt = "cv",
+    protocol: ProtocolOpt = "dcase2019",
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = 0,
+    address: AddressOpt = None,
+    gpu: Annotated[bool, typer.Option("--gpu/--no-gpu", help="One GPU per fold job.")] = False,
+    workers_per_fold: Annotated[
+        int, typer.Option("--workers-per-fold", min=1, help="Data-parallel workers per fold job.")
+    ] = 1,
+    threshold: Annotated[float, typer.Option("--threshold", help="SED threshold.")] = 0.3,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow store (default: in workspace).")
+    ] = None,
+    storage: StorageOpt = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Four-fold cross-validation: per fold SED then DOA on Ray Train, tracked in MLflow.
+
+    Features are extracted first where missing. Rerunning the same command after a crash skips
+    finished stages and resumes unfinished ones.
+    """
+    from rich.live import Live
+
+    from orchestrator.cv import CVSettings
+    from orchestrator.cv_run import run_cv
+    from orchestrator.extract import extract_dataset
+    from orchestrator.ray_utils import ray_session
+    from orchestrator.tracking import resolve_tracking_uri
+    from seld.features import feature_preset
+
+    settings = CVSettings(
+        dataset=str(dataset.resolve()),
+        workspace=str(workspace.resolve()),
+        fmt=fmt,
+        preset=preset,
+        folds=tuple(int(k) for k in folds.split(",")),
+        protocol=protocol,
+        run=run,
+        epochs=epochs,
+        seed=seed,
+        use_gpu=gpu,
+        workers_per_fold=workers_per_fold,
+        threshold=threshold,
+        tracking_uri=resolve_tracking_uri(workspace, tracking_uri),
+        storage=storage,
+    )
+    with ray_session(address):
+        summary = extract_dataset(dataset, workspace, feature_preset(preset, fmt), fmt)
+        if summary.failed:
+            for reason in summary.failed.values():
+                err_console.print(f"[red]failed:[/red] {reason}")
+            err_console.print("[red]error:[/red] fix or remove the recordings above first")
+            raise typer.Exit(1)
+        with Live(
+            _status_table({}), console=err_console, refresh_per_second=2, transient=json_out
+        ) as live:
+            result = run_cv(settings, on_status=lambda st: live.update(_status_table(st)))
+    if json_out:
+        console.print_json(to_json(result))
+        return
+    rows = {f"fold {k}": SeldScores(**v) for k, v in result["folds"].items()}
+    rows["all test splits"] = SeldScores(**result["overall"])
+    console.print(scores_table(f"cross-validation {run} ({preset}, {fmt})", rows, ""))
+    grouped = {
+        f"{g} {k}": SeldScores(**v)
+        for g, d in result["groups"].items()
+        for k, v in d.items()
+        if g != "split"
+    }
+    console.print(scores_table("per ov and ir, all folds", grouped, ""))
+    console.print(
+        f"MLflow: run {result['mlflow_parent_run']} in {result['tracking_uri']} "
+        f"({result['elapsed_s']:.0f} s); `seld-orch ui --workspace {workspace}`"
+    )
+
+
+@app.command()
+def ui(
+    workspace: WorkspaceOpt = Path("workspace"),
+    port: Annotated[int, typer.Option("--port")] = 5000,
+    tracking_uri: Annotated[str | None, typer.Option("--tracking-uri")] = None,
+) -> None:
+    """Start the MLflow UI on 127.0.0.1 against the workspace's store."""
+    import os
+    import subprocess
+    import sys
+
+    from orchestrator.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(workspace, tracking_uri)
+    console.print(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C stops it)")
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        check=False,
+        env=env,
+    )
+
+
+tune_app = typer.Typer(help="Searches on Ray Tune with an Optuna searcher.", no_args_is_help=True)
+app.add_typer(tune_app, name="tune")
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+DEMO_PER_SPLIT, DEMO_SECONDS = 8, 20.0
+
+
+def _cv_settings(workspace: Path, run: str):
+    import json
+
+    from orchestrator.cv import CVSettings
+
+    path = workspace / "runs" / run / "config.json"
+    if not path.exists():
+        err_console.print(f"[red]error:[/red] {path} missing: is {run!r} a finished cv run?")
+        raise typer.Exit(2)
+    cv_config = json.loads(path.read_text())["cv"]
+    cv_config["folds"] = tuple(cv_config["folds"])
+    cv_config["kill_once_after"] = None
+    return CVSettings.from_dict(cv_config)
+
+
+@tune_app.command("thresholds")
+def tune_thresholds_command(
+    run: RunOpt = "cv",
+    workspace: WorkspaceOpt = Path("workspace"),
+    space: Annotated[Path, typer.Option("--space", help="Search-space YAML.")] = SPACES
+    / "thresholds.yaml",
+    trials: Annotated[int, typer.Option("--trials", min=1)] = 1000,
+    seed: SeedOpt = 0,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Trials at once (1 = reproducible).")
+    ] = 1,
+    per_fold: Annotated[
+        bool,
+        typer.Option(
+            "--per-fold",
+            help="Search each fold's validation split alone (--trials each) and apply each "
+            "fold's best to its own test split; default: one search over all folds.",
+        ),
+    ] = False,
+    address: AddressOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Tune SED thresholds and post-processing on a finished cv run's validation predictions,
+    then apply the best to its test splits (no retraining)."""
+    from orchestrator.ray_utils import ray_session
+    from orchestrator.search_space import SearchSpaceError, load_search_space
+    from orchestrator.tune import tune_thresholds
+
+    settings = _cv_settings(workspace, run)
+    try:
+        search_space = load_search_space(space)
+    except SearchSpaceError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    with ray_session(address):
+        summary = tune_thresholds(
+            settings,
+            search_space,
+            trials=trials,
+            seed=seed,
+            concurrency=concurrency,
+            per_fold=per_fold,
+        )
+    if json_out:
+        console.print_json(to_json(summary))
+        return
+    rows = {
+        name.replace("_", ", "): SeldScores(**v)
+        for name, v in summary["scores"].items()
+        if not name.startswith("fold")  # per-fold rows stay in the JSON and MLflow
+    }
+    console.print(scores_table(f"thresholds of run {run}: before and after tuning", rows, ""))
+    console.print(
+        f"best: {summary['best_config']}; {summary['trials']} trials in "
+        f"{summary['search_s']:.1f} s ({summary['trials_per_s']:.1f} trials/s)"
+    )
+
+
+@tune_app.command("hparams")
+def tune_hparams_command(
+    dataset: DatasetOpt,
+    space: Annotated[Path, typer.Option("--space", help="Search-space YAML.")] = SPACES
+    / "hparams.yaml",
+    trials: Annotated[int, typer.Option("--trials", min=1)] = 20,
+    name: Annotated[
+        str, typer.Option("--name", help="The search's name; rerun it to resume.")
+    ] = "hparams",
+    fmt: FormatOpt = "mic",
+    preset: PresetOpt = "tiny",
+    folds: Annotated[
+        str, typer.Option("--folds", help="Folds each trial cross-validates (comma-separated).")
+    ] = "1,2,3,4",
+    final_folds: Annotated[
+        str,
+        typer.Option("--final-folds", help="Folds of the final cv of the best config; '' = none."),
+    ] = "1,2,3,4",
+    workspace: WorkspaceOpt = Path("workspace"),
+    protocol: ProtocolOpt = "dcase2019",
+    epochs: EpochsOpt = None,
+    seed: SeedOpt = 0,
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", min=1, help="Trials at once (default: from the cluster)."),
+    ] = None,
+    grace_period: Annotated[
+        int, typer.Option("--grace-period", min=1, help="ASHA: iterations before any stop.")
+    ] = 1,
+    address: AddressOpt = None,
+    gpu: Annotated[bool, typer.Option("--gpu/--no-gpu", help="One GPU per fold job.")] = False,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow store (default: in workspace).")
+    ] = None,
+    storage: StorageOpt = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Search training hyperparameters: each trial a cross-validation of the two-stage method,
+    early-stopped by ASHA on validation SELD; then a cv of the best config on the test splits."""
+    from orchestrator.cv import CVSettings
+    from orchestrator.extract import extract_dataset
+    from orchestrator.hparams import check_space, tune_hparams
+    from orchestrator.ray_utils import ray_session
+    from orchestrator.search_space import SearchSpaceError, load_search_space
+    from orchestrator.tracking import resolve_tracking_uri
+    from seld.features import feature_preset
+
+    try:
+        search_space = load_search_space(space)
+        check_space(search_space, space)
+    except SearchSpaceError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    settings = CVSettings(
+        dataset=str(dataset.resolve()),
+        workspace=str(workspace.resolve()),
+        fmt=fmt,
+        preset=preset,
+        folds=tuple(int(k) for k in folds.split(",")),
+        protocol=protocol,
+        run=name,
+        epochs=epochs,
+        seed=seed,
+        use_gpu=gpu,
+        tracking_uri=resolve_tracking_uri(workspace, tracking_uri),
+        storage=storage,
+    )
+    with ray_session(address):
+        extracted = extract_dataset(dataset, workspace, feature_preset(preset, fmt), fmt)
+        if extracted.failed:
+            for reason in extracted.failed.values():
+                err_console.print(f"[red]failed:[/red] {reason}")
+            raise typer.Exit(1)
+        summary = tune_hparams(
+            settings,
+            search_space,
+            name=name,
+            trials=trials,
+            seed=seed,
+            concurrency=concurrency,
+            grace_period=grace_period,
+            final_folds=tuple(int(k) for k in final_folds.split(",")) if final_folds else None,
+            on_progress=lambda msg: err_console.print(f"[bold]{msg}[/bold]"),
+        )
+    if json_out:
+        console.print_json(to_json(summary))
+        return
+    table = Table(title=f"search {name}: {len(summary['trials'])} trials (ASHA)")
+    for column in ("trial", "iterations", "val SELD", *search_space_names(summary)):
+        table.add_column(column)
+    for row in sorted(summary["trials"], key=lambda r: r["val_seld"]):
+        mark = " *" if row["trial_id"] == summary["best"]["trial_id"] else ""
+        state = "" if row["completed"] else " (stopped)"
+        table.add_row(
+            row["trial_id"] + mark,
+            f"{row['iterations']}{state}",
+            f"{row['val_seld']:.4f}",
+            *(_short(row["config"].get(k)) for k in search_space_names(summary)),
+        )
+    console.print(table)
+    if "final_cv" in summary:
+        final = summary["final_cv"]
+        rows = {f"fold {k}": SeldScores(**v) for k, v in final["folds"].items()}
+        rows["all test splits"] = SeldScores(**final["overall"])
+        console.print(scores_table(f"best config, cv run {final['run']}", rows, ""))
+    console.print(
+        f"best trial {summary['best']['trial_id']}: {summary['best']['config']}; MLflow run "
+        f"{summary['mlflow_parent_run']} ({summary['search_s']:.0f} s); "
+        f"`seld-orch ui --workspace {workspace}`"
+    )
+
+
+def search_space_names(summary: dict) -> list[str]:
+    return sorted({k for row in summary["trials"] for k in row["config"]})
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def demo(
+    workspace: Annotated[
+        Path, typer.Option("--workspace", help="Everything the demo writes.")
+    ] = Path("workspace"),
+    per_split: Annotated[int, typer.Option("--per-split", min=1)] = DEMO_PER_SPLIT,
+    seconds: Annotated[float, typer.Option("--seconds", min=1.0)] = DEMO_SECONDS,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs per stage.")] = 5,
+    trials: Annotated[int, typer.Option("--trials", min=1, help="Threshold-search trials.")] = 300,
+    seed: SeedOpt = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """The main job: synthesize a small dataset, extract features, four-fold two-stage cv,
+    threshold tuning, the final table, plots, all tracked in a local MLflow store."""
+    from orchestrator.demo import run_demo
+
+    run_demo(
+        workspace,
+        per_split=per_split,
+        seconds=seconds,
+        seed=seed,
+        epochs=epochs,
+        trials=trials,
+        console=console,
+        json_out=json_out,
+    )
+
+
+@app.command("cluster-check")
+def cluster_check(
+    path: Annotated[Path, typer.Argument(help="A `ray up` cluster definition.")] = Path(
+        "cluster.yaml"
+    ),
+    json_out: JsonOpt = False,
+) -> None:
+    """Check a `ray up` cluster definition offline: Ray's schema and config checks, no cloud
+    credentials needed. Exit 1 and name every broken field; list placeholders still to change."""
+    from orchestrator.cluster import ClusterConfigError, check_cluster_config
+
+    try:
+        warnings = check_cluster_config(path)
+    except ClusterConfigError as exc:
+        if json_out:
+            console.print_json(to_json({"file": str(path), "ok": False, "error": str(exc)}))
+        else:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if json_out:
+        console.print_json(to_json({"file": str(path), "ok": True, "warnings": warnings}))
+        return
+    for warning in warnings:
+        console.print(f"[yellow]to change:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    console.print(f"{path}: valid for `ray up` ({len(warnings)} placeholder(s) to change)")
+
+
+submit_app = typer.Typer(
+    help="Run cv or tune as a Ray job on a cluster (through its dashboard's Jobs API).",
+    no_args_is_help=True,
+)
+app.add_typer(submit_app, name="submit")
+JobAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="The cluster's dashboard (default: RAY_API_SERVER_ADDRESS, RAY_ADDRESS, "
+        "else http://127.0.0.1:8265).",
+    ),
+]
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _submit(command: str, ctx: typer.Context, address: str | None, follow: bool) -> None:
+    from orchestrator.submit import SubmitError, follow_logs, job_info, submit
+
+    try:
+        job_id = submit(command, list(ctx.args), address=address)
+    except SubmitError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(job_id, highlight=False)
+    err_console.print(f"`seld-orch status {job_id}`, `seld-orch logs {job_id} --follow`")
+    if follow:
+        try:
+            follow_logs(job_id, lambda text: print(text, end="", flush=True), address)
+            status = job_info(job_id, address)["status"]
+        except SubmitError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        err_console.print(f"job {job_id}: {status}")
+        if status != "SUCCEEDED":
+            raise typer.Exit(1)
+
+
+FollowOpt = Annotated[bool, typer.Option("--follow", help="Print the job's output until it ends.")]
+
+
+@submit_app.command("cv", context_settings=PASS_THROUGH)
+def submit_cv(ctx: typer.Context, address: JobAddressOpt = None, follow: FollowOpt = False) -> None:
+    """Submit `seld-orch cv ARGS` as a Ray job and print its id. Paths (--dataset, --workspace)
+    must be absolute and on storage every node shares."""
+    _submit("cv", ctx, address, follow)
+
+
+@submit_app.command("tune", context_settings=PASS_THROUGH)
+def submit_tune(
+    ctx: typer.Context, address: JobAddressOpt = None, follow: FollowOpt = False
+) -> None:
+    """Submit `seld-orch tune ARGS` (thresholds or hparams) as a Ray job and print its id."""
+    _submit("tune", ctx, address, follow)
+
+
+@app.command()
+def status(
+    job: Annotated[str | None, typer.Argument(help="A job id; all jobs when absent.")] = None,
+    address: JobAddressOpt = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the job to end; exit 1 unless it succeeded.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """The state of a submitted job (or of every job on the cluster)."""
+    from orchestrator.submit import SubmitError, job_info, list_jobs
+    from orchestrator.submit import wait as wait_job
+
+    try:
+        if job is None:
+            rows = list_jobs(address)
+        elif wait:
+            rows = [wait_job(job, address)]
+        else:
+            rows = [job_info(job, address)]
+    except SubmitError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if json_out:
+        console.print_json(to_json(rows if job is None else rows[0]))
+    else:
+        table = Table(title="Ray jobs", title_justify="left")
+        for column in ("job", "status", "elapsed", "entrypoint", "message"):
+            table.add_column(column, overflow="fold")
+        for row in sorted(rows, key=lambda r: r["start_time"] or 0):
+            elapsed = "" if row["elapsed_s"] is None else f"{row['elapsed_s']:.0f} s"
+            table.add_row(
+                row["job_id"], row["status"], elapsed, row["entrypoint"], row["message"] or ""
+            )
+        console.print(table)
+    if job is not None and wait and rows[0]["status"] != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    job: Annotated[str, typer.Argument(help="A job id.")],
+    address: JobAddressOpt = None,
+    follow: FollowOpt = False,
+) -> None:
+    """A submitted job's output (stdout and stderr of its driver)."""
+    from orchestrator.submit import SubmitError, follow_logs
+    from orchestrator.submit import logs as job_logs
+
+    try:
+        if follow:
+            follow_logs(job, lambda text: print(text, end="", flush=True), address)
+        else:
+            print(job_logs(job, address), end="", flush=True)
+    except SubmitError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,272 @@
+"""Four-fold cross-validation of the two-stage method on Ray Train, tracked in MLflow.
+
+Each fold is a Ray task that runs two Ray Train ``TorchTrainer`` jobs in turn: SED(k), then
+DOA(k) from SED(k)'s convolutional blocks, then the fold's inference. Folds run concurrently as
+resources allow, so DOA(k) starts when SED(k) ends, whatever the other folds do. Every epoch
+is checkpointed (to the run folder and to Ray Train's storage); a crashed worker is restarted by
+Ray Train's failure config and resumes from the last epoch; rerunning the same ``cv`` command
+after the driver died skips finished stages (``done.json``) and resumes unfinished ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from orchestrator.fold import FoldData, fold_data, predict_split, stage_dir, train_fold_stage
+from seld.features import feature_preset
+from seld.training import TrainConfig, load_checkpoint, train_preset
+
+STAGES = ("sed", "doa")
+
+
+@dataclass(frozen=True)
+class CVSettings:
+    """Everything a cv run needs, plain values only (it travels to every fold job)."""
+
+    dataset: str
+    workspace: str
+    fmt: str = "mic"
+    preset: str = "tiny"
+    folds: tuple[int, ...] = (1, 2, 3, 4)
+    protocol: str = "dcase2019"
+    run: str = "cv"
+    epochs: int | None = None
+    seed: int = 0
+    use_gpu: bool = False
+    workers_per_fold: int = 1
+    cpus_per_worker: float = 1.0
+    max_failures: int = 2
+    threshold: float = 0.3
+    tracking_uri: str = ""
+    #: where Ray Train keeps its checkpoints: a path or URI every node reaches (``s3://...``,
+    #: an NFS path); default ``<workspace>/ray_results``
+    storage: str = ""
+    #: TrainConfig overrides for both stages (a hyperparameter-search trial's sampled config)
+    train_overrides: Mapping[str, Any] = field(default_factory=dict)
+    #: the splits each fold job predicts once trained (search trials leave out the test split)
+    predict_splits: tuple[str, ...] = ("validation", "test")
+    #: for the failure test only: the worker kills itself once after this epoch of this job
+    kill_once_after: tuple[int, str, int] | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.workspace) / "runs" / self.run
+
+    @property
+    def storage_path(self) -> str:
+        return self.storage or str((Path(self.workspace) / "ray_results").resolve())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CVSettings:
+        """The inverse of :meth:`to_dict` (tuples come back as lists through Ray and JSON)."""
+        data = dict(data)
+        for key in ("folds", "predict_splits"):
+            if key in data:
+                data[key] = tuple(data[key])
+        if data.get("kill_once_after") is not None:
+            data["kill_once_after"] = tuple(data["kill_once_after"])
+        return cls(**data)
+
+    def train_config(self, stage: str) -> TrainConfig:
+        """The stage's training config: the preset, the seed, the epochs and the overrides."""
+        overrides: dict[str, Any] = {"seed": self.seed, **self.train_overrides}
+        if self.epochs is not None:
+            overrides["epochs"] = self.epochs
+        return train_preset(self.preset, stage, **overrides)
+
+
+@dataclass
+class StageRecord:
+    fold: int
+    stage: str
+    start: float
+    end: float
+    best_epoch: int
+    best_selection: float
+    node_id: str = ""
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def settings_fold_data(s: CVSettings, fold: int) -> FoldData:
+    return fold_data(
+        Path(s.dataset), Path(s.workspace), feature_preset(s.preset, s.fmt), s.fmt, fold, s.protocol
+    )
+
+
+def _train_loop(config: dict[str, Any]) -> None:
+    """Runs in the Ray Train worker: one stage of one fold."""
+    s = CVSettings.from_dict(config["settings"])
+    fold, stage, run_id, sink = config["fold"], config["stage"], config["run_id"], config["sink"]
+    job = f"fold{fold}/{stage}"
+    out_dir = stage_dir(s.run_dir, fold, stage)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None and not (out_dir / "last.pt").exists():
+        with checkpoint.as_directory() as folder:  # restarted on a node without the local copy
+            out_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(folder) / "last.pt", out_dir / "last.pt")
+    train_config = s.train_config(stage)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "node.txt").write_text(ray.get_runtime_context().get_node_id())
+
+    rank = ray.train.get_context().get_world_rank()
+    if rank == 0 and sink is not None and (out_dir / "last.pt").exists():
+        # resuming: the epochs before the crash are known to whoever follows the curves
+        ray.get(sink.set_history.remote(job, load_checkpoint(out_dir / "last.pt")["history"]))
+
+    def report(metrics: dict[str, float], folder: Path) -> None:
+        if rank != 0:  # every rank reports; rank 0 owns the checkpoint and the tracking
+            ray.train.report(metrics)
+            return
+        if sink is not None:
+            ray.get(sink.log_epoch.remote(run_id, job, metrics))
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copyfile(folder / "last.pt", Path(tmp) / "last.pt")
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+        kill = s.kill_once_after
+        marker = folder / "killed_once"
+        if (
+            kill
+            and (kill[0], kill[1], kill[2]) == (fold, stage, metrics["epoch"])
+            and not (marker.exists())
+        ):
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    import torch
+
+    device = "cuda" if s.use_gpu and torch.cuda.is_available() else "cpu"
+    train_fold_stage(
+        settings_fold_data(s, fold), train_config, s.run_dir, report=report, device=device
+    )
+
+
+@ray.remote(num_cpus=0)
+def fold_job(settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, str]) -> dict:
+    """SED(k), then DOA(k), then the fold's cached predictions on validation and test."""
+    s = CVSettings.from_dict(settings)
+    records = {}
+    for stage in STAGES:
+        out_dir = stage_dir(s.run_dir, fold, stage)
+        done = out_dir / "done.json"
+        job = f"fold{fold}/{stage}"
+        if done.exists():
+            records[stage] = json.loads(done.read_text())
+            if sink is not None:
+                sink.set_history.remote(job, records[stage]["history"])
+                sink.set_state.remote(job, "done (earlier run)")
+            continue
+        if sink is not None:
+            sink.set_state.remote(job, "starting")
+        resources = {"CPU": s.cpus_per_worker} | ({"GPU": 1} if s.use_gpu else {})
+        name = f"{s.run}-fold{fold}-{stage}"
+        if not (out_dir / "last.pt").exists():
+            _forget_train_run(s.storage_path, name)
+        trainer = TorchTrainer(
+            _train_loop,
+            train_loop_config={
+                "settings": settings,
+                "fold": fold,
+                "stage": stage,
+                "run_id": run_ids[stage],
+                "sink": sink,
+            },
+            scaling_config=ScalingConfig(
+                num_workers=s.workers_per_fold,
+                use_gpu=s.use_gpu,
+                resources_per_worker=resources,
+            ),
+            torch_config=TorchConfig(backend="gloo"),
+            run_config=RunConfig(
+                name=name,
+                storage_path=s.storage_path,
+                failure_config=FailureConfig(max_failures=s.max_failures),
+            ),
+        )
+        start = time.time()
+        trainer.fit()
+        best = load_checkpoint(out_dir / "best.pt")
+        history = load_checkpoint(out_dir / "last.pt")["history"]
+        record = StageRecord(
+            fold,
+            stage,
+            start,
+            time.time(),
+            int(best["epoch"]),
+            float(best["metrics"]["val_selection"]),
+            (out_dir / "node.txt").read_text(),
+            history,
+        )
+        records[stage] = asdict(record)
+        done.write_text(json.dumps(records[stage]))
+        if sink is not None:
+            sink.set_state.remote(job, "done")
+            sink.end_run.remote(run_ids[stage])
+    data = settings_fold_data(s, fold)
+    for split in s.predict_splits:
+        for stage in STAGES:
+            predict_split(data, s.run_dir, split, stage)
+    return {"fold": fold, "stages": records}
+
+
+def _forget_train_run(storage: str, name: str) -> None:
+    """A stage that starts from scratch (its run folder was deleted) must not let Ray Train
+    resume an earlier finished run of the same name, which would skip the training."""
+    if "://" in storage:
+        import pyarrow.fs
+
+        fs, root = pyarrow.fs.FileSystem.from_uri(storage)
+        if fs.get_file_info(f"{root}/{name}").type != pyarrow.fs.FileType.NotFound:
+            fs.delete_dir(f"{root}/{name}")
+        return
+    shutil.rmtree(Path(storage) / name, ignore_errors=True)
+
+
+def run_fold_jobs(
+    settings: CVSettings,
+    run_ids: dict[int, dict[str, str]],
+    sink: Any,
+    on_status: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+    poll_s: float = 1.0,
+    on_history: Callable[[dict[str, dict[int, dict[str, float]]]], None] | None = None,
+) -> list[dict]:
+    """Start every fold job and wait for all, reporting the live status as it changes
+    (``on_status``) and every job's epoch metrics so far (``on_history``). If the waiting is
+    interrupted (Ctrl-C, or a search trial stopped early), the fold jobs are cancelled."""
+    payload = settings.to_dict()
+    # Ray Train's helpers in the fold jobs (its placement-group cleaner) find the cluster
+    # through the state API; with several Ray instances on one machine they must be told which
+    job = fold_job.options(
+        runtime_env={"env_vars": {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}}
+    )
+    refs = [job.remote(payload, k, sink, run_ids[k]) for k in settings.folds]
+    pending = list(refs)
+    try:
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_s)
+            if on_status is not None and sink is not None:
+                on_status(ray.get(sink.get_status.remote()))
+            if on_history is not None and sink is not None:
+                on_history(ray.get(sink.get_history.remote()))
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    return ray.get(refs)

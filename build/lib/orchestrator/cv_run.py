@@ -1,0 +1,167 @@
+"""The driver of ``seld-orch cv``: MLflow runs, fold jobs, cross-validated scores, artifacts.
+
+Run folder (``<workspace>/runs/<run>``): per fold the stage checkpoints and cached predictions
+(see ``orchestrator.fold``), plus ``mlflow_runs.json`` (so a rerun continues the same MLflow
+runs), ``submissions/`` (every test recording's CSV, all folds together) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlflow.tracking import MlflowClient
+
+from orchestrator.cv import STAGES, CVSettings, run_fold_jobs, settings_fold_data
+from orchestrator.fold import references, submission_pairs, two_stage_predictions
+from orchestrator.ray_utils import ray_session
+from orchestrator.tracking import (
+    flatten,
+    get_experiment,
+    log_scores,
+    provenance_tags,
+    start_sink,
+)
+from seld.fsutil import atomic_path
+from seld.metrics import ScoreReport, score_files
+from seld.plots import plot_recording
+
+
+def resolved_config(s: CVSettings) -> dict[str, Any]:
+    """The whole configuration of a cv run: its settings and each stage's training config."""
+    return {"cv": s.to_dict(), **{f"train_{st}": s.train_config(st).to_dict() for st in STAGES}}
+
+
+def create_cv_runs(
+    client: MlflowClient,
+    s: CVSettings,
+    experiment: str,
+    *,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Create the cv run (its config as params) and a child run per fold and stage, or reuse
+    those of an interrupted run of the same name. ``tags`` may nest the cv run under another
+    (``mlflow.parentRunId``) and set its ``kind`` (``cv`` by default)."""
+    path = s.run_dir / "mlflow_runs.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    parent = client.create_run(
+        experiment,
+        run_name=run_name or s.run,
+        tags={**provenance_tags(), "kind": "cv", **(tags or {})},
+    )
+    pid = parent.info.run_id
+    for key, value in flatten(resolved_config(s)).items():
+        client.log_param(pid, key, value[:500])
+    children = {
+        str(k): {
+            stage: client.create_run(
+                experiment,
+                run_name=f"fold{k}-{stage}",
+                tags={"mlflow.parentRunId": pid, "fold": str(k), "stage": stage, "kind": "stage"},
+            ).info.run_id
+            for stage in STAGES
+        }
+        for k in s.folds
+    }
+    runs = {"parent": pid, "children": children}
+    s.run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(runs, indent=2))
+    return runs
+
+
+def cross_validated_scores(s: CVSettings) -> tuple[ScoreReport, dict[int, ScoreReport]]:
+    """Score every fold's test predictions and all folds together; write the submissions and
+    a prediction-versus-reference figure of each fold's first test recording."""
+
+    submissions = s.run_dir / "submissions"
+    per_fold: dict[int, ScoreReport] = {}
+    everything = {}
+    for k in s.folds:
+        data = settings_fold_data(s, k)
+        preds = two_stage_predictions(data, s.run_dir, "test")
+        pairs = submission_pairs(preds, references(data, "test"), s.threshold, submissions)
+        per_fold[k] = score_files(pairs)
+        everything.update(pairs)
+        stem = sorted(pairs)[0]
+        ref, rows, frames = pairs[stem]
+        plot_recording(
+            ref, rows, frames, f"{stem} (fold {k} test)", s.run_dir / "plots" / f"{stem}.png"
+        )
+    return score_files(everything), per_fold
+
+
+def run_cv(
+    settings: CVSettings,
+    *,
+    address: str | None = None,
+    experiment_name: str | None = None,
+    on_status: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or continue) a cross-validation and return its summary."""
+    started = time.time()
+    client = MlflowClient(settings.tracking_uri)
+    experiment = get_experiment(
+        client,
+        experiment_name or f"seld-{Path(settings.dataset).resolve().name}",
+        Path(settings.workspace),
+    )
+    runs = create_cv_runs(client, settings, experiment)
+    with ray_session(address):
+        sink = start_sink(settings.tracking_uri)
+        fold_results = run_fold_jobs(
+            settings, {k: runs["children"][str(k)] for k in settings.folds}, sink, on_status
+        )
+    overall, per_fold = cross_validated_scores(settings)
+    pid = runs["parent"]
+    log_scores(client, pid, "cv_", overall.overall.as_dict())
+    for k, report in per_fold.items():
+        log_scores(client, pid, f"fold{k}_", report.overall.as_dict())
+    for group, per_key in overall.groups.items():
+        for key, scores in per_key.items():
+            log_scores(client, pid, f"{group}{key}_", scores.as_dict())
+    summary = {
+        "run": settings.run,
+        "mlflow_parent_run": pid,
+        "experiment_id": experiment,
+        "tracking_uri": settings.tracking_uri,
+        "overall": overall.overall.as_dict(),
+        "groups": {
+            g: {str(k): v.as_dict() for k, v in d.items()} for g, d in overall.groups.items()
+        },
+        "folds": {str(k): r.overall.as_dict() for k, r in per_fold.items()},
+        "stages": {str(r["fold"]): r["stages"] for r in fold_results},
+        "elapsed_s": time.time() - started,
+    }
+    metrics_path = settings.run_dir / "metrics.json"
+    with atomic_path(metrics_path) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
+    client.log_artifact(pid, str(metrics_path))
+    config_path = settings.run_dir / "config.json"
+    with atomic_path(config_path) as tmp:
+        tmp.write_text(json.dumps(resolved_config(settings), indent=2))
+    client.log_artifact(pid, str(config_path))
+    client.log_artifacts(pid, str(settings.run_dir / "submissions"), "submissions")
+    client.log_artifacts(pid, str(settings.run_dir / "plots"), "plots")
+    for k in settings.folds:
+        for stage in STAGES:
+            best = settings.run_dir / f"fold{k}" / stage / "best.pt"
+            client.log_artifact(pid, str(best), f"checkpoints/fold{k}/{stage}")
+    for stages in runs["children"].values():  # stages read back from an earlier run
+        for run_id in stages.values():
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(pid, "FINISHED")
+    return summary
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")

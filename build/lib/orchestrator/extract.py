@@ -1,0 +1,104 @@
+"""Feature extraction over a dataset: one Ray task per recording, resumable, failure-tolerant."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.ray_utils import ray_session, run_tasks
+from seld.dataset import DatasetLayout, Recording
+from seld.extraction import extract_recording
+from seld.features import FeatureConfig
+from seld.metadata import DatasetError
+from seld.store import feature_path, feature_root, is_complete, remove_stale_temporaries
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractSummary:
+    """What one extraction run did: paths written, recordings skipped, failures with reasons."""
+
+    root: Path
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _extract_task(recording: Recording, config: FeatureConfig, root: Path) -> tuple[bool, str]:
+    """Runs on a Ray worker. Bad input is an expected outcome, returned rather than raised."""
+    try:
+        return True, str(extract_recording(recording, config, root))
+    except DatasetError as exc:
+        return False, str(exc)
+
+
+def plan_extraction(
+    dataset: Path,
+    workspace: Path,
+    config: FeatureConfig,
+    fmt: str,
+    subsets: Iterable[str] = ("dev", "eval"),
+) -> tuple[Path, list[Recording], list[Path]]:
+    """(feature root, recordings still to extract, complete files to skip)."""
+    layout = DatasetLayout.discover(dataset)
+    root = feature_root(workspace, config)
+    todo, done = [], []
+    for subset in subsets:
+        if (fmt, subset) not in layout.audio_dirs:
+            continue
+        removed = remove_stale_temporaries(root / f"{fmt}_{subset}")
+        if removed:
+            log.info("removed %d temporary file(s) of an interrupted run", removed)
+        for rec in layout.recordings(fmt, subset):
+            path = feature_path(root, fmt, subset, rec.stem)
+            (done.append(path) if is_complete(path, config) else todo.append(rec))
+    if not todo and not done:
+        raise DatasetError(dataset, f"no {fmt} recordings to extract")
+    return root, todo, done
+
+
+def extract_dataset(
+    dataset: Path,
+    workspace: Path,
+    config: FeatureConfig,
+    fmt: str,
+    *,
+    subsets: Iterable[str] = ("dev", "eval"),
+    address: str | None = None,
+    num_cpus: int | None = None,
+    progress: Callable[[Recording, bool], None] | None = None,
+) -> ExtractSummary:
+    """Extract every recording of one format that has no complete feature file yet.
+
+    One Ray task per recording; a bad recording is reported (file and reason) and the rest
+    finish; a crashed worker's task is retried by Ray. Files are written atomically, so an
+    interrupted run leaves no partial file and the next run does only what is missing.
+    """
+    started = time.perf_counter()
+    root, todo, done = plan_extraction(dataset, workspace, config, fmt, subsets)
+    summary = ExtractSummary(root, skipped=done)
+
+    def record(rec: Recording, result: tuple[bool, str] | None, error: str | None) -> None:
+        ok, detail = result if result is not None else (False, f"{rec.audio_path}: {error}")
+        if ok:
+            summary.written.append(Path(detail))
+        else:
+            summary.failed[str(rec.audio_path)] = detail
+        if progress is not None:
+            progress(rec, ok)
+
+    if todo:
+        with ray_session(address, num_cpus):
+            run_tasks(_extract_task, todo, (config, root), on_done=record)
+    summary.written.sort()
+    summary.elapsed_s = time.perf_counter() - started
+    return summary

@@ -1,0 +1,182 @@
+"""One fold on one machine: its feature files and scaler, stage training, two-stage evaluation.
+
+Paths of a run (``run_dir`` = ``<workspace>/runs/<name>``)::
+
+    run_dir/fold<k>/sed/{last,best}.pt        stage checkpoints
+    run_dir/fold<k>/doa/{last,best}.pt
+    run_dir/fold<k>/predictions/<split>_<stage>.npz   cached per-frame outputs (label rate)
+    run_dir/fold<k>/submissions/<recording>.csv       the fold's test submissions
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from seld.dataset import DatasetLayout
+from seld.features import FeatureConfig
+from seld.folds import Fold, make_folds
+from seld.inference import (
+    Prediction,
+    combine,
+    load_predictions,
+    predict_file,
+    save_predictions,
+    submission_rows,
+)
+from seld.metrics import ScoreReport, score_files
+from seld.store import (
+    Scaler,
+    feature_path,
+    feature_root,
+    fold_scaler,
+    is_complete,
+    reference_rows,
+)
+from seld.submission import write_submission
+from seld.training import StageResult, TrainConfig, load_checkpoint, load_model, train_stage
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """A fold's feature files (train / validation / test) and its training-only scaler."""
+
+    fold: Fold
+    fmt: str
+    features: Path
+    scaler: Scaler
+    train: tuple[Path, ...]
+    validation: tuple[Path, ...]
+    test: tuple[Path, ...]
+
+
+def fold_data(
+    dataset: Path,
+    workspace: Path,
+    config: FeatureConfig,
+    fmt: str,
+    fold: int,
+    protocol: str = "dcase2019",
+) -> FoldData:
+    """Resolve a fold's feature files; they must have been extracted (``seld-orch extract``)."""
+    layout = DatasetLayout.discover(dataset)
+    names = [r.name for r in layout.recordings(fmt)]
+    (chosen,) = make_folds(names, protocol=protocol, folds=[fold])
+    root = feature_root(workspace, config)
+
+    def paths(members) -> tuple[Path, ...]:
+        out = tuple(feature_path(root, fmt, "dev", n.stem) for n in members)
+        missing = [p for p in out if not is_complete(p, config)]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} feature file(s) missing, e.g. {missing[0]}; run "
+                f"`seld-orch extract --dataset {dataset} --format {fmt}` first"
+            )
+        return out
+
+    train, val, test = paths(chosen.train), paths(chosen.validation), paths(chosen.test)
+    return FoldData(chosen, fmt, root, fold_scaler(root, fmt, chosen), train, val, test)
+
+
+def stage_dir(run_dir: Path, fold: int, stage: str) -> Path:
+    return run_dir / f"fold{fold}" / stage
+
+
+def train_fold_stage(
+    data: FoldData,
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    report: Callable[[dict[str, float], Path], None] | None = None,
+    device: str = "auto",
+) -> StageResult:
+    """Train one stage of a fold; the DOA stage starts from this fold's best SED model."""
+    sed_state = None
+    if config.stage == "doa":
+        sed_best = stage_dir(run_dir, data.fold.index, "sed") / "best.pt"
+        if not sed_best.exists():
+            raise FileNotFoundError(f"{sed_best} missing: train the sed stage of this fold first")
+        sed_state = load_checkpoint(sed_best)["model"]
+    return train_stage(
+        config,
+        data.train,
+        data.validation,
+        data.scaler,
+        stage_dir(run_dir, data.fold.index, config.stage),
+        sed_state=sed_state,
+        report=report,
+        device=device,
+    )
+
+
+def predict_split(
+    data: FoldData, run_dir: Path, split: str, stage: str, device: str = "cpu"
+) -> dict[str, Prediction]:
+    """Cached per-frame predictions of one stage's best model on the fold's ``validation`` or
+    ``test`` recordings (computed once, then read from the cache)."""
+    cache = run_dir / f"fold{data.fold.index}" / "predictions" / f"{split}_{stage}.npz"
+    if cache.exists():
+        return load_predictions(cache)
+    model = load_model(stage_dir(run_dir, data.fold.index, stage) / "best.pt", device)
+    paths = data.validation if split == "validation" else data.test
+    preds = [predict_file(model, p, data.scaler, device=device) for p in paths]
+    save_predictions(cache, preds)
+    return {p.stem: p for p in preds}
+
+
+def two_stage_predictions(
+    data: FoldData, run_dir: Path, split: str, device: str = "cpu"
+) -> dict[str, Prediction]:
+    sed = predict_split(data, run_dir, split, "sed", device)
+    doa = predict_split(data, run_dir, split, "doa", device)
+    return {stem: combine(sed[stem], doa[stem]) for stem in sed}
+
+
+def references(data: FoldData, split: str) -> dict[str, tuple[np.ndarray, int]]:
+    """Reference rows and label frame counts of a split's recordings, from the feature files."""
+    paths = data.validation if split == "validation" else data.test
+    return {path.stem: reference_rows(path) for path in paths}
+
+
+def submission_pairs(
+    predictions: dict[str, Prediction],
+    refs: dict[str, tuple[np.ndarray, int]],
+    thresholds: float | np.ndarray = 0.3,
+    submissions: Path | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """Threshold and mask each prediction into submission rows, paired with its reference
+    (``score_files`` input); optionally write the submission CSVs."""
+    pairs = {}
+    for stem, pred in predictions.items():
+        rows = submission_rows(pred, thresholds)
+        if submissions is not None:
+            write_submission(submissions / f"{stem}.csv", rows)
+        ref, frames = refs[stem]
+        pairs[stem] = (ref, rows, frames)
+    return pairs
+
+
+def score_predictions(
+    predictions: dict[str, Prediction],
+    refs: dict[str, tuple[np.ndarray, int]],
+    thresholds: float | np.ndarray = 0.3,
+    submissions: Path | None = None,
+) -> ScoreReport:
+    """Threshold, mask and score; optionally write the submission CSVs."""
+    return score_files(submission_pairs(predictions, refs, thresholds, submissions))
+
+
+def constant_direction_report(
+    predictions: dict[str, Prediction],
+    refs: dict[str, tuple[np.ndarray, int]],
+    thresholds: float | np.ndarray = 0.3,
+) -> ScoreReport:
+    """The same detections with every direction replaced by (0, 0): the DOA model must beat it."""
+    flat = {
+        stem: Prediction(stem, p.sed, np.zeros_like(p.azimuth), np.zeros_like(p.elevation))
+        for stem, p in predictions.items()
+    }
+    return score_predictions(flat, refs, thresholds)

@@ -1,0 +1,459 @@
+"""Hyperparameter search: every trial is a cross-validation of the two-stage method.
+
+A Ray Tune experiment with an Optuna searcher (seeded TPE) samples a training config from a
+search space (``search_spaces/hparams.yaml``); the trial runs the chosen folds exactly as
+``seld-orch cv`` does (per fold SED then DOA on Ray Train) and reports, after every epoch that
+all its folds have finished, the mean validation SELD score over its folds; ASHA stops the
+trials that fall behind. Iterations ``1..E`` are the SED epochs, ``E+1..2E`` the DOA epochs
+(each stage's own validation score, see ``seld.training.evaluate_files``), and iteration
+``2E+1`` the two-stage validation SELD score of the thresholded, masked predictions: the
+score that ranks the trials. The test splits are never predicted during the search.
+
+Files (``<workspace>/runs/<name>/``): ``tune.json`` (settings and MLflow parent run),
+``<trial_id>/`` (each trial's cv run folder), ``trials.csv``, ``importance.png``,
+``summary.json``; the Tune experiment itself is in ``<storage>/<name>`` and is
+resumed by running the same command again (``Tuner.restore``).
+
+MLflow: a parent run for the search (kind ``tune-hparams``); a child run per trial (kind
+``trial``: sampled params, the per-iteration curve, the final validation scores, tag ``best``
+on the winner), each with its fold/stage runs below it; then, unless disabled, a ``cv`` run of
+the best config on all requested folds that reports the untouched test splits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from orchestrator.cv import STAGES, CVSettings, run_fold_jobs, settings_fold_data
+from orchestrator.cv_run import create_cv_runs, resolved_config, run_cv
+from orchestrator.fold import references, submission_pairs, two_stage_predictions
+from orchestrator.search_space import SearchSpace, SearchSpaceError
+from orchestrator.tracking import HEAD_NODE, flatten, get_experiment, log_scores, start_sink
+from seld.fsutil import atomic_path
+from seld.metrics import score_files
+from seld.training import train_preset
+
+#: search-space parameter -> how it changes the training config of both stages
+HPARAMS = {
+    "lr": "learning rate (both stages)",
+    "batch_size": "batch size",
+    "window_s": "training window length in seconds",
+    "hop_s": "hop between training windows in seconds",
+    "loss": "DOA regression loss: mae or mse",
+    "lr_decay_factor": "learning-rate decay factor",
+    "dropout": "dropout before the GRU and the heads",
+    "pool": "pooling of the conv blocks: avg or max",
+    "width": "multiplier of the preset's conv widths and GRU size",
+    "rnn_hidden": "GRU hidden size per direction",
+}
+_MODEL_KWARGS = ("dropout", "pool", "rnn_hidden")
+METRIC = "val_seld"
+
+
+def check_space(space: SearchSpace, path: str | Path = "") -> None:
+    """Every parameter must be one the training config knows; names the first that is not."""
+    for param in space.params:
+        if param.name not in HPARAMS:
+            known = ", ".join(sorted(HPARAMS))
+            raise SearchSpaceError(
+                f"{path or space.name}: params.{param.name}: not a hyperparameter of the "
+                f"two-stage method; known: {known}"
+            )
+        if param.per_class:
+            raise SearchSpaceError(
+                f"{path or space.name}: params.{param.name}.per_class: only thresholds can be "
+                "per class"
+            )
+
+
+def train_overrides(preset: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's sampled parameters as :class:`seld.training.TrainConfig` overrides."""
+    base = train_preset(preset, "sed")
+    model_kwargs = dict(base.model_kwargs)
+    overrides: dict[str, Any] = {}
+    for name, value in params.items():
+        if name not in HPARAMS:
+            raise ValueError(f"unknown hyperparameter {name!r}; known: {', '.join(HPARAMS)}")
+        if name in _MODEL_KWARGS:
+            model_kwargs[name] = value
+        elif name == "width":
+            channels = model_kwargs.get("channels", (64, 128, 256, 512))
+            model_kwargs["channels"] = [max(4, round(c * float(value))) for c in channels]
+            model_kwargs["rnn_hidden"] = max(
+                4, round(model_kwargs.get("rnn_hidden", 256) * float(value))
+            )
+        else:
+            overrides[name] = type(getattr(base, name))(value)
+    if model_kwargs != dict(base.model_kwargs):
+        overrides["model_kwargs"] = model_kwargs
+    return overrides
+
+
+def _epochs(s: CVSettings) -> int:
+    return s.train_config("sed").epochs
+
+
+def validation_scores(s: CVSettings) -> dict[str, float]:
+    """Two-stage SELD scores of the validation splits of the run's folds, together."""
+    pairs = {}
+    for k in s.folds:
+        data = settings_fold_data(s, k)
+        preds = two_stage_predictions(data, s.run_dir, "validation")
+        pairs.update(submission_pairs(preds, references(data, "validation"), s.threshold))
+    return score_files(pairs).overall.as_dict()
+
+
+def iteration_metrics(
+    history: Mapping[str, Mapping[int, Mapping[str, float]]],
+    folds: tuple[int, ...],
+    epochs: int,
+    iteration: int,
+) -> dict[str, float] | None:
+    """The mean over folds of one epoch's validation scores (iteration ``i``: SED epoch ``i``
+    for ``i <= epochs``, else DOA epoch ``i - epochs``), or None until every fold has it."""
+    stage, epoch = ("sed", iteration) if iteration <= epochs else ("doa", iteration - epochs)
+    rows = [history.get(f"fold{k}/{stage}", {}).get(epoch) for k in folds]
+    if any(row is None for row in rows):
+        return None
+    keys = ("val_seld", "val_er", "val_f", "val_doa_error", "val_frame_recall")
+    out = {key: float(np.mean([_finite(row[key]) for row in rows])) for key in keys}
+    return out | {"stage_is_doa": float(stage == "doa"), "epoch": float(epoch)}
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 1e3
+
+
+def _trial(config: dict[str, Any], base: dict[str, Any], name: str, parent_run: str) -> None:
+    """One search trial: a cross-validation with the sampled config, reported per epoch."""
+    trial_id = tune.get_context().get_trial_id()
+    base_settings = CVSettings.from_dict(base)
+    s = replace(
+        base_settings,
+        run=f"{name}/{trial_id}",
+        cpus_per_worker=_worker_cpus(base_settings),
+        train_overrides=train_overrides(base_settings.preset, config),
+        predict_splits=("validation",),
+    )
+    epochs = _epochs(s)
+    client = MlflowClient(s.tracking_uri)
+    experiment = client.get_run(parent_run).info.experiment_id
+    runs = create_cv_runs(
+        client,
+        s,
+        experiment,
+        run_name=f"trial-{trial_id}",
+        tags={"mlflow.parentRunId": parent_run, "kind": "trial", "trial_id": trial_id},
+    )
+    trial_run = runs["parent"]
+    for key, value in flatten(config, "hparam.").items():
+        client.log_param(trial_run, key, value)
+    # a trial restarted by Tuner.restore continues after the iterations it already reported
+    reported = _reported_iterations(tune.get_checkpoint())
+
+    def on_history(history: Mapping[str, Mapping[int, Mapping[str, float]]]) -> None:
+        nonlocal reported
+        while reported < 2 * epochs:
+            metrics = iteration_metrics(history, s.folds, epochs, reported + 1)
+            if metrics is None:
+                return
+            reported += 1
+            log_scores(client, trial_run, "iter_", metrics, step=reported)
+            _report(metrics | {"final": 0.0}, reported)
+
+    sink = start_sink(s.tracking_uri)
+    run_fold_jobs(s, {k: runs["children"][str(k)] for k in s.folds}, sink, on_history=on_history)
+    on_history(ray.get(sink.get_history.remote()))  # epochs reported after the last poll
+    scores = validation_scores(s)
+    log_scores(client, trial_run, "val_cv_", scores)
+    client.set_terminated(trial_run, "FINISHED")
+    _report({f"val_{k}": _finite(v) for k, v in scores.items()} | {"final": 1.0}, reported + 1)
+
+
+def _report(metrics: dict[str, float], iteration: int) -> None:
+    """Report to Tune with a tiny checkpoint: how many iterations this trial has reported."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "progress.json").write_text(json.dumps({"reported": iteration}))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _reported_iterations(checkpoint: tune.Checkpoint | None) -> int:
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as folder:
+        return int(json.loads((Path(folder) / "progress.json").read_text())["reported"])
+
+
+TRIAL_CPUS = 0.01  # the trial function only waits for its fold jobs
+
+
+def _worker_cpus(s: CVSettings) -> float:
+    """CPUs per Train worker inside a trial: the trial's own share comes out of its workers',
+    so that a trial fits exactly where its cross-validation would (2 folds on 2 CPUs)."""
+    workers = len(s.folds) * s.workers_per_fold
+    return max(0.01, s.cpus_per_worker - TRIAL_CPUS / workers)
+
+
+def default_concurrency(s: CVSettings) -> int:
+    """Trials at once: as many whole cross-validations as the cluster's GPUs (or CPUs) hold."""
+    resources = ray.cluster_resources()
+    per_trial = len(s.folds) * s.workers_per_fold
+    if s.use_gpu:
+        return max(1, int(resources.get("GPU", 0) // per_trial))
+    return max(1, int(resources.get("CPU", 1) // (per_trial * s.cpus_per_worker)))
+
+
+def tune_hparams(
+    base: CVSettings,
+    space: SearchSpace,
+    *,
+    name: str = "hparams",
+    trials: int = 20,
+    seed: int = 0,
+    concurrency: int | None = None,
+    grace_period: int = 1,
+    reduction_factor: int = 2,
+    final_folds: tuple[int, ...] | None = (1, 2, 3, 4),
+    experiment_name: str | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the search ``name``; return its summary (best config, scores, paths).
+
+    ``base.folds`` are the folds each trial cross-validates (a subset is faster);
+    ``final_folds`` the folds of the closing cv run of the best config (None: no final run).
+    Must be called with Ray initialised.
+    """
+    say = on_progress or (lambda _msg: None)
+    check_space(space)
+    started = time.time()
+    out_dir = Path(base.workspace) / "runs" / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(base.tracking_uri)
+    experiment = get_experiment(
+        client,
+        experiment_name or f"seld-{Path(base.dataset).resolve().name}",
+        Path(base.workspace),
+    )
+    parent_run = _parent_run(client, experiment, base, space, name, trials, seed, out_dir)
+    epochs = _epochs(base)
+    max_t = 2 * epochs + 1
+    concurrency = concurrency or default_concurrency(base)
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, base=base.to_dict(), name=name, parent_run=parent_run),
+        # on the head node, next to the tracking store; its fold jobs' workers take the resources
+        {"cpu": TRIAL_CPUS, **HEAD_NODE},
+    )
+    storage = base.storage_path
+    experiment_dir = f"{storage.rstrip('/')}/{name}"
+    if tune.Tuner.can_restore(experiment_dir):
+        say(f"resuming the search in {experiment_dir}")
+        tuner = tune.Tuner.restore(
+            experiment_dir, trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        searcher = OptunaSearch(
+            space=space.define_by_run,
+            metric=METRIC,
+            mode="min",
+            sampler=optuna.samplers.TPESampler(seed=seed),
+        )
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=max_t,
+            grace_period=grace_period,
+            reduction_factor=reduction_factor,
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=METRIC,
+                mode="min",
+                num_samples=trials,
+                search_alg=searcher,
+                scheduler=scheduler,
+                max_concurrent_trials=concurrency,
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage,
+                verbose=0,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    say(f"{trials} trials, {concurrency} at a time, {len(base.folds)} fold(s) each")
+    results = tuner.fit()
+    search_s = time.time() - started
+
+    rows = []
+    for result in results:
+        history = result.metrics_dataframe
+        metrics = result.metrics or {}
+        rows.append(
+            {
+                "trial_id": str(metrics.get("trial_id", "")),
+                "config": dict(result.config or {}),
+                "iterations": int(metrics.get("training_iteration", 0)),
+                "completed": bool(metrics.get("final", 0.0) == 1.0),
+                "val_seld": float(metrics.get(METRIC, float("nan"))),
+                "error": str(result.error) if result.error else "",
+                "curve": [] if history is None else history[METRIC].tolist(),
+            }
+        )
+    completed = [r for r in rows if r["completed"]]
+    if not completed:
+        raise RuntimeError(f"no trial of the search {name!r} finished; see {experiment_dir}")
+    best = min(completed, key=lambda r: r["val_seld"])
+    _close_trial_runs(client, base, name, rows, best)
+
+    from orchestrator.study import export_study
+
+    # every trial in trials.csv; only the finished ones (their two-stage score) rank parameters
+    frame = results.get_dataframe()
+    finished = frame["final"] == 1.0 if "final" in frame else frame[METRIC].isna()
+    frame["last_reported_val_seld"] = frame.get(METRIC)
+    frame.loc[~finished, METRIC] = float("nan")
+    frame["status"] = np.where(finished, "COMPLETE", "PRUNED")
+    exported = export_study(frame, space, METRIC, "min", out_dir, f"search {name}")
+    summary: dict[str, Any] = {
+        "name": name,
+        "mlflow_parent_run": parent_run,
+        "experiment_id": experiment,
+        "tracking_uri": base.tracking_uri,
+        "seed": seed,
+        "scheduler": {
+            "name": "ASHA",
+            "max_t": max_t,
+            "grace_period": grace_period,
+            "reduction_factor": reduction_factor,
+        },
+        "concurrency": concurrency,
+        "folds": list(base.folds),
+        "trials": rows,
+        "best": {
+            "trial_id": best["trial_id"],
+            "config": best["config"],
+            "val_seld": best["val_seld"],
+            "train_overrides": train_overrides(base.preset, best["config"]),
+        },
+        "importances": exported.get("importances") or {},
+        "search_s": search_s,
+    }
+    client.log_metric(parent_run, f"best_{METRIC}", best["val_seld"])
+    for key, value in flatten(best["config"], "best.").items():
+        client.log_param(parent_run, key, value)
+    client.set_tag(parent_run, "best_trial", best["trial_id"])
+    for key in ("trials_csv", "importance_png"):
+        if exported.get(key):
+            client.log_artifact(parent_run, str(exported[key]))
+
+    if final_folds:
+        say(f"final cv of the best config (trial {best['trial_id']}) on folds {final_folds}")
+        final = replace(
+            base,
+            run=f"{name}-best",
+            folds=tuple(final_folds),
+            train_overrides=summary["best"]["train_overrides"],
+            predict_splits=("validation", "test"),
+        )
+        _reuse_trained_folds(base, name, best["trial_id"], final)
+        result = run_cv(final, experiment_name=client.get_experiment(experiment).name)
+        client.set_tag(result["mlflow_parent_run"], "tuned_by", parent_run)
+        summary["final_cv"] = {
+            "run": final.run,
+            "mlflow_run": result["mlflow_parent_run"],
+            "overall": result["overall"],
+            "folds": result["folds"],
+        }
+        log_scores(client, parent_run, "final_cv_", result["overall"])
+    path = out_dir / "summary.json"
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=float))
+    client.log_artifact(parent_run, str(path))
+    client.set_terminated(parent_run, "FINISHED")
+    return summary
+
+
+def _parent_run(
+    client: MlflowClient,
+    experiment: str,
+    base: CVSettings,
+    space: SearchSpace,
+    name: str,
+    trials: int,
+    seed: int,
+    out_dir: Path,
+) -> str:
+    """The search's MLflow run, created once and found again when the search resumes."""
+    path = out_dir / "tune.json"
+    if path.exists():
+        return json.loads(path.read_text())["mlflow_parent_run"]
+    run = client.create_run(
+        experiment, run_name=name, tags={"kind": "tune-hparams", "seed": str(seed)}
+    )
+    run_id = run.info.run_id
+    params = {
+        "space": space.name,
+        "trials": trials,
+        "seed": seed,
+        "folds": list(base.folds),
+        **{f"base.{k}": v for k, v in flatten(resolved_config(base)).items()},
+    }
+    for key, value in flatten(params).items():
+        client.log_param(run_id, key, str(value)[:500])
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"mlflow_parent_run": run_id, "settings": base.to_dict()}))
+    return run_id
+
+
+def _close_trial_runs(
+    client: MlflowClient,
+    base: CVSettings,
+    name: str,
+    rows: list[dict[str, Any]],
+    best: dict[str, Any],
+) -> None:
+    """Trials stopped by ASHA (or failed) end their MLflow runs here; the best is tagged."""
+    for row in rows:
+        path = Path(base.workspace) / "runs" / name / row["trial_id"] / "mlflow_runs.json"
+        if not path.exists():
+            continue
+        runs = json.loads(path.read_text())
+        trial_run = runs["parent"]
+        status = "FINISHED" if row["completed"] else ("FAILED" if row["error"] else "KILLED")
+        client.set_tag(trial_run, "stopped_early", str(not row["completed"] and not row["error"]))
+        client.set_tag(trial_run, "best", str(row is best))
+        client.log_metric(trial_run, "iterations", row["iterations"])
+        if client.get_run(trial_run).info.status == "RUNNING":
+            client.set_terminated(trial_run, status)
+        for stages in runs["children"].values():
+            for run_id in stages.values():
+                if client.get_run(run_id).info.status == "RUNNING":
+                    client.set_terminated(run_id, status)
+
+
+def _reuse_trained_folds(base: CVSettings, name: str, trial_id: str, final: CVSettings) -> None:
+    """The best trial already trained its folds with this exact config and seed: copy those
+    stages (checkpoints, ``done.json``) into the final run instead of training them again."""
+    trial_dir = Path(base.workspace) / "runs" / name / trial_id
+    for k in set(base.folds) & set(final.folds):
+        for stage in STAGES:
+            source, target = trial_dir / f"fold{k}" / stage, final.run_dir / f"fold{k}" / stage
+            if (source / "done.json").exists() and not target.exists():
+                shutil.copytree(source, target)

@@ -1,0 +1,123 @@
+"""Starting and joining Ray: an embedded local instance by default, a cluster by address."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
+
+import ray
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+I = TypeVar("I")
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+    """Use the running Ray if this process already joined one; otherwise start a new local
+    instance (or join ``address``) for the duration of the block, bound to 127.0.0.1, no
+    dashboard; another Ray running on the same machine is left alone.
+
+    Without ``address``, ``RAY_ADDRESS`` names the cluster to join, as for ``ray.init()``: a
+    command submitted as a Ray job (``seld-orch submit``) finds it set and joins the cluster
+    that runs the job instead of starting a local Ray."""
+    if ray.is_initialized():
+        yield
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    # Ray Train V2 waits about one controller health-check interval (2 s by default) per
+    # report; with one report per epoch that dominates short CPU epochs
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+    # Tune's console output: none from Tune itself (verbose=0 is silent only with the classic
+    # reporter); the CLI prints its own progress and results
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    kwargs: dict = {
+        "include_dashboard": False,
+        "logging_level": logging.WARNING,
+        # workers' own logs stay in Ray's session logs; the CLI shows progress instead
+        "log_to_driver": False,
+    }
+    if address:
+        kwargs["address"] = address
+    else:
+        # "local": always a new embedded instance, never one that `ray start` left running
+        # on this machine (plain ray.init() would join that)
+        kwargs["address"] = "local"
+        kwargs["num_cpus"] = num_cpus or os.cpu_count()
+        kwargs["_node_ip_address"] = "127.0.0.1"
+    ray.init(**kwargs)
+    _quiet_raylet_messages()
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+_HARMLESS = "PYTHON worker processes have been started on node"
+
+
+def _quiet_raylet_messages() -> None:
+    """Keep the driver's stdout for results (``--json``): Ray prints the raylet's messages there.
+
+    They go to stderr instead, except the raylet's notice that many worker processes were
+    started, which fold jobs and sinks taking no CPU always trigger and which is harmless.
+    Patches Ray's printer in this process only (``ray._private.worker.print_to_stdstream``).
+    """
+    from ray._private import worker
+
+    original = worker.print_to_stdstream
+    if getattr(original, "_seld_quiet", False):
+        return
+
+    def printer(data: dict, ignore_prefix: bool) -> None:
+        if data.get("pid") == "raylet":
+            lines = [line for line in data.get("lines", []) if _HARMLESS not in line]
+            if not lines:
+                return
+            data = {**data, "lines": lines, "is_err": True}
+        original(data, ignore_prefix)
+
+    printer._seld_quiet = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = printer
+
+
+def run_tasks(
+    fn: Callable[..., T],
+    items: Sequence[I],
+    args: tuple = (),
+    *,
+    num_cpus: float = 1,
+    max_retries: int = 2,
+    on_done: Callable[[I, T | None, str | None], None] | None = None,
+) -> list[tuple[I, T | None, str | None]]:
+    """Run ``fn(item, *args)`` as one Ray task per item, as resources allow.
+
+    Returns ``(item, result, error)`` in completion order; ``error`` is set (and ``result`` is
+    None) when the task raised or its worker died past ``max_retries`` retries, so one bad item
+    never stops the rest. ``on_done`` is called as each finishes (for progress). On Ctrl-C the
+    pending tasks are cancelled before the interrupt propagates.
+    """
+    task = ray.remote(num_cpus=num_cpus, max_retries=max_retries)(fn)
+    refs = {task.remote(item, *args): item for item in items}
+    pending = list(refs)
+    results = []
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            item = refs[ready[0]]
+            try:
+                outcome = (item, ray.get(ready[0]), None)
+            except ray.exceptions.RayError as exc:
+                cause = getattr(exc, "cause", None) or exc
+                outcome = (item, None, f"{type(cause).__name__}: {cause}")
+            results.append(outcome)
+            if on_done is not None:
+                on_done(*outcome)
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    return results

@@ -1,0 +1,134 @@
+"""MLflow: where runs go, the run hierarchy, and one process that writes for all fold jobs.
+
+Default store: a SQLite database and an artifact folder inside the workspace; any tracking URI
+(a server, ``databricks``, ...) by ``--tracking-uri`` or ``MLFLOW_TRACKING_URI``. A cv run is a
+parent run (config as params, final metric table as metrics); each fold and stage is a child
+run with its epoch curves. Fold jobs on many processes do not write to the store themselves:
+they send metrics to one :class:`MetricsSink` actor, so a SQLite store sees a single writer.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import ray
+from mlflow.tracking import MlflowClient
+
+PACKAGES = ("torch", "ray", "optuna", "mlflow", "numpy", "librosa", "h5py", "seld-orchestrator")
+
+
+def default_tracking_uri(workspace: Path) -> str:
+    return f"sqlite:///{(Path(workspace) / 'mlflow.db').resolve()}"
+
+
+def resolve_tracking_uri(workspace: Path, uri: str | None = None) -> str:
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(workspace)
+
+
+def get_experiment(client: MlflowClient, name: str, workspace: Path) -> str:
+    """The experiment's id, created with its artifacts in the workspace when missing."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    if client.tracking_uri.startswith(("http://", "https://", "databricks")):
+        # a tracking server decides where artifacts go (its --artifacts-destination: S3, ...)
+        return client.create_experiment(name)
+    location = (Path(workspace) / "mlartifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def provenance_tags() -> dict[str, str]:
+    """Git commit of the code and versions of the main packages."""
+    tags = {}
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+    except (OSError, subprocess.SubprocessError):
+        pass
+    for name in PACKAGES:
+        try:
+            tags[f"version.{name}"] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return tags
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config to MLflow params (``a.b = value``), values as short strings."""
+    out = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+    return out
+
+
+def log_scores(
+    client: MlflowClient, run_id: str, prefix: str, scores: Mapping[str, float], step: int = 0
+) -> None:
+    for key, value in scores.items():
+        if value is not None and value == value:  # MLflow rejects NaN in some stores
+            client.log_metric(run_id, f"{prefix}{key}", float(value), step=step)
+
+
+#: a resource only the head node has: where the driver and the MLflow server live
+HEAD_NODE = {"node:__internal_head__": 0.001}
+
+
+def start_sink(tracking_uri: str):
+    """A :class:`MetricsSink` on the head node, which reaches the tracking store (a server bound
+    to the head's 127.0.0.1, or a local SQLite file) wherever the fold jobs run."""
+    return MetricsSink.options(resources=HEAD_NODE).remote(tracking_uri)
+
+
+@ray.remote(num_cpus=0)
+class MetricsSink:
+    """The single writer of epoch metrics, and the live status of every fold job."""
+
+    def __init__(self, tracking_uri: str):
+        mlflow.set_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri)
+        self.status: dict[str, dict[str, Any]] = {}
+        self.history: dict[str, dict[int, dict[str, float]]] = {}
+
+    def log_epoch(self, run_id: str, job: str, metrics: dict[str, float]) -> None:
+        step = int(metrics.get("epoch", 0))
+        log_scores(
+            self.client, run_id, "", {k: v for k, v in metrics.items() if k != "epoch"}, step
+        )
+        self.status[job] = {"state": "running", **metrics}
+        self.history.setdefault(job, {})[step] = dict(metrics)
+
+    def set_history(self, job: str, history: list[dict[str, float]]) -> None:
+        """Epochs a job finished before this sink existed (a resumed or skipped stage)."""
+        known = self.history.setdefault(job, {})
+        for metrics in history:
+            known.setdefault(int(metrics["epoch"]), dict(metrics))
+
+    def get_history(self) -> dict[str, dict[int, dict[str, float]]]:
+        return self.history
+
+    def set_state(self, job: str, state: str, **extra: Any) -> None:
+        self.status.setdefault(job, {}).update({"state": state, **extra})
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
+    def get_status(self) -> dict[str, dict[str, Any]]:
+        return self.status

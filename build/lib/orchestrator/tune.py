@@ -1,0 +1,313 @@
+"""Threshold search on a finished cv run: Ray Tune trials, an Optuna TPE searcher, no training.
+
+Every trial thresholds (and optionally median-filters) cached validation predictions and scores
+them; the best setting is then applied, unchanged, to the test splits and logged next to the
+untuned scores of the cv run. Jointly (the default), one search scores the validation splits of
+all folds together and one setting serves every fold; ``per_fold`` searches each fold's
+validation split alone and applies each fold's best to its own test split.
+
+A trial costs milliseconds, so the search is built for thousands of them: the predictions and
+references are prepared once (:class:`seld.inference.ThresholdScorer`) and shipped to the trial
+actor once through the object store, and Tune writes no per-trial files (see
+:data:`FAST_TUNE_ENV`). Every trial is still a Ray Tune trial that the Optuna searcher suggests
+and sees the result of.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
+from orchestrator.cv import CVSettings, settings_fold_data
+from orchestrator.fold import references, two_stage_predictions
+from orchestrator.search_space import SearchSpace
+from orchestrator.study import export_study, results_frame
+from orchestrator.tracking import flatten, log_scores
+from seld.dcase import CLASSES, NUM_CLASSES
+from seld.fsutil import atomic_path
+from seld.inference import Prediction, ThresholdScorer
+from seld.metrics import ScoreReport, report_from_counts
+
+DEFAULT_THRESHOLD = 0.3
+#: (predictions, references) of some recordings: ``references`` maps a name to (rows, frames)
+Split = tuple[dict[str, Prediction], dict[str, tuple[np.ndarray, int]]]
+
+#: Ray Tune settings for thousands of trials of a few milliseconds each (read by the driver
+#: when a search starts; set only for the search, then restored).
+FAST_TUNE_ENV = {
+    # no per-trial result files (result.json, progress.csv, TensorBoard events): the results
+    # stay in memory and are written once, as trials.csv
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    # the experiment state (every trial and the searcher's study) is saved when the search
+    # ends, not every few seconds: a search of a minute or two has nothing to resume
+    "TUNE_GLOBAL_CHECKPOINT_S": str(24 * 3600),
+}
+
+
+def postprocessing(config: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """(per-class thresholds, median filter length) from a trial's parameters: ``threshold``
+    or ``threshold_<class>``, and ``median_frames`` (1 = off)."""
+    if f"threshold_{CLASSES[0]}" in config:
+        thresholds = np.array([config[f"threshold_{c}"] for c in CLASSES], dtype=np.float32)
+    else:
+        thresholds = np.full(NUM_CLASSES, config.get("threshold", DEFAULT_THRESHOLD), np.float32)
+    return thresholds, int(config.get("median_frames", 1))
+
+
+def score_with(scorer: ThresholdScorer, config: dict[str, Any]) -> ScoreReport:
+    """Scores of the scorer's recordings under a trial's post-processing (as ``score_files``
+    of the thresholded submissions gives them)."""
+    thresholds, median = postprocessing(config)
+    return scorer.report(thresholds, median)
+
+
+def load_split(s: CVSettings, split: str, folds: tuple[int, ...] | None = None) -> Split:
+    """Two-stage predictions and references of the ``validation`` or ``test`` splits of the
+    given folds (all of the run's by default)."""
+    predictions, refs = {}, {}
+    for k in folds or s.folds:
+        data = settings_fold_data(s, k)
+        predictions.update(two_stage_predictions(data, s.run_dir, split))
+        refs.update(references(data, split))
+    return predictions, refs
+
+
+def _trial(config: dict[str, Any], scorer: ThresholdScorer) -> None:
+    thresholds, median = postprocessing(config)
+    scores = scorer.overall(thresholds, median).as_dict()
+    tune.report({f"val_{k}": (v if v == v else 1e9) for k, v in scores.items()})
+
+
+@contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def search(
+    scorer: ThresholdScorer,
+    space: SearchSpace,
+    *,
+    trials: int,
+    seed: int,
+    concurrency: int,
+    storage: Path,
+    name: str,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Run ``trials`` Ray Tune trials suggested by a seeded Optuna TPE searcher, each scoring
+    ``scorer``'s predictions under its setting; returns the best config and one row per trial
+    (:func:`orchestrator.study.results_frame`).
+
+    With ``concurrency`` 1 the sampler sees every result before the next suggestion, so a seed
+    gives the same search every time.
+    """
+    searcher = OptunaSearch(
+        space=space.define_by_run,
+        metric=space.metric,
+        mode="min",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+    )
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(_trial, scorer=scorer), {"cpu": 1}),
+        tune_config=tune.TuneConfig(
+            metric=space.metric,
+            mode="min",
+            num_samples=trials,
+            search_alg=searcher,
+            reuse_actors=True,
+            max_concurrent_trials=concurrency,
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0),
+    )
+    # without per-trial result files, Tune's analysis warns once per trial that it found none
+    analysis_log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = analysis_log.level
+    analysis_log.setLevel(logging.ERROR)
+    try:
+        with _environment(FAST_TUNE_ENV):
+            results = tuner.fit()
+    finally:
+        analysis_log.setLevel(level)
+    return dict(results.get_best_result().config), results_frame(results)
+
+
+def search_folds(
+    validation: Mapping[int, Split],
+    test: Mapping[int, Split],
+    space: SearchSpace,
+    *,
+    trials: int = 1000,
+    seed: int = 0,
+    concurrency: int = 1,
+    per_fold: bool = False,
+    storage: Path,
+    name: str,
+) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    """The search on in-memory predictions: fold -> (predictions, references) of its
+    validation and test splits.
+
+    Jointly, one search of ``trials`` trials scores all validation splits together and its best
+    setting is applied to every test split; ``per_fold``, each fold gets a search of ``trials``
+    trials of its own (same seed) and its best setting is applied to its own test split. Test
+    scores pool the counts of all folds' test recordings, as the cross-validated scores do.
+
+    Returns the summary (best config(s), the table before / after tuning, trials and time) and
+    the trials of each search (``"all"`` or ``"fold<k>"``).
+    """
+    folds = list(validation)
+    val = {k: ThresholdScorer(*validation[k]) for k in folds}
+    tst = {k: ThresholdScorer(*test[k]) for k in folds}
+    started = time.perf_counter()
+    if per_fold:
+        best, frames = {}, {}
+        for k in folds:
+            best[k], frames[f"fold{k}"] = search(
+                val[k], space, trials=trials, seed=seed, concurrency=concurrency,
+                storage=storage, name=f"{name}-fold{k}",
+            )  # fmt: skip
+    else:
+        joint = ThresholdScorer(
+            {s: p for k in folds for s, p in validation[k][0].items()},
+            {s: r for k in folds for s, r in validation[k][1].items()},
+        )
+        config, frame = search(
+            joint, space, trials=trials, seed=seed, concurrency=concurrency,
+            storage=storage, name=name,
+        )  # fmt: skip
+        best, frames = dict.fromkeys(folds, config), {"all": frame}
+    search_s = time.perf_counter() - started
+    default = {"threshold": DEFAULT_THRESHOLD}
+
+    def pooled(scorers: dict[int, ThresholdScorer], configs: Mapping[int, dict]) -> dict:
+        counts = {}
+        for k in folds:
+            counts.update(scorers[k].counts(*postprocessing(configs[k])))
+        return report_from_counts(counts).overall.as_dict()
+
+    table = {
+        "validation_default": pooled(val, dict.fromkeys(folds, default)),
+        "validation_tuned": pooled(val, best),
+        "test_default": pooled(tst, dict.fromkeys(folds, default)),
+        "test_tuned": pooled(tst, best),
+    }
+    if per_fold:
+        table |= {
+            f"fold{k}_{split}_{kind}": (val if split == "validation" else tst)[k]
+            .overall(*postprocessing(default if kind == "default" else best[k]))
+            .as_dict()
+            for k in folds
+            for split in ("validation", "test")
+            for kind in ("default", "tuned")
+        }
+    n_trials = sum(len(f) for f in frames.values())
+    summary = {
+        "best_config": {f"fold{k}": best[k] for k in folds} if per_fold else best[folds[0]],
+        "per_fold": per_fold,
+        "scores": table,
+        "trials": n_trials,
+        "search_s": search_s,
+        "trials_per_s": n_trials / search_s,
+        "seed": seed,
+        "concurrency": concurrency,
+    }
+    return summary, frames
+
+
+def tune_thresholds(
+    settings: CVSettings,
+    space: SearchSpace,
+    *,
+    trials: int = 1000,
+    seed: int = 0,
+    concurrency: int = 1,
+    per_fold: bool = False,
+    experiment: str | None = None,
+) -> dict[str, Any]:
+    """Search the space on a cv run's validation predictions; apply the best to its test
+    splits (:func:`search_folds`), write ``trials.csv``, ``importance.png`` and
+    ``summary.json`` under ``<run>/<experiment>/`` (per fold: ``fold<k>/`` for the first two)
+    and log them to MLflow.
+
+    With ``concurrency`` 1 (the default) the TPE sampler sees every result before the next
+    suggestion, so a seed gives the same search every time.
+    """
+    experiment = experiment or ("thresholds-per-fold" if per_fold else "thresholds")
+    started = time.time()
+    validation = {k: load_split(settings, "validation", (k,)) for k in settings.folds}
+    test = {k: load_split(settings, "test", (k,)) for k in settings.folds}
+    summary, frames = search_folds(
+        validation, test, space, trials=trials, seed=seed, concurrency=concurrency,
+        per_fold=per_fold, storage=(Path(settings.workspace) / "ray_results").resolve(),
+        name=f"{settings.run}-{experiment}-{int(started)}",
+    )  # fmt: skip
+    out_dir = settings.run_dir / experiment
+    artifacts: list[tuple[Path, str | None]] = []
+    summary["importances"] = {}
+    for key, frame in frames.items():
+        folder = out_dir if key == "all" else out_dir / key
+        exported = export_study(
+            frame, space, space.metric, "min", folder, f"{settings.run} {experiment} {key}"
+        )
+        summary["importances"][key] = exported["importances"]
+        for path in (exported["trials_csv"], exported["importance_png"]):
+            if path is not None:
+                artifacts.append((path, None if key == "all" else key))
+    with atomic_path(out_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    artifacts.append((out_dir / "summary.json", None))
+    _log(settings, experiment, summary, artifacts)
+    return summary
+
+
+def _log(
+    settings: CVSettings,
+    experiment: str,
+    summary: dict[str, Any],
+    artifacts: list[tuple[Path, str | None]],
+) -> None:
+    """A child run of the cv run for the search, and the tuned test scores on the cv run."""
+    runs = json.loads((settings.run_dir / "mlflow_runs.json").read_text())
+    client = MlflowClient(settings.tracking_uri)
+    parent = client.get_run(runs["parent"])
+    child = client.create_run(
+        parent.info.experiment_id,
+        run_name=f"tune-{experiment}",
+        tags={
+            "mlflow.parentRunId": runs["parent"],
+            "kind": f"tune-{experiment}",
+            "seed": str(summary["seed"]),
+            "per_fold": str(summary["per_fold"]),
+        },
+    )
+    run_id = child.info.run_id
+    for key, value in flatten(summary["best_config"], "best.").items():
+        client.log_param(run_id, key, value)
+    for name, scores in summary["scores"].items():
+        log_scores(client, run_id, f"{name}_", scores)
+    client.log_metric(run_id, "trials_per_s", summary["trials_per_s"])
+    for path, folder in artifacts:
+        client.log_artifact(run_id, str(path), folder)
+    client.set_terminated(run_id, "FINISHED")
+    prefix = "tuned_per_fold_cv_" if summary["per_fold"] else "tuned_cv_"
+    log_scores(client, runs["parent"], prefix, summary["scores"]["test_tuned"])

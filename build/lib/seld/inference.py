@@ -1,0 +1,330 @@
+"""Two-stage inference: per-frame SED probabilities and directions, thresholds, masked DOA.
+
+A model sees a whole recording (in overlapping windows when it is long) and gives, per feature
+frame, class probabilities and directions. These are brought to the 50 frames-per-second label
+rate and cached as arrays; thresholds (global or per class) are applied afterwards, so they can
+be tuned without running a model again. In the two-stage method, the classes detected by the SED
+model get the directions of the DOA model.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from scipy.ndimage import median_filter
+
+from seld.dcase import LABEL_FRAMES_PER_SECOND, num_label_frames
+from seld.fsutil import atomic_path
+from seld.metrics import (
+    ScoreReport,
+    SeldCounts,
+    SeldScores,
+    count_masks,
+    pooled_counts,
+    predicted_cells,
+    prepare_references,
+    report_from_counts,
+)
+from seld.store import Scaler
+from seld.submission import predictions_to_rows
+
+
+@dataclass
+class Prediction:
+    """One recording's outputs at the label rate: ``sed`` probabilities, ``azimuth`` and
+    ``elevation`` in degrees, each (label frames, classes)."""
+
+    stem: str
+    sed: np.ndarray
+    azimuth: np.ndarray
+    elevation: np.ndarray
+
+
+@torch.no_grad()
+def run_model(
+    model: torch.nn.Module,
+    features: np.ndarray,
+    *,
+    window: int | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run a model over one recording's (standardised) features (channels, frames, bins).
+
+    Returns per feature frame: probabilities, azimuth and elevation in radians, each
+    (frames, classes). With ``window`` frames and a longer recording, windows overlap by half;
+    probabilities are averaged and directions are averaged as unit vectors where windows overlap.
+    """
+    model.eval()
+    frames = features.shape[1]
+    if window is None or frames <= window:
+        starts = [0]
+        window = frames
+    else:
+        hop = max(1, window // 2)
+        starts = list(range(0, frames - window + 1, hop))
+        if starts[-1] != frames - window:
+            starts.append(frames - window)
+    sed_sum = xyz_sum = None
+    counts = np.zeros((frames, 1), dtype=np.float64)
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    for start in starts:
+        chunk = x[None, :, start : start + window].to(device)
+        out = model(chunk)
+        prob = torch.sigmoid(out["sed_logits"].float())[0].cpu().numpy()
+        azi = out["azimuth"].float()[0].cpu().numpy()
+        ele = out["elevation"].float()[0].cpu().numpy()
+        xyz = np.stack([np.cos(ele) * np.cos(azi), np.cos(ele) * np.sin(azi), np.sin(ele)])
+        if sed_sum is None:
+            sed_sum = np.zeros((frames, prob.shape[1]))
+            xyz_sum = np.zeros((3, frames, prob.shape[1]))
+        sed_sum[start : start + window] += prob
+        xyz_sum[:, start : start + window] += xyz
+        counts[start : start + window] += 1
+    sed = sed_sum / counts
+    azimuth = np.arctan2(xyz_sum[1], xyz_sum[0])
+    elevation = np.arctan2(xyz_sum[2], np.hypot(xyz_sum[0], xyz_sum[1]))
+    return sed.astype(np.float32), azimuth.astype(np.float32), elevation.astype(np.float32)
+
+
+def to_label_rate(array: np.ndarray, frames_per_second: float, num_frames: int) -> np.ndarray:
+    """Pick the feature frame nearest each 20 ms label frame (as the seed does), then crop or
+    pad (repeating the last frame) to ``num_frames``."""
+    ratio = frames_per_second / LABEL_FRAMES_PER_SECOND
+    index = np.minimum(np.round(np.arange(num_frames) * ratio).astype(int), len(array) - 1)
+    return array[index]
+
+
+def predict_file(
+    model: torch.nn.Module,
+    path: Path,
+    scaler: Scaler | None,
+    *,
+    window: int | None = None,
+    device: torch.device | str = "cpu",
+) -> Prediction:
+    """Predict one feature file at the label rate (its duration gives the label frame count)."""
+    with h5py.File(path, "r") as h5:
+        features = h5["features"][()]
+        fps = float(h5.attrs["frames_per_second"])
+        frames = num_label_frames(float(h5.attrs["duration_s"]))
+        stem = str(h5.attrs["name"])
+    if scaler is not None:
+        features = scaler.apply(features)
+    sed, azi, ele = run_model(model, features, window=window, device=device)
+    return Prediction(
+        stem,
+        to_label_rate(sed, fps, frames),
+        np.degrees(to_label_rate(azi, fps, frames)),
+        np.degrees(to_label_rate(ele, fps, frames)),
+    )
+
+
+def combine(sed: Prediction, doa: Prediction) -> Prediction:
+    """The two-stage prediction: detection from the SED model, directions from the DOA model."""
+    if sed.stem != doa.stem or sed.sed.shape != doa.azimuth.shape:
+        raise ValueError(f"predictions of {sed.stem} and {doa.stem} do not match")
+    return Prediction(sed.stem, sed.sed, doa.azimuth, doa.elevation)
+
+
+def submission_rows(
+    prediction: Prediction,
+    thresholds: float | Sequence[float] | np.ndarray = 0.3,
+    activity: np.ndarray | None = None,
+    median_frames: int = 1,
+) -> np.ndarray:
+    """DCASE submission rows: classes whose probability exceeds the threshold (one value or one
+    per class) get the predicted direction, rounded to the nearest 10 degrees as in the seed.
+    ``activity`` (frames, classes) replaces the detection (e.g. the reference, to judge a DOA
+    model alone)."""
+    if activity is None:
+        activity = prediction.sed > np.asarray(thresholds, dtype=np.float32)
+        if median_frames > 1:  # smooth each class's detections over time
+            activity = median_filter(activity.astype(np.uint8), size=(median_frames, 1)) > 0
+    return predictions_to_rows(activity.astype(bool), *_rounded_directions(prediction))
+
+
+def _rounded_directions(prediction: Prediction) -> tuple[np.ndarray, np.ndarray]:
+    """Azimuth and elevation (degrees) rounded to the nearest 10 degrees, as submitted."""
+    # 180 and -180 are one direction; the scorer's grid only has -180 (it clips 180 to 170)
+    azimuth = (np.round(prediction.azimuth / 10.0) * 10.0 + 180.0) % 360.0 - 180.0
+    elevation = np.round(prediction.elevation / 10.0) * 10.0
+    return azimuth, elevation
+
+
+@lru_cache(maxsize=32)
+def _median_plan(offsets: bytes, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames whose median window crosses the edge of their segment (``offsets``: int64 segment
+    bounds as bytes), and the window of each padded by reflection (scipy's default mode,
+    ``d c b a | a b c d | d c b a``): (E,) and (E, size) frame indices."""
+    bounds = np.frombuffer(offsets, dtype=np.int64).tolist()
+    before, after = size // 2, size - 1 - size // 2
+    edges, windows = [np.zeros(0, np.int64)], [np.zeros((0, size), np.int64)]
+    for first, stop in itertools.pairwise(bounds):
+        n = stop - first
+        near = np.unique(np.r_[0 : min(n, before), max(0, n - after) : n])
+        local = (near[:, None] + np.arange(-before, after + 1)) % (2 * n)
+        edges.append(first + near)
+        windows.append(first + np.where(local < n, local, 2 * n - 1 - local))
+    return np.concatenate(edges), np.concatenate(windows)
+
+
+def _binary_median(activity: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarray:
+    """``scipy.ndimage.median_filter(a.T.astype(np.uint8), size=(size, 1)).T > 0`` of each
+    recording's segment ``a = activity[:, offsets[k]:offsets[k + 1]]`` of a (classes, frames)
+    bool array, all segments at once.
+
+    On 0/1 values the median is a majority vote: the sorted window's element at index
+    ``size // 2`` is 1 when the window holds at most ``size // 2`` zeros. Windows are summed by
+    shifted slices over all segments together; the few frames whose window crosses a segment's
+    edge are then redone with the reflected padding.
+    """
+    before, after = size // 2, size - 1 - size // 2
+    edges, windows = _median_plan(np.asarray(offsets, dtype=np.int64).tobytes(), size)
+    ones = activity.view(np.uint8)
+    total = ones.shape[1]
+    votes = np.zeros(ones.shape, dtype=np.uint8 if size < 256 else np.int32)
+    for shift in range(-before, after + 1):  # votes[:, i] += ones[:, i + shift]
+        votes[:, max(0, -shift) : total - max(0, shift)] += ones[
+            :, max(0, shift) : total + min(0, shift)
+        ]
+    votes[:, edges] = ones[:, windows].sum(axis=2, dtype=votes.dtype)
+    out = votes >= size - before
+    for first, stop in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
+        if size > 2 * (stop - first):  # scipy extends a window past twice the length its own way
+            segment = np.ascontiguousarray(ones[:, first:stop].T)
+            out[:, first:stop] = (median_filter(segment, size=(size, 1)) > 0).T
+    return out
+
+
+class ThresholdScorer:
+    """Scores one set of predictions under many thresholds / median filters, fast.
+
+    ``scorer.counts(thresholds, median_frames)`` equals, number for number, ``count_file`` of
+    ``submission_rows(p, thresholds, median_frames=median_frames)`` against each recording's
+    reference, and ``report`` equals ``score_files`` of them: the references
+    (:func:`seld.metrics.prepare_references`) and the grid cells of the rounded directions are
+    prepared once, and each call only thresholds, filters and counts, all recordings at once.
+
+    ``predictions``: name -> :class:`Prediction`; ``refs``: name -> ``(ref_rows, num_frames)``
+    for at least those names. Recordings keep the order of ``predictions``. An instance holds
+    only arrays: it pickles cheaply (e.g. into Ray's object store).
+    """
+
+    def __init__(
+        self,
+        predictions: Mapping[str, Prediction],
+        refs: Mapping[str, tuple[np.ndarray, int]],
+        *,
+        official_blocks: bool = True,
+    ):
+        names = list(predictions)
+        self.references = prepare_references(
+            {name: refs[name] for name in names}, official_blocks=official_blocks
+        )
+        preds = [predictions[name] for name in names]
+        lengths = np.array([len(p.sed) for p in preds])
+        self._offsets = np.concatenate([[0], np.cumsum(lengths)])
+        #: (classes, frames of all predictions) probabilities, classes contiguous per row
+        self.sed = np.ascontiguousarray(np.concatenate([p.sed for p in preds]).T)
+        cells, finite = [], []
+        for p in preds:
+            azimuth, elevation = (np.asarray(a, dtype=np.float64) for a in _rounded_directions(p))
+            ok = np.isfinite(azimuth) & np.isfinite(elevation)
+            azimuth, elevation = (
+                np.rint(np.where(ok, azimuth, 0)),
+                np.rint(np.where(ok, elevation, 0)),
+            )
+            cells.append(predicted_cells(azimuth.astype(np.int64), elevation.astype(np.int64)))
+            finite.append(ok)
+        cells = np.concatenate(cells).astype(np.int16)
+        self._finite = None
+        if not all(f.all() for f in finite):
+            self._finite = np.ascontiguousarray(np.concatenate(finite).T)
+        # each prediction's frames on the reference frame axis (cropped, or padded with nothing)
+        frames = self.references.num_frames
+        self._to_reference = None
+        #: (reference frames, classes) grid cell of each class's rounded predicted direction
+        self.cells = cells
+        if not np.array_equal(lengths, frames):
+            kept = np.minimum(lengths, frames)
+
+            def frames_kept(offsets: np.ndarray) -> np.ndarray:
+                return np.concatenate(
+                    [o + np.arange(k) for o, k in zip(offsets[:-1], kept, strict=True)]
+                )
+
+            src, dst = frames_kept(self._offsets), frames_kept(self.references.frame_offsets)
+            self._to_reference = (src, dst)
+            self.cells = np.zeros((int(frames.sum()), cells.shape[1]), dtype=np.int16)
+            self.cells[dst] = cells[src]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.references.names
+
+    def masks(
+        self, thresholds: float | Sequence[float] | np.ndarray = 0.3, median_frames: int = 1
+    ) -> np.ndarray:
+        """(reference frames,) uint16 class masks (:func:`seld.metrics.class_masks`) of the
+        detections that :func:`submission_rows` makes."""
+        limits = np.asarray(thresholds, dtype=np.float32)
+        active = self.sed > (limits[:, None] if limits.ndim == 1 else limits)
+        if median_frames > 1:
+            active = _binary_median(active, self._offsets, median_frames)
+        if self._finite is not None and (active & ~self._finite).any():
+            raise ValueError("NaN or infinite angle at an active (frame, class)")
+        masks = np.zeros(active.shape[1], dtype=np.uint16)
+        for c, row in enumerate(active.view(np.uint8)):
+            masks |= row.astype(np.uint16) << c
+        if self._to_reference is None:
+            return masks
+        src, dst = self._to_reference
+        out = np.zeros(len(self.cells), dtype=np.uint16)
+        out[dst] = masks[src]
+        return out
+
+    def counts(
+        self, thresholds: float | Sequence[float] | np.ndarray = 0.3, median_frames: int = 1
+    ) -> dict[str, SeldCounts]:
+        """Each recording's counts, as ``count_file`` gives them."""
+        return count_masks(self.references, self.masks(thresholds, median_frames), self.cells)
+
+    def report(
+        self, thresholds: float | Sequence[float] | np.ndarray = 0.3, median_frames: int = 1
+    ) -> ScoreReport:
+        """What ``score_files`` gives for the thresholded submissions of every recording."""
+        return report_from_counts(self.counts(thresholds, median_frames))
+
+    def overall(
+        self, thresholds: float | Sequence[float] | np.ndarray = 0.3, median_frames: int = 1
+    ) -> SeldScores:
+        """The scores of all recordings together (``report(...).overall``, without the rest)."""
+        masks = self.masks(thresholds, median_frames)
+        return pooled_counts(self.references, masks, self.cells).scores()
+
+
+def save_predictions(path: Path, predictions: Sequence[Prediction]) -> None:
+    """Cache predictions as one ``.npz`` (arrays named ``<stem>/sed`` etc.), atomically."""
+    arrays = {}
+    for p in predictions:
+        arrays[f"{p.stem}/sed"] = p.sed
+        arrays[f"{p.stem}/azimuth"] = p.azimuth
+        arrays[f"{p.stem}/elevation"] = p.elevation
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
+def load_predictions(path: Path) -> dict[str, Prediction]:
+    with np.load(path, allow_pickle=False) as data:
+        stems = sorted({key.split("/")[0] for key in data.files})
+        return {
+            s: Prediction(s, data[f"{s}/sed"], data[f"{s}/azimuth"], data[f"{s}/elevation"])
+            for s in stems
+        }

@@ -1,0 +1,126 @@
+"""Losses of the two stages: BCE for detection, masked angle errors for localisation.
+
+Batches are those of :class:`seld.windows.WindowDataset`: ``activity`` (batch, frames, classes)
+in {0, 1}, ``azimuth`` / ``elevation`` (batch, frames, classes) in degrees, ``mask``
+(batch, frames) 0 on padding. Model outputs (:mod:`seld.models`): ``sed_logits`` and
+``azimuth`` / ``elevation`` in radians, (batch, frames, classes). Losses are computed in float32
+whatever the outputs' dtype, so they are safe to call on autocast (bf16/fp16) outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+KINDS = ("mae", "mse")
+STAGES = ("sed", "doa", "joint")
+
+
+def sed_loss(logits: torch.Tensor, activity: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy with logits, averaged over valid (``mask`` 1) frames and all classes.
+
+    The seed applies a sigmoid in the model and averages BCE over every entry; without padding
+    the two agree. Returns 0 (with a gradient path) when no frame is valid.
+    """
+    per_entry = F.binary_cross_entropy_with_logits(
+        logits.float(), activity.float(), reduction="none"
+    )
+    weight = mask.float()[..., None].expand_as(per_entry)
+    return (per_entry * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def _wrap(angle: torch.Tensor) -> torch.Tensor:
+    """Angles (radians) into [-pi, pi)."""
+    return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
+
+
+def _angle_error(
+    pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, kind: str, wrap: bool
+) -> torch.Tensor:
+    """The seed's masked error of one angle: MAE = sum(|e| w) / sum(w), MSE = sqrt(sum(e^2 w) /
+    sum(w)); 0, with a gradient path, where ``weight`` is all zero."""
+    diff = pred.float() - target
+    if wrap:
+        diff = _wrap(diff)
+    total = weight.sum()
+    if kind == "mae":
+        value = (diff.abs() * weight).sum() / total.clamp_min(1.0)
+    else:  # the epsilon keeps sqrt's gradient finite at a perfect fit
+        value = torch.sqrt((diff.square() * weight).sum() / total.clamp_min(1.0) + 1e-20)
+    return torch.where(total > 0, value, (pred.float() * 0).sum())
+
+
+def doa_loss(
+    azimuth: torch.Tensor,
+    elevation: torch.Tensor,
+    target_azimuth_deg: torch.Tensor,
+    target_elevation_deg: torch.Tensor,
+    activity: torch.Tensor,
+    mask: torch.Tensor,
+    kind: str = "mae",
+    wrap_azimuth: bool = False,
+) -> torch.Tensor:
+    """Azimuth error + elevation error, in radians, over entries whose reference class is active.
+
+    ``azimuth``/``elevation``: predictions in radians; targets in degrees (converted here); all
+    (batch, frames, classes). ``activity * mask`` selects the entries. As in the seed, each
+    angle's error is averaged over the N selected entries and the two are added:
+    ``mae = sum|d_azi| / N + sum|d_ele| / N``; ``mse = sqrt(sum d_azi^2 / N) + sqrt(sum d_ele^2 /
+    N)``. The seed does not wrap the azimuth difference (targets lie in [-pi, pi), and a model
+    trained this way predicts there too); ``wrap_azimuth=True`` wraps it into [-pi, pi) so that
+    -179 and 179 degrees are 2 degrees apart. With N = 0 the result is 0 with a gradient path
+    (the seed divided by zero).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown DOA loss {kind!r}; choose one of {', '.join(KINDS)}")
+    weight = activity.float() * mask.float()[..., None]
+    to_rad = math.pi / 180.0
+    azi = _angle_error(azimuth, target_azimuth_deg.float() * to_rad, weight, kind, wrap_azimuth)
+    ele = _angle_error(elevation, target_elevation_deg.float() * to_rad, weight, kind, False)
+    return azi + ele
+
+
+def _doa(
+    outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor], kind: str
+) -> torch.Tensor:
+    return doa_loss(
+        outputs["azimuth"],
+        outputs["elevation"],
+        batch["azimuth"],
+        batch["elevation"],
+        batch["activity"],
+        batch["mask"],
+        kind,
+    )
+
+
+def joint_loss(
+    outputs: Mapping[str, torch.Tensor],
+    batch: Mapping[str, torch.Tensor],
+    sed_weight: float = 0.8,
+    doa_weight: float = 0.2,
+    kind: str = "mae",
+) -> torch.Tensor:
+    """The paper's one-stage baseline: ``0.8 * sed_loss + 0.2 * doa_loss``."""
+    sed = sed_loss(outputs["sed_logits"], batch["activity"], batch["mask"])
+    return sed_weight * sed + doa_weight * _doa(outputs, batch, kind)
+
+
+def stage_loss(
+    stage: str,
+    outputs: Mapping[str, torch.Tensor],
+    batch: Mapping[str, torch.Tensor],
+    kind: str = "mae",
+) -> torch.Tensor:
+    """The training loss of ``stage``: ``"sed"`` (BCE), ``"doa"`` (masked angle error of
+    ``kind``) or ``"joint"`` (the one-stage baseline)."""
+    if stage == "sed":
+        return sed_loss(outputs["sed_logits"], batch["activity"], batch["mask"])
+    if stage == "doa":
+        return _doa(outputs, batch, kind)
+    if stage == "joint":
+        return joint_loss(outputs, batch, kind=kind)
+    raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")

@@ -1,0 +1,249 @@
+"""CRNN10 and VGG9 of the two-stage method, configurable for small presets, with a registry.
+
+Input ``(batch, channels, frames, bins)``: standardised features at 100 frames per second. Output
+per input frame, each ``(batch, frames, classes)``: ``sed_logits`` (pre-sigmoid), ``azimuth`` and
+``elevation`` in radians.
+
+Architecture (as in the seed): conv blocks of 2 x [3x3 conv without bias, batch norm, ReLU] then
+2x2 pooling (average, or max); mean (max with max pooling) over the remaining frequency bins; an
+optional bidirectional GRU; three linear heads. The seed's event head applies a sigmoid; ours
+returns logits so that the loss can use the stable ``binary_cross_entropy_with_logits``.
+
+Time resolution: each block halves time, so n blocks divide it by ``2**n`` (16 for four). The
+pooling uses ``ceil_mode``: a last, incomplete pair of frames is pooled on its own rather than
+dropped, so every input frame reaches the network. Each output step is then repeated ``2**n``
+times and cut to the input's frame count: output frame t comes from step ``t // 2**n``. For frame
+counts that are multiples of ``2**n`` this is exactly the seed's x16 repetition; for others (e.g.
+2 s = 200 frames) the seed dropped the trailing frames, we keep them.
+
+Initialisation (as in the seed): conv and linear weights Kaiming-uniform for leaky ReLU (bound
+``sqrt(6 / fan_in)``), biases 0; batch-norm weights N(1, 0.02), biases 0; GRU input weights and
+the reset/update recurrent weights uniform +-sqrt(3 / fan_in) per gate, the new-gate recurrent
+weights orthogonal, biases 0. The seed's GRU initialiser reached only the forward direction; here
+both directions get it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seld.dcase import NUM_CLASSES
+
+POOLS = ("avg", "max")
+#: State-dict prefix of the convolutional blocks, the part stage 2 inherits from stage 1.
+CONV_PREFIX = "conv_blocks."
+
+
+def init_layer(layer: nn.Module) -> None:
+    """Conv / linear: Kaiming-uniform (leaky ReLU gain), zero bias. Batch norm: N(1, 0.02), 0."""
+    if isinstance(layer, nn.Conv2d | nn.Linear):
+        nn.init.kaiming_uniform_(layer.weight, nonlinearity="leaky_relu")
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+    elif isinstance(layer, nn.BatchNorm2d):
+        nn.init.normal_(layer.weight, 1.0, 0.02)
+        nn.init.zeros_(layer.bias)
+    else:
+        raise TypeError(f"no initialisation for {type(layer).__name__}")
+
+
+def _uniform_fan_in(weight: torch.Tensor) -> None:
+    bound = math.sqrt(3.0 / weight.shape[1])
+    nn.init.uniform_(weight, -bound, bound)
+
+
+def init_gru(gru: nn.GRU) -> None:
+    """Per gate (reset, update, new): input weights uniform +-sqrt(3 / fan_in); recurrent weights
+    the same for reset and update, orthogonal for the new gate; all biases zero."""
+    with torch.no_grad():
+        for name, param in gru.named_parameters():
+            if name.startswith("bias"):
+                nn.init.zeros_(param)
+                continue
+            reset, update, new = param.chunk(3, dim=0)
+            _uniform_fan_in(reset)
+            _uniform_fan_in(update)
+            if name.startswith("weight_hh"):
+                nn.init.orthogonal_(new)
+            else:
+                _uniform_fan_in(new)
+
+
+class ConvBlock(nn.Module):
+    """2 x [3x3 convolution without bias, batch norm, ReLU], then 2x2 pooling (ceil mode).
+
+    ``(batch, in_channels, frames, bins)`` -> ``(batch, out_channels, ceil(frames / 2),
+    ceil(bins / 2))``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, pool: str = "avg"):
+        super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.pool = pool
+        for layer in (self.conv1, self.bn1, self.conv2, self.bn2):
+            init_layer(layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        if self.pool == "avg":
+            return F.avg_pool2d(x, kernel_size=2, ceil_mode=True)
+        return F.max_pool2d(x, kernel_size=2, ceil_mode=True)
+
+
+class SeldNet(nn.Module):
+    """Conv blocks, an optional bidirectional GRU and three linear heads (see the module doc).
+
+    Args:
+        in_channels: input feature maps (10 in the paper: 4 log-mel + 6 GCC-PHAT).
+        num_classes: event classes (11 in DCASE 2019).
+        channels: widths of the conv blocks, one block each; time is divided by ``2**len``.
+        rnn_hidden: GRU hidden size per direction.
+        rnn_layers: GRU layers; 0 feeds the conv features straight to the heads.
+        dropout: dropout on the heads' and GRU's inputs (0 in the paper).
+        pool: ``"avg"`` (paper) or ``"max"``, for the blocks and the frequency reduction.
+
+    ``config`` holds these arguments and the registry ``name``: ``build_model(**model.config)``
+    rebuilds the architecture. The base class itself is not in the registry.
+    """
+
+    name = "SeldNet"
+
+    def __init__(
+        self,
+        in_channels: int = 10,
+        num_classes: int = NUM_CLASSES,
+        channels: Sequence[int] = (64, 128, 256, 512),
+        rnn_hidden: int = 256,
+        rnn_layers: int = 1,
+        dropout: float = 0.0,
+        pool: str = "avg",
+    ):
+        super().__init__()
+        if not channels:
+            raise ValueError("channels needs at least one conv block width")
+        if rnn_layers < 0:
+            raise ValueError(f"rnn_layers must be >= 0, got {rnn_layers}")
+        self.config: dict[str, Any] = {
+            "name": self.name,
+            "in_channels": int(in_channels),
+            "num_classes": int(num_classes),
+            "channels": [int(c) for c in channels],
+            "rnn_hidden": int(rnn_hidden),
+            "rnn_layers": int(rnn_layers),
+            "dropout": float(dropout),
+            "pool": pool,
+        }
+        widths = [in_channels, *channels]
+        self.conv_blocks = nn.ModuleList(
+            ConvBlock(a, b, pool) for a, b in itertools.pairwise(widths)
+        )
+        self.time_ratio = 2 ** len(channels)
+        self.pool = pool
+        self.dropout = nn.Dropout(dropout)
+        features = channels[-1]
+        self.gru: nn.GRU | None = None
+        if rnn_layers > 0:
+            self.gru = nn.GRU(
+                features,
+                rnn_hidden,
+                num_layers=rnn_layers,
+                batch_first=True,
+                bidirectional=True,
+                dropout=dropout if rnn_layers > 1 else 0.0,
+            )
+            init_gru(self.gru)
+            features = 2 * rnn_hidden
+        self.event_fc = nn.Linear(features, num_classes)
+        self.azimuth_fc = nn.Linear(features, num_classes)
+        self.elevation_fc = nn.Linear(features, num_classes)
+        for head in (self.event_fc, self.azimuth_fc, self.elevation_fc):
+            init_layer(head)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(batch, channels, frames, bins)`` -> ``sed_logits``, ``azimuth``, ``elevation`` (rad),
+        each ``(batch, frames, classes)``."""
+        frames = x.shape[2]
+        for block in self.conv_blocks:
+            x = block(x)
+        x = x.mean(dim=3) if self.pool == "avg" else x.amax(dim=3)  # over frequency
+        x = self.dropout(x.transpose(1, 2))  # (batch, steps, features)
+        if self.gru is not None:
+            x, _ = self.gru(x)
+            x = self.dropout(x)
+        outputs = {
+            "sed_logits": self.event_fc(x),
+            "azimuth": self.azimuth_fc(x),
+            "elevation": self.elevation_fc(x),
+        }
+        return {
+            k: v.repeat_interleave(self.time_ratio, dim=1)[:, :frames] for k, v in outputs.items()
+        }
+
+
+class CRNN10(SeldNet):
+    """The paper's CRNN: 4 conv blocks (64, 128, 256, 512), a bidirectional GRU (256), 3 heads.
+    5,890,977 parameters for 10 input channels and 11 classes."""
+
+    name = "CRNN10"
+
+
+class VGG9(SeldNet):
+    """The CNN-only variant: the same conv blocks and heads, no GRU (4,708,257 parameters for the
+    paper preset). ``rnn_hidden`` is accepted, so presets can share kwargs, and unused."""
+
+    name = "VGG9"
+
+    def __init__(self, *args: Any, rnn_layers: int = 0, **kwargs: Any):
+        if rnn_layers != 0:
+            raise ValueError(f"VGG9 has no GRU; got rnn_layers={rnn_layers} (use CRNN10)")
+        super().__init__(*args, rnn_layers=0, **kwargs)
+
+
+MODELS: dict[str, type[SeldNet]] = {"CRNN10": CRNN10, "VGG9": VGG9}
+
+
+def build_model(name: str, **kwargs: Any) -> SeldNet:
+    """A model by registry name; ``build_model(**model.config)`` rebuilds the same architecture."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name](**kwargs)
+
+
+def conv_parameter_names(model: nn.Module) -> list[str]:
+    """State-dict keys of the conv blocks: conv weights, batch-norm weights, biases and stats."""
+    return [k for k in model.state_dict() if k.startswith(CONV_PREFIX)]
+
+
+def doa_model_from_sed(sed_state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> SeldNet:
+    """The stage-2 (DOA) model: a freshly initialised model of ``config``'s architecture whose conv
+    blocks are copies of the stage-1 (SED) model's; GRU and heads keep their fresh initialisation.
+    Nothing is frozen: the copied blocks are fine-tuned, as in the paper.
+
+    Raises ``ValueError`` when ``sed_state`` lacks a conv entry or has one of another shape.
+    """
+    kwargs = dict(config)
+    model = build_model(kwargs.pop("name"), **kwargs)
+    own = model.state_dict()
+    names = conv_parameter_names(model)
+    missing = [k for k in names if k not in sed_state]
+    if missing:
+        raise ValueError(f"SED state lacks {len(missing)} conv entries, e.g. {missing[:3]}")
+    wrong = [k for k in names if sed_state[k].shape != own[k].shape]
+    if wrong:
+        raise ValueError(f"SED conv entries differ in shape from {config!r}, e.g. {wrong[:3]}")
+    conv = {k: sed_state[k].detach().clone() for k in names}
+    model.load_state_dict(conv, strict=False)
+    return model

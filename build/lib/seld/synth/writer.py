@@ -1,0 +1,133 @@
+"""Writing synthesized recordings in the DCASE 2019 development layout, in parallel, resumably.
+
+``out_dir/metadata_dev/<stem>.csv``, ``out_dir/mic_dev/<stem>.wav``, ``out_dir/foa_dev/<stem>.wav``.
+Every file is written under a temporary name in its folder and renamed into place, so a file that
+exists is complete; a rerun after a crash makes only the recordings that miss a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from seld.dcase import NUM_CHANNELS, RecordingName
+from seld.fsutil import atomic_path
+from seld.metadata import write_metadata
+from seld.synth.config import SynthConfig
+from seld.synth.scene import plan_recordings, synthesize_recording
+
+logger = logging.getLogger(__name__)
+
+
+class SynthesisError(RuntimeError):
+    """A recording could not be made; the message names it, the cause says why."""
+
+
+def metadata_path(out_dir: Path, name: RecordingName) -> Path:
+    """``out_dir/metadata_dev/<stem>.csv``."""
+    return Path(out_dir) / "metadata_dev" / f"{name.stem}.csv"
+
+
+def audio_path(out_dir: Path, name: RecordingName, fmt: str) -> Path:
+    """``out_dir/<fmt>_dev/<stem>.wav``."""
+    return Path(out_dir) / f"{fmt}_dev" / f"{name.stem}.wav"
+
+
+def _write_wav(path: Path, audio: np.ndarray, config: SynthConfig) -> None:
+    with atomic_path(path) as tmp:
+        sf.write(tmp, audio, config.sample_rate, subtype=config.subtype, format="WAV")
+
+
+def write_recording(out_dir: Path, name: RecordingName, config: SynthConfig) -> Path:
+    """Synthesize one recording and write its WAVs and metadata CSV; returns the CSV's path.
+
+    Always writes (existing files are replaced); the CSV is written last.
+    """
+    events, audio = synthesize_recording(name, config)
+    for fmt, samples in audio.items():
+        _write_wav(audio_path(out_dir, name, fmt), samples, config)
+    path = metadata_path(out_dir, name)
+    write_metadata(path, events)
+    return path
+
+
+def is_complete(out_dir: Path, name: RecordingName, config: SynthConfig) -> bool:
+    """Whether the CSV and every requested WAV exist, the WAVs with the configured shape."""
+    if not metadata_path(out_dir, name).is_file():
+        return False
+    for fmt in config.formats:
+        try:
+            info = sf.info(str(audio_path(out_dir, name, fmt)))
+        except (sf.LibsndfileError, RuntimeError, OSError):
+            return False
+        if (info.channels, info.samplerate, info.frames) != (
+            NUM_CHANNELS,
+            config.sample_rate,
+            config.num_samples,
+        ):
+            return False
+    return True
+
+
+def missing_recordings(out_dir: Path, config: SynthConfig) -> list[RecordingName]:
+    """The planned recordings that :func:`synthesize_dataset` would make now (in plan order)."""
+    return [name for name in plan_recordings(config) if not is_complete(out_dir, name, config)]
+
+
+def synthesize_dataset(
+    out_dir: Path,
+    config: SynthConfig,
+    workers: int | None = None,
+    progress: Callable[[RecordingName], None] | None = None,
+) -> list[RecordingName]:
+    """Make every planned recording that is not already complete under ``out_dir``.
+
+    Recordings are made in a pool of ``workers`` processes (default ``os.cpu_count()``; 1 makes
+    them in this process). Workers are spawned, so a script calling this with more than one
+    worker needs the usual ``if __name__ == "__main__":`` guard.
+
+    ``progress`` is called with each recording's name once it is written (skipped ones are not
+    reported: :func:`missing_recordings` gives the count in advance). Returns the names written,
+    in plan order. The first failure cancels what has not started and is raised as
+    :class:`SynthesisError` naming the recording, chained to the worker's exception.
+    """
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    out_dir = Path(out_dir)
+    todo = missing_recordings(out_dir, config)
+    skipped = len(plan_recordings(config)) - len(todo)
+    if skipped:
+        logger.info("%d recordings already complete in %s; making %d", skipped, out_dir, len(todo))
+    workers = min(workers or os.cpu_count() or 1, max(len(todo), 1))
+    if workers == 1:
+        for name in todo:
+            try:
+                write_recording(out_dir, name, config)
+            except Exception as exc:
+                raise SynthesisError(f"synthesizing {name} failed") from exc
+            if progress is not None:
+                progress(name)
+        return todo
+    # spawn, not fork: the caller may hold threads (Ray, torch) that fork would copy half-way
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending: dict[Future[Path], RecordingName] = {
+            pool.submit(write_recording, out_dir, name, config): name for name in todo
+        }
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = pending.pop(future)
+                if future.exception() is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise SynthesisError(f"synthesizing {name} failed") from future.exception()
+                if progress is not None:
+                    progress(name)
+    return todo

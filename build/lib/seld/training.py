@@ -1,0 +1,358 @@
+"""Training one stage (SED, DOA or joint) of one fold, with exact resume and a report callback.
+
+The loop knows nothing of Ray or MLflow: after every epoch it saves a checkpoint and hands the
+epoch's metrics and the checkpoint folder to ``report`` (the orchestrator passes Ray Train's).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from seld.fsutil import atomic_path
+from seld.inference import predict_file, submission_rows
+from seld.losses import stage_loss
+from seld.metrics import SeldCounts, count_file
+from seld.models import build_model, doa_model_from_sed
+from seld.store import Scaler, reference_rows
+from seld.windows import WindowDataset
+
+log = logging.getLogger(__name__)
+
+STAGES = ("sed", "doa", "joint")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one stage is trained. Iteration counts are optimizer steps.
+
+    The learning rate is ``lr`` until step ``lr_decay_start``, then multiplied by
+    ``lr_decay_factor`` every ``lr_decay_every`` steps (the paper: 1e-3, decay x0.9 every 2000
+    steps after 30000).
+    """
+
+    stage: str = "sed"
+    model: str = "CRNN10"
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_decay_start: int = 30_000
+    lr_decay_every: int = 2_000
+    lr_decay_factor: float = 0.9
+    window_s: float = 2.0
+    hop_s: float = 0.5
+    loss: str = "mae"
+    sed_threshold: float = 0.3
+    seed: int = 0
+    num_workers: int = 0
+    max_batches_per_epoch: int | None = None
+    amp: bool = True
+    channels_last: bool = True
+    #: ``torch.compile`` the model for training (CUDA only; the first epoch pays the compile)
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}; choose one of {', '.join(STAGES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["model_kwargs"] = dict(self.model_kwargs)
+        return data
+
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    "paper": TrainConfig(),
+    # CPU-sized: a narrow CRNN, short training, decay from the start of the second half
+    "tiny": TrainConfig(
+        model_kwargs={"channels": (16, 32, 64, 64), "rnn_hidden": 32},
+        epochs=8,
+        batch_size=16,
+        lr=3e-3,
+        lr_decay_start=200,
+        lr_decay_every=50,
+    ),
+}
+
+
+def train_preset(name: str, stage: str, **overrides: Any) -> TrainConfig:
+    if name not in TRAIN_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}")
+    return replace(TRAIN_PRESETS[name], stage=stage, **overrides)
+
+
+@dataclass
+class StageResult:
+    """The outcome of one stage: where the best checkpoint is and the per-epoch history."""
+
+    best_checkpoint: Path
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, float]]
+    elapsed_s: float
+
+
+def learning_rate_factor(step: int, config: TrainConfig) -> float:
+    if step < config.lr_decay_start:
+        return 1.0
+    return config.lr_decay_factor ** ((step - config.lr_decay_start) // config.lr_decay_every + 1)
+
+
+def pick_device(prefer: str = "auto") -> torch.device:
+    if prefer == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(prefer)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Checkpoints hold tensors, numbers, strings, lists and dicts only: load them safely."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the data-parallel group this process is in; (0, 1) when alone."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def build_stage_model(
+    config: TrainConfig, in_channels: int, sed_state: Mapping[str, torch.Tensor] | None
+) -> torch.nn.Module:
+    """SED and joint stages start from scratch; DOA copies SED's convolutional blocks."""
+    kwargs = {"in_channels": in_channels, **dict(config.model_kwargs)}
+    if config.stage == "doa":
+        if sed_state is None:
+            raise ValueError("the doa stage needs the SED stage's model state")
+        return doa_model_from_sed(sed_state, {"name": config.model, **kwargs})
+    return build_model(config.model, **kwargs)
+
+
+def evaluate_files(
+    model: torch.nn.Module,
+    paths: Sequence[Path],
+    scaler: Scaler | None,
+    config: TrainConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """Validation metrics of one stage on whole recordings.
+
+    ``sed``/``joint``: the model's own detections (threshold ``sed_threshold``) and directions.
+    ``doa``: detections taken from the reference, as the seed does when training DOA, so the
+    scores judge the directions alone. ``selection`` is what model selection minimises: the SED
+    error (ER + 1 - F) / 2 for ``sed``, the SELD score otherwise.
+    """
+    counts = SeldCounts()
+    for path in paths:
+        pred = predict_file(model, path, scaler, device=device)
+        reference, frames = reference_rows(path)
+        activity = None
+        if config.stage == "doa":
+            activity = np.zeros(pred.sed.shape, dtype=bool)
+            activity[reference[:, 0], reference[:, 1]] = True
+        rows = submission_rows(pred, config.sed_threshold, activity=activity)
+        counts = counts + count_file(reference, rows, frames)
+    scores = counts.scores().as_dict()
+    if config.stage == "sed":
+        scores["selection"] = (scores["er"] + 1 - scores["f"]) / 2
+    else:
+        seld = scores["seld"]
+        scores["selection"] = seld if math.isfinite(seld) else float("inf")
+    return {f"val_{k}": float(v) for k, v in scores.items()}
+
+
+def train_stage(
+    config: TrainConfig,
+    train_paths: Sequence[Path],
+    val_paths: Sequence[Path],
+    scaler: Scaler | None,
+    out_dir: Path,
+    *,
+    sed_state: Mapping[str, torch.Tensor] | None = None,
+    report: Callable[[dict[str, float], Path], None] | None = None,
+    device: str = "auto",
+) -> StageResult:
+    """Train one stage, checkpointing every epoch into ``out_dir``; resume if it holds one.
+
+    ``out_dir/last.pt`` carries model, optimizer, scheduler, epoch, step, RNG states and history,
+    so an interrupted run continues exactly where it stopped; ``out_dir/best.pt`` holds the
+    model with the lowest validation ``selection`` score so far.
+
+    Data parallel when run in an initialised ``torch.distributed`` group (e.g. by Ray Train with
+    several workers per fold): each rank trains on its share of the windows with gradients
+    averaged; rank 0 validates and writes the checkpoints, and every rank receives the epoch's
+    metrics for ``report``.
+    """
+    started = time.perf_counter()
+    dev = pick_device(device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with h5py.File(train_paths[0], "r") as h5:
+        fps = float(h5.attrs["frames_per_second"])
+        in_channels = h5["features"].shape[0]
+    window, hop = round(config.window_s * fps), round(config.hop_s * fps)
+    dataset = WindowDataset(train_paths, window=window, hop=hop, scaler=scaler)
+
+    rank, world_size = world()
+    torch.manual_seed(config.seed)
+    model = build_stage_model(config, in_channels, sed_state).to(dev)
+    use_cuda = dev.type == "cuda"
+    if use_cuda and config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net: torch.nn.Module = model
+    if world_size > 1:
+        net = DistributedDataParallel(model, device_ids=[dev.index] if use_cuda else None)
+    if use_cuda and config.compile:
+        net = torch.compile(net)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate_factor(step, config)
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    state = {"epoch": 0, "step": 0, "history": [], "best_score": float("inf"), "best_epoch": 0}
+
+    last = out_dir / "last.pt"
+    if last.exists():
+        ckpt = load_checkpoint(last)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        generator.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        state = {k: ckpt[k] for k in state}
+        log.info("resuming %s at epoch %d", out_dir, state["epoch"])
+
+    sampler = None
+    if world_size > 1:
+        sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed
+        )
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=False,
+        num_workers=config.num_workers,
+        generator=generator,
+        pin_memory=use_cuda,
+        persistent_workers=config.num_workers > 0,
+    )
+    amp_dtype = torch.bfloat16 if use_cuda and torch.cuda.is_bf16_supported() else torch.float16
+    # float16 (GPUs without bf16) needs loss scaling against gradient underflow; bf16 does not
+    grad_scaler = torch.amp.GradScaler(
+        "cuda", enabled=use_cuda and config.amp and amp_dtype == torch.float16
+    )
+    while state["epoch"] < config.epochs:
+        if sampler is not None:
+            sampler.set_epoch(state["epoch"])
+        net.train()
+        losses = []
+        for i, batch in enumerate(loader):
+            if config.max_batches_per_epoch is not None and i >= config.max_batches_per_epoch:
+                break
+            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+            features = batch["features"]
+            if use_cuda and config.channels_last:
+                features = features.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_cuda and config.amp):
+                outputs = net(features)
+            loss = stage_loss(config.stage, outputs, batch, config.loss)
+            optimizer.zero_grad(set_to_none=True)
+            grad_scaler.scale(loss).backward()
+            grad_scaler.step(optimizer)
+            grad_scaler.update()
+            scheduler.step()
+            state["step"] += 1
+            losses.append(float(loss.detach()))
+        state["epoch"] += 1
+        train_loss = float(np.mean(losses)) if losses else float("nan")
+        if world_size > 1:
+            total = torch.tensor([train_loss], dtype=torch.float64, device=dev)
+            dist.all_reduce(total)
+            train_loss = float(total) / world_size
+        metrics = {
+            "epoch": state["epoch"],
+            "step": state["step"],
+            "train_loss": train_loss,
+            "lr": optimizer.param_groups[0]["lr"],
+            "world_size": world_size,
+        }
+        if rank == 0:
+            metrics.update(evaluate_files(model, val_paths, scaler, config, dev))
+        if world_size > 1:
+            shared = [metrics]
+            dist.broadcast_object_list(shared, src=0)
+            metrics = shared[0]
+        state["history"].append(metrics)
+        improved = metrics["val_selection"] < state["best_score"]
+        if improved:
+            state["best_score"], state["best_epoch"] = metrics["val_selection"], state["epoch"]
+        ckpt = {
+            "model": model.state_dict(),
+            "model_config": model.config,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "train_config": _plain(config.to_dict()),
+            **state,
+        }
+        if rank == 0:
+            save_checkpoint(last, ckpt)
+        if improved and rank == 0:
+            save_checkpoint(
+                out_dir / "best.pt",
+                {
+                    "model": ckpt["model"],
+                    "model_config": ckpt["model_config"],
+                    "epoch": state["epoch"],
+                    "metrics": metrics,
+                },
+            )
+        log.info("%s epoch %d: %s", config.stage, state["epoch"], metrics)
+        if report is not None:
+            report(metrics, out_dir)
+    dataset.close()
+    return StageResult(
+        out_dir / "best.pt",
+        state["best_epoch"],
+        state["best_score"],
+        state["history"],
+        time.perf_counter() - started,
+    )
+
+
+def load_model(path: Path, device: str = "cpu") -> torch.nn.Module:
+    """Rebuild a model from a checkpoint (``best.pt`` or ``last.pt``), weights only."""
+    ckpt = load_checkpoint(path)
+    config = dict(ckpt["model_config"])
+    model = build_model(config.pop("name"), **config)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval()
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, so the checkpoint holds only what ``weights_only`` loading accepts."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
