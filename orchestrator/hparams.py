@@ -304,6 +304,7 @@ def tune_hparams(
     rows = []
     for result in results:
         history = result.metrics_dataframe
+        curve = [] if history is None or METRIC not in history else history[METRIC].tolist()
         metrics = result.metrics or {}
         rows.append(
             {
@@ -313,7 +314,7 @@ def tune_hparams(
                 "completed": bool(metrics.get("final", 0.0) == 1.0),
                 "val_seld": float(metrics.get(METRIC, float("nan"))),
                 "error": str(result.error) if result.error else "",
-                "curve": [] if history is None else history[METRIC].tolist(),
+                "curve": curve,
             }
         )
     completed = [r for r in rows if r["completed"]]

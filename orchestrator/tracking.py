@@ -94,7 +94,13 @@ HEAD_NODE = {"node:__internal_head__": 0.001}
 def start_sink(tracking_uri: str):
     """A :class:`MetricsSink` on the head node, which reaches the tracking store (a server bound
     to the head's 127.0.0.1, or a local SQLite file) wherever the fold jobs run."""
-    return MetricsSink.options(resources=HEAD_NODE).remote(tracking_uri)
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return MetricsSink.options(
+        resources=HEAD_NODE,
+        # outside any placement group it is created from (a Tune trial's, for a search)
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None),
+    ).remote(tracking_uri)
 
 
 @ray.remote(num_cpus=0)

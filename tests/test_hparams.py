@@ -105,17 +105,19 @@ def test_tiny_search_with_asha_resumes_after_the_driver_dies(tmp_path: Path):
     ws = tmp_path / "ws"
     env = os.environ | {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
     # first attempt: killed (with its local Ray) once a trial has finished its SED stages
-    first = subprocess.Popen(
-        _search(ws, data, "hp"),
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        first = subprocess.Popen(
+            _search(ws, data, "hp"),
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.time() + 600
     while not list((ws / "runs" / "hp").glob("*/fold*/doa/last.pt")):
-        assert first.poll() is None, "the search ended before it could be interrupted"
+        assert first.poll() is None, f"the search ended early:\n{log.read_text()[-3000:]}"
         assert time.time() < deadline
         time.sleep(1)
     os.killpg(first.pid, signal.SIGKILL)
