@@ -166,6 +166,8 @@ def _trial(config: dict[str, Any], base: dict[str, Any], name: str, parent_run: 
         client.log_param(trial_run, key, value)
     # a trial restarted by Tuner.restore continues after the iterations it already reported
     reported = _reported_iterations(tune.get_checkpoint())
+    # a driver killed between logging an iteration and checkpointing it: log each step once
+    logged = {m.step for m in client.get_metric_history(trial_run, "iter_val_seld")}
 
     def on_history(history: Mapping[str, Mapping[int, Mapping[str, float]]]) -> None:
         nonlocal reported
@@ -174,7 +176,8 @@ def _trial(config: dict[str, Any], base: dict[str, Any], name: str, parent_run: 
             if metrics is None:
                 return
             reported += 1
-            log_scores(client, trial_run, "iter_", metrics, step=reported)
+            if reported not in logged:
+                log_scores(client, trial_run, "iter_", metrics, step=reported)
             _report(metrics | {"final": 0.0}, reported)
 
     sink = start_sink(s.tracking_uri)
