@@ -307,7 +307,12 @@ def tune_hparams(
     rows = []
     for result in results:
         history = result.metrics_dataframe
-        curve = [] if history is None or METRIC not in history else history[METRIC].tolist()
+        curve = []
+        if history is not None and METRIC in history:
+            # one value per iteration, even if a resumed trial reported one again
+            if "training_iteration" in history:
+                history = history.drop_duplicates("training_iteration", keep="last")
+            curve = history[METRIC].tolist()
         metrics = result.metrics or {}
         rows.append(
             {
