@@ -487,6 +487,23 @@ def _status_table(status: dict[str, dict]) -> Table:
     return table
 
 
+def _extract_missing(dataset: Path, workspace: Path, preset: str, fmt: str) -> None:
+    """Extract the features a training command needs; exit 1 naming every failed recording."""
+    from orchestrator.extract import extract_dataset
+    from seld.features import feature_preset
+
+    try:
+        summary = extract_dataset(dataset, workspace, feature_preset(preset, fmt), fmt)
+    except DatasetError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if summary.failed:
+        for reason in summary.failed.values():
+            err_console.print(f"[red]failed:[/red] {reason}")
+        err_console.print("[red]error:[/red] fix or remove the recordings above first")
+        raise typer.Exit(1)
+
+
 @app.command()
 def cv(
     dataset: DatasetOpt,
@@ -519,10 +536,8 @@ def cv(
 
     from orchestrator.cv import CVSettings
     from orchestrator.cv_run import run_cv
-    from orchestrator.extract import extract_dataset
     from orchestrator.ray_utils import ray_session
     from orchestrator.tracking import resolve_tracking_uri
-    from seld.features import feature_preset
 
     settings = CVSettings(
         dataset=str(dataset.resolve()),
@@ -541,12 +556,7 @@ def cv(
         storage=storage,
     )
     with ray_session(address):
-        summary = extract_dataset(dataset, workspace, feature_preset(preset, fmt), fmt)
-        if summary.failed:
-            for reason in summary.failed.values():
-                err_console.print(f"[red]failed:[/red] {reason}")
-            err_console.print("[red]error:[/red] fix or remove the recordings above first")
-            raise typer.Exit(1)
+        _extract_missing(dataset, workspace, preset, fmt)
         with Live(
             _status_table({}), console=err_console, refresh_per_second=2, transient=json_out
         ) as live:
@@ -622,8 +632,7 @@ def _cv_settings(workspace: Path, run: str):
         err_console.print(f"[red]error:[/red] {path} missing: is {run!r} a finished cv run?")
         raise typer.Exit(2)
     cv_config = json.loads(path.read_text())["cv"]
-    cv_config["folds"] = tuple(cv_config["folds"])
-    cv_config["kill_once_after"] = None
+    cv_config["kill_once_after"] = None  # a test hook of the original run, never carried over
     return CVSettings.from_dict(cv_config)
 
 
@@ -725,12 +734,10 @@ def tune_hparams_command(
     """Search training hyperparameters: each trial a cross-validation of the two-stage method,
     early-stopped by ASHA on validation SELD; then a cv of the best config on the test splits."""
     from orchestrator.cv import CVSettings
-    from orchestrator.extract import extract_dataset
     from orchestrator.hparams import check_space, tune_hparams
     from orchestrator.ray_utils import ray_session
     from orchestrator.search_space import SearchSpaceError, load_search_space
     from orchestrator.tracking import resolve_tracking_uri
-    from seld.features import feature_preset
 
     try:
         search_space = load_search_space(space)
@@ -753,11 +760,7 @@ def tune_hparams_command(
         storage=storage,
     )
     with ray_session(address):
-        extracted = extract_dataset(dataset, workspace, feature_preset(preset, fmt), fmt)
-        if extracted.failed:
-            for reason in extracted.failed.values():
-                err_console.print(f"[red]failed:[/red] {reason}")
-            raise typer.Exit(1)
+        _extract_missing(dataset, workspace, preset, fmt)
         summary = tune_hparams(
             settings,
             search_space,
