@@ -759,7 +759,10 @@ def tune_hparams_command(
         tracking_uri=resolve_tracking_uri(workspace, tracking_uri),
         storage=storage,
     )
-    with ray_session(address):
+    # the dashboard's state API lets Ray Train free the CPUs of trials that ASHA stops
+    with ray_session(address, dashboard=True) as dashboard_url:
+        if dashboard_url:
+            err_console.print(f"Ray dashboard: http://{dashboard_url}")
         _extract_missing(dataset, workspace, preset, fmt)
         summary = tune_hparams(
             settings,

@@ -16,16 +16,26 @@ I = TypeVar("I")
 
 
 @contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+def ray_session(
+    address: str | None = None, num_cpus: int | None = None, dashboard: bool = False
+) -> Iterator[str | None]:
     """Use the running Ray if this process already joined one; otherwise start a new local
-    instance (or join ``address``) for the duration of the block, bound to 127.0.0.1, no
-    dashboard; another Ray running on the same machine is left alone.
+    instance (or join ``address``) for the duration of the block, bound to 127.0.0.1; another
+    Ray running on the same machine is left alone.
+
+    A local instance runs without the dashboard unless ``dashboard``. A search that stops
+    trials needs it: the dashboard serves Ray's state API, through which Ray Train's
+    placement-group cleaner sees that a killed fold job's controller is dead and frees the
+    CPUs its workers held. Without it those CPUs stay reserved until the driver exits, and
+    the trials that follow wait for them forever. It costs about 1 GB of memory and 1 s.
+
+    Yields the dashboard's address (``127.0.0.1:8265``) when this block started one, else None.
 
     Without ``address``, ``RAY_ADDRESS`` names the cluster to join, as for ``ray.init()``: a
     command submitted as a Ray job (``seld-orch submit``) finds it set and joins the cluster
     that runs the job instead of starting a local Ray."""
     if ray.is_initialized():
-        yield
+        yield None
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     # Ray Train V2 waits about one controller health-check interval (2 s by default) per
@@ -35,7 +45,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     # reporter); the CLI prints its own progress and results
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     kwargs: dict = {
-        "include_dashboard": False,
+        "include_dashboard": dashboard,
         "logging_level": logging.WARNING,
         # workers' own logs stay in Ray's session logs; the CLI shows progress instead
         "log_to_driver": False,
@@ -48,10 +58,12 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         kwargs["address"] = "local"
         kwargs["num_cpus"] = num_cpus or os.cpu_count()
         kwargs["_node_ip_address"] = "127.0.0.1"
-    ray.init(**kwargs)
+        if dashboard:
+            kwargs["dashboard_host"] = "127.0.0.1"
+    context = ray.init(**kwargs)
     _quiet_raylet_messages()
     try:
-        yield
+        yield (context.dashboard_url or None) if dashboard and not address else None
     finally:
         ray.shutdown()
 

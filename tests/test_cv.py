@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,10 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.cv import CVSettings
+from orchestrator.cv import CVSettings, fold_job
 from orchestrator.cv_run import run_cv
 from orchestrator.extract import extract_dataset
+from orchestrator.ray_utils import ray_session
 from orchestrator.tracking import default_tracking_uri
 from seld.features import feature_preset
 from seld.synth import SynthConfig, synthesize_dataset
@@ -151,6 +153,44 @@ def test_data_parallel_workers_per_fold(local_ray, tmp_path: Path):
         history = load_checkpoint(s.run_dir / "fold2" / stage / "last.pt")["history"]
         assert [h["world_size"] for h in history] == [2]
     assert summary["overall"]["er"] >= 0
+
+
+def _reserved_placement_groups() -> list[str]:
+    table = ray.util.placement_group_table()
+    return [pg for pg, info in table.items() if info["state"] in ("PENDING", "CREATED")]
+
+
+def test_a_killed_fold_job_gives_its_cpus_back(tmp_path: Path):
+    """What ASHA does to a trial: its fold jobs are killed in the middle of a stage. Ray
+    Train's cleaner must then remove the stage's placement group, or its CPUs stay reserved
+    and every later trial waits for them forever (this hung the resumed search of issue 6)."""
+    data = make_data(tmp_path, per_split=1, seconds=5)
+    ws = tmp_path / "ws"
+    s = settings(data, ws, folds=(1,), epochs=500)
+    with ray_session(num_cpus=2, dashboard=True) as dashboard_url:
+        assert dashboard_url and dashboard_url.startswith("127.0.0.1:")
+        extract_dataset(data, ws, feature_preset("tiny"), "mic")
+        gcs = ray.get_runtime_context().gcs_address
+        job = fold_job.options(runtime_env={"env_vars": {"RAY_ADDRESS": gcs}})
+        ref = job.remote(s.to_dict(), 1, None, {"sed": "", "doa": ""})
+        sed = s.run_dir / "fold1" / "sed"
+        deadline = time.time() + 300
+        while not (sed / "last.pt").exists():  # training has started: its CPUs are reserved
+            assert time.time() < deadline
+            time.sleep(0.5)
+        assert _reserved_placement_groups()
+        assert ray.available_resources().get("CPU", 0) == pytest.approx(1.5)
+        ray.cancel(ref, force=True)
+        with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
+            ray.get(ref)
+        deadline = time.time() + 60
+        while _reserved_placement_groups():
+            assert time.time() < deadline, "the killed stage's placement group was never removed"
+            time.sleep(0.5)
+        while ray.available_resources().get("CPU", 0) < 2:
+            assert time.time() < deadline, ray.available_resources()
+            time.sleep(0.5)
+        assert not (sed / "done.json").exists()  # it was killed, not finished
 
 
 def test_folds_spread_over_nodes_and_doa_follows_its_own_sed(tmp_path: Path):

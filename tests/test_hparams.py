@@ -97,11 +97,6 @@ def _search(ws: Path, data: Path, name: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("SELD_TEST_RESUME"),
-    reason="set SELD_TEST_RESUME=1: after a resume the search sometimes waits forever for CPUs "
-    "held by leaked Ray Train placement groups (open, see issue 6)",
-)
 def test_tiny_search_with_asha_resumes_after_the_driver_dies(tmp_path: Path):
     data = tmp_path / "data"
     synthesize_dataset(
