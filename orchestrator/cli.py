@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -58,6 +60,21 @@ EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Override the pr
 NumCpusOpt = Annotated[
     int | None, typer.Option("--num-cpus", help="CPUs of the local Ray (default: all).")
 ]
+GpuOpt = Annotated[bool, typer.Option("--gpu/--no-gpu", help="One GPU per fold job.")]
+TrackingUriOpt = Annotated[
+    str | None, typer.Option("--tracking-uri", help="MLflow store (default: in workspace).")
+]
+
+
+@contextmanager
+def _exit_on(*errors: type[Exception], hint: str = "") -> Iterator[None]:
+    """Bad input ends the command with its message (which names the file and the problem)
+    and exit code 2, without a traceback."""
+    try:
+        yield
+    except errors as exc:
+        err_console.print(f"[red]error:[/red] {exc}{hint}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def progress_bar(transient: bool = False) -> Progress:
@@ -151,17 +168,13 @@ def validate(
     json_out: JsonOpt = False,
 ) -> None:
     """Check every file of a dataset; name every problem; exit 1 if there is any."""
-    try:
-        with progress_bar(transient=True) as progress:
-            task = progress.add_task("checking", total=None, current="")
-            report = validate_dataset(
-                dataset,
-                formats=None if fmt is None else (fmt,),
-                progress=lambda path: progress.update(task, advance=1, current=path.name),
-            )
-    except DatasetError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    with _exit_on(DatasetError), progress_bar(transient=True) as progress:
+        task = progress.add_task("checking", total=None, current="")
+        report = validate_dataset(
+            dataset,
+            formats=None if fmt is None else (fmt,),
+            progress=lambda path: progress.update(task, advance=1, current=path.name),
+        )
     if json_out:
         console.print_json(
             to_json(
@@ -215,7 +228,7 @@ def score(
             durations = recording_durations(ref.parent)
         except DatasetError:
             durations = None  # a bare metadata folder: one-minute recordings, as in DCASE 2019
-    try:
+    with _exit_on(DatasetError):
         report = score_directories(
             ref,
             pred,
@@ -223,9 +236,6 @@ def score(
             default_duration_s=duration if duration is not None else 60.0,
             official_blocks=not corrected_blocks,
         )
-    except DatasetError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
     if json_out:
         console.print_json(to_json(report.as_dict()))
     else:
@@ -242,12 +252,9 @@ def folds(
     json_out: JsonOpt = False,
 ) -> None:
     """Show each fold's training, validation and test recordings."""
-    try:
+    with _exit_on(DatasetError, ValueError):
         layout = DatasetLayout.discover(dataset)
         fold_list = make_folds([r.name for r in layout.recordings(fmt)], protocol=protocol)
-    except (DatasetError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
     rows = [
         {
             "fold": f.index,
@@ -294,12 +301,9 @@ def extract(
     from orchestrator.extract import extract_dataset, plan_extraction
     from seld.features import feature_preset
 
-    try:
+    with _exit_on(DatasetError, ValueError):
         config = feature_preset(preset, fmt)
         _, todo, _ = plan_extraction(dataset, workspace, config, fmt)
-    except (DatasetError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
     with progress_bar() as progress:
         task = progress.add_task(f"extracting {fmt}", total=len(todo), current="")
         summary = extract_dataset(
@@ -345,11 +349,8 @@ def _fold_data(dataset: Path, workspace: Path, fmt: str, preset: str, fold: int,
     from orchestrator.fold import fold_data
     from seld.features import feature_preset
 
-    try:
+    with _exit_on(DatasetError, ValueError, FileNotFoundError):
         return fold_data(dataset, workspace, feature_preset(preset, fmt), fmt, fold, protocol)
-    except (DatasetError, ValueError, FileNotFoundError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -389,13 +390,10 @@ def train(
                 soft_wrap=True,
             )
 
-    try:
+    with _exit_on(FileNotFoundError):
         result = train_fold_stage(
             data, config, workspace / "runs" / run, report=show, device=device
         )
-    except FileNotFoundError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
     summary = {
         "best_checkpoint": str(result.best_checkpoint),
         "best_epoch": result.best_epoch,
@@ -435,11 +433,8 @@ def evaluate(
 
     data = _fold_data(dataset, workspace, fmt, preset, fold, protocol)
     run_dir = workspace / "runs" / run
-    try:
+    with _exit_on(FileNotFoundError, hint=" (train both stages first)"):
         preds = two_stage_predictions(data, run_dir, "test", device)
-    except FileNotFoundError as exc:
-        err_console.print(f"[red]error:[/red] {exc} (train both stages first)")
-        raise typer.Exit(2) from None
     refs = references(data, "test")
     submissions = run_dir / f"fold{fold}" / "submissions"
     report = score_predictions(preds, refs, threshold, submissions)
@@ -487,16 +482,33 @@ def _status_table(status: dict[str, dict]) -> Table:
     return table
 
 
+def _fold_numbers(text: str) -> tuple[int, ...]:
+    return tuple(int(k) for k in text.split(","))
+
+
+def _new_cv_settings(
+    dataset: Path, workspace: Path, folds: str, tracking_uri: str | None, **fields
+):
+    """A new cv run's (or search's) settings from the command line's options."""
+    from orchestrator.cv import CVSettings
+    from orchestrator.tracking import resolve_tracking_uri
+
+    return CVSettings(
+        dataset=str(dataset.resolve()),
+        workspace=str(workspace.resolve()),
+        folds=_fold_numbers(folds),
+        tracking_uri=resolve_tracking_uri(workspace, tracking_uri),
+        **fields,
+    )
+
+
 def _extract_missing(dataset: Path, workspace: Path, preset: str, fmt: str) -> None:
     """Extract the features a training command needs; exit 1 naming every failed recording."""
     from orchestrator.extract import extract_dataset
     from seld.features import feature_preset
 
-    try:
+    with _exit_on(DatasetError):
         summary = extract_dataset(dataset, workspace, feature_preset(preset, fmt), fmt)
-    except DatasetError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
     if summary.failed:
         for reason in summary.failed.values():
             err_console.print(f"[red]failed:[/red] {reason}")
@@ -516,14 +528,12 @@ def cv(
     epochs: EpochsOpt = None,
     seed: SeedOpt = 0,
     address: AddressOpt = None,
-    gpu: Annotated[bool, typer.Option("--gpu/--no-gpu", help="One GPU per fold job.")] = False,
+    gpu: GpuOpt = False,
     workers_per_fold: Annotated[
         int, typer.Option("--workers-per-fold", min=1, help="Data-parallel workers per fold job.")
     ] = 1,
     threshold: Annotated[float, typer.Option("--threshold", help="SED threshold.")] = 0.3,
-    tracking_uri: Annotated[
-        str | None, typer.Option("--tracking-uri", help="MLflow store (default: in workspace).")
-    ] = None,
+    tracking_uri: TrackingUriOpt = None,
     storage: StorageOpt = "",
     json_out: JsonOpt = False,
 ) -> None:
@@ -534,17 +544,16 @@ def cv(
     """
     from rich.live import Live
 
-    from orchestrator.cv import CVSettings
     from orchestrator.cv_run import run_cv
     from orchestrator.ray_utils import ray_session
-    from orchestrator.tracking import resolve_tracking_uri
 
-    settings = CVSettings(
-        dataset=str(dataset.resolve()),
-        workspace=str(workspace.resolve()),
+    settings = _new_cv_settings(
+        dataset,
+        workspace,
+        folds,
+        tracking_uri,
         fmt=fmt,
         preset=preset,
-        folds=tuple(int(k) for k in folds.split(",")),
         protocol=protocol,
         run=run,
         epochs=epochs,
@@ -552,7 +561,6 @@ def cv(
         use_gpu=gpu,
         workers_per_fold=workers_per_fold,
         threshold=threshold,
-        tracking_uri=resolve_tracking_uri(workspace, tracking_uri),
         storage=storage,
     )
     with ray_session(address):
@@ -665,11 +673,8 @@ def tune_thresholds_command(
     from orchestrator.tune import tune_thresholds
 
     settings = _cv_settings(workspace, run)
-    try:
+    with _exit_on(SearchSpaceError):
         search_space = load_search_space(space)
-    except SearchSpaceError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
     with ray_session(address):
         summary = tune_thresholds(
             settings,
@@ -724,39 +729,32 @@ def tune_hparams_command(
         int, typer.Option("--grace-period", min=1, help="ASHA: iterations before any stop.")
     ] = 1,
     address: AddressOpt = None,
-    gpu: Annotated[bool, typer.Option("--gpu/--no-gpu", help="One GPU per fold job.")] = False,
-    tracking_uri: Annotated[
-        str | None, typer.Option("--tracking-uri", help="MLflow store (default: in workspace).")
-    ] = None,
+    gpu: GpuOpt = False,
+    tracking_uri: TrackingUriOpt = None,
     storage: StorageOpt = "",
     json_out: JsonOpt = False,
 ) -> None:
     """Search training hyperparameters: each trial a cross-validation of the two-stage method,
     early-stopped by ASHA on validation SELD; then a cv of the best config on the test splits."""
-    from orchestrator.cv import CVSettings
     from orchestrator.hparams import check_space, tune_hparams
     from orchestrator.ray_utils import ray_session
     from orchestrator.search_space import SearchSpaceError, load_search_space
-    from orchestrator.tracking import resolve_tracking_uri
 
-    try:
+    with _exit_on(SearchSpaceError):
         search_space = load_search_space(space)
         check_space(search_space, space)
-    except SearchSpaceError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    settings = CVSettings(
-        dataset=str(dataset.resolve()),
-        workspace=str(workspace.resolve()),
+    settings = _new_cv_settings(
+        dataset,
+        workspace,
+        folds,
+        tracking_uri,
         fmt=fmt,
         preset=preset,
-        folds=tuple(int(k) for k in folds.split(",")),
         protocol=protocol,
         run=name,
         epochs=epochs,
         seed=seed,
         use_gpu=gpu,
-        tracking_uri=resolve_tracking_uri(workspace, tracking_uri),
         storage=storage,
     )
     # the dashboard's state API lets Ray Train free the CPUs of trials that ASHA stops
@@ -772,7 +770,7 @@ def tune_hparams_command(
             seed=seed,
             concurrency=concurrency,
             grace_period=grace_period,
-            final_folds=tuple(int(k) for k in final_folds.split(",")) if final_folds else None,
+            final_folds=_fold_numbers(final_folds) if final_folds else None,
             on_progress=lambda msg: err_console.print(f"[bold]{msg}[/bold]"),
         )
     if json_out:
@@ -885,20 +883,14 @@ PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 def _submit(command: str, ctx: typer.Context, address: str | None, follow: bool) -> None:
     from orchestrator.submit import SubmitError, follow_logs, job_info, submit
 
-    try:
+    with _exit_on(SubmitError):
         job_id = submit(command, list(ctx.args), address=address)
-    except SubmitError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
     console.print(job_id, highlight=False)
     err_console.print(f"`seld-orch status {job_id}`, `seld-orch logs {job_id} --follow`")
     if follow:
-        try:
+        with _exit_on(SubmitError):
             follow_logs(job_id, lambda text: print(text, end="", flush=True), address)
             status = job_info(job_id, address)["status"]
-        except SubmitError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
         err_console.print(f"job {job_id}: {status}")
         if status != "SUCCEEDED":
             raise typer.Exit(1)
@@ -935,16 +927,13 @@ def status(
     from orchestrator.submit import SubmitError, job_info, list_jobs
     from orchestrator.submit import wait as wait_job
 
-    try:
+    with _exit_on(SubmitError):
         if job is None:
             rows = list_jobs(address)
         elif wait:
             rows = [wait_job(job, address)]
         else:
             rows = [job_info(job, address)]
-    except SubmitError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
     if json_out:
         console.print_json(to_json(rows if job is None else rows[0]))
     else:
@@ -971,14 +960,11 @@ def logs(
     from orchestrator.submit import SubmitError, follow_logs
     from orchestrator.submit import logs as job_logs
 
-    try:
+    with _exit_on(SubmitError):
         if follow:
             follow_logs(job, lambda text: print(text, end="", flush=True), address)
         else:
             print(job_logs(job, address), end="", flush=True)
-    except SubmitError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":
