@@ -168,23 +168,15 @@ def _legacy_trial(config, data) -> None:
 def legacy_search(preds, refs, space, trials: int, seed: int, storage: Path) -> float:
     """Trials per second of the search as it was before: the old trial and Tune's default
     per-trial logging and experiment checkpoints."""
-    import optuna
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
 
-    searcher = OptunaSearch(
-        space=space.define_by_run,
-        metric=space.metric,
-        mode="min",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-    )
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_legacy_trial, data=(preds, refs)), {"cpu": 1}),
         tune_config=tune.TuneConfig(
             metric=space.metric,
             mode="min",
             num_samples=trials,
-            search_alg=searcher,
+            search_alg=space.searcher(seed),
             reuse_actors=True,
             max_concurrent_trials=1,
         ),

@@ -33,12 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.cv import STAGES, CVSettings, run_fold_jobs, settings_fold_data
 from orchestrator.cv_run import create_cv_runs, resolved_config, run_cv
@@ -270,12 +268,6 @@ def tune_hparams(
             experiment_dir, trainable, resume_unfinished=True, resume_errored=True
         )
     else:
-        searcher = OptunaSearch(
-            space=space.define_by_run,
-            metric=METRIC,
-            mode="min",
-            sampler=optuna.samplers.TPESampler(seed=seed),
-        )
         scheduler = ASHAScheduler(
             time_attr="training_iteration",
             max_t=max_t,
@@ -288,7 +280,7 @@ def tune_hparams(
                 metric=METRIC,
                 mode="min",
                 num_samples=trials,
-                search_alg=searcher,
+                search_alg=space.searcher(seed, METRIC),
                 scheduler=scheduler,
                 max_concurrent_trials=concurrency,
                 reuse_actors=False,

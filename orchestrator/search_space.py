@@ -76,6 +76,18 @@ class SearchSpace:
             for name in param.names():
                 taken[name] = param.suggest(trial, name)
 
+    def searcher(self, seed: int, metric: str | None = None) -> Any:
+        """Ray Tune's ``OptunaSearch`` over this space: a TPE sampler seeded with ``seed``,
+        minimising ``metric`` (default: the space's own)."""
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(
+            space=self.define_by_run,
+            metric=metric or self.metric,
+            mode="min",
+            sampler=optuna.samplers.TPESampler(seed=seed),
+        )
+
 
 def load_search_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space YAML; :class:`SearchSpaceError` names the problem."""

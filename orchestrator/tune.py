@@ -25,11 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from ray import tune
-from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.cv import CVSettings, settings_fold_data
 from orchestrator.fold import references, two_stage_predictions
@@ -122,19 +120,13 @@ def search(
     With ``concurrency`` 1 the sampler sees every result before the next suggestion, so a seed
     gives the same search every time.
     """
-    searcher = OptunaSearch(
-        space=space.define_by_run,
-        metric=space.metric,
-        mode="min",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-    )
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_trial, scorer=scorer), {"cpu": 1}),
         tune_config=tune.TuneConfig(
             metric=space.metric,
             mode="min",
             num_samples=trials,
-            search_alg=searcher,
+            search_alg=space.searcher(seed),
             reuse_actors=True,
             max_concurrent_trials=concurrency,
         ),
