@@ -1,4 +1,4 @@
-"""Shared fixtures: small real datasets written to temporary folders."""
+"""Shared fixtures: small real datasets written to temporary folders, and a local Ray."""
 
 from __future__ import annotations
 
@@ -56,3 +56,12 @@ def make_dataset(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+@pytest.fixture
+def local_ray():
+    """A local Ray of 2 CPUs for one test, started as the commands start theirs."""
+    from orchestrator.ray_utils import ray_session
+
+    with ray_session(num_cpus=2):
+        yield

@@ -52,13 +52,6 @@ def settings(data: Path, ws: Path, **kw) -> CVSettings:
     return CVSettings(**(base | kw))
 
 
-@pytest.fixture
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def test_four_fold_cv_is_tracked_and_rescorable(local_ray, tmp_path: Path):
     data = make_data(tmp_path, per_split=1, seconds=5)
     ws = tmp_path / "ws"

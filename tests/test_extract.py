@@ -6,21 +6,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
-import ray
 
 from orchestrator.extract import extract_dataset
 from seld.features import feature_preset
 from seld.store import feature_path
 
 CONFIG = feature_preset("tiny", "mic")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
-    yield
-    ray.shutdown()
 
 
 def test_extract_resumes_and_reports_bad_recordings(local_ray, make_dataset, tmp_path: Path):

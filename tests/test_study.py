@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
-import ray
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
@@ -124,19 +122,6 @@ def test_too_few_trials_or_nothing_varies_skips_the_chart(tmp_path: Path):
     bad.loc[0, "config/threshold"] = 2.0
     study, notes = build_study(bad, TINY, "val_seld", "min")
     assert len(study.trials) == 4 and "t000" in notes[0]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-    )
-    yield
-    ray.shutdown()
 
 
 def test_export_from_a_real_tune_run(local_ray, tmp_path: Path):

@@ -5,12 +5,10 @@ reproducible, jointly and per fold."""
 from __future__ import annotations
 
 import itertools
-import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 from scipy.ndimage import median_filter
 
 from orchestrator.search_space import load_search_space
@@ -149,19 +147,6 @@ def test_postprocessing_reads_global_and_per_class_thresholds():
     per_class = {f"threshold_{c}": i / 20 for i, c in enumerate(CLASSES)}
     thresholds, median = postprocessing(per_class)
     assert thresholds[3] == np.float32(0.15) and median == 1
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-    )
-    yield
-    ray.shutdown()
 
 
 def folds_data():
