@@ -83,17 +83,49 @@ def doa_loss(
     return azi + ele
 
 
-def _doa(
-    outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor], kind: str
+def target_vectors(azimuth_deg: torch.Tensor, elevation_deg: torch.Tensor) -> torch.Tensor:
+    """Unit vectors (x front, y left, z up) of directions in degrees: (...,) -> (..., 3)."""
+    azi, ele = torch.deg2rad(azimuth_deg.float()), torch.deg2rad(elevation_deg.float())
+    return torch.stack(
+        [torch.cos(ele) * torch.cos(azi), torch.cos(ele) * torch.sin(azi), torch.sin(ele)], -1
+    )
+
+
+def xyz_loss(
+    xyz: torch.Tensor,
+    target_azimuth_deg: torch.Tensor,
+    target_elevation_deg: torch.Tensor,
+    activity: torch.Tensor,
+    mask: torch.Tensor,
+    kind: str = "mse",
 ) -> torch.Tensor:
+    """Error of Cartesian direction outputs ``xyz`` (batch, frames, classes, 3) against the
+    targets' unit vectors, over entries whose reference class is active: ``mse`` the mean squared
+    Euclidean distance, ``mae`` the mean Euclidean distance. It has no azimuth discontinuity."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown DOA loss {kind!r}; choose one of {', '.join(KINDS)}")
+    weight = activity.float() * mask.float()[..., None]
+    squared = (xyz.float() - target_vectors(target_azimuth_deg, target_elevation_deg)).square()
+    distance = squared.sum(-1)
+    if kind == "mae":  # the epsilon keeps sqrt's gradient finite at a perfect fit
+        distance = torch.sqrt(distance + 1e-12)
+    total = weight.sum()
+    value = (distance * weight).sum() / total.clamp_min(1.0)
+    return torch.where(total > 0, value, (xyz.float() * 0).sum())
+
+
+def _doa(
+    outputs: Mapping[str, torch.Tensor],
+    batch: Mapping[str, torch.Tensor],
+    kind: str,
+    wrap_azimuth: bool = False,
+) -> torch.Tensor:
+    """The DOA loss of the model's output form: Cartesian when it has ``xyz``, else angles."""
+    targets = (batch["azimuth"], batch["elevation"], batch["activity"], batch["mask"])
+    if "xyz" in outputs:
+        return xyz_loss(outputs["xyz"], *targets, kind=kind)
     return doa_loss(
-        outputs["azimuth"],
-        outputs["elevation"],
-        batch["azimuth"],
-        batch["elevation"],
-        batch["activity"],
-        batch["mask"],
-        kind,
+        outputs["azimuth"], outputs["elevation"], *targets, kind=kind, wrap_azimuth=wrap_azimuth
     )
 
 
@@ -103,10 +135,11 @@ def joint_loss(
     sed_weight: float = 0.8,
     doa_weight: float = 0.2,
     kind: str = "mae",
+    wrap_azimuth: bool = False,
 ) -> torch.Tensor:
     """The paper's one-stage baseline: ``0.8 * sed_loss + 0.2 * doa_loss``."""
     sed = sed_loss(outputs["sed_logits"], batch["activity"], batch["mask"])
-    return sed_weight * sed + doa_weight * _doa(outputs, batch, kind)
+    return sed_weight * sed + doa_weight * _doa(outputs, batch, kind, wrap_azimuth)
 
 
 def stage_loss(
@@ -114,13 +147,15 @@ def stage_loss(
     outputs: Mapping[str, torch.Tensor],
     batch: Mapping[str, torch.Tensor],
     kind: str = "mae",
+    wrap_azimuth: bool = False,
 ) -> torch.Tensor:
     """The training loss of ``stage``: ``"sed"`` (BCE), ``"doa"`` (masked angle error of
-    ``kind``) or ``"joint"`` (the one-stage baseline)."""
+    ``kind``, azimuth wrapped into [-pi, pi) when ``wrap_azimuth``; Cartesian when the model
+    outputs ``xyz``) or ``"joint"`` (the one-stage baseline)."""
     if stage == "sed":
         return sed_loss(outputs["sed_logits"], batch["activity"], batch["mask"])
     if stage == "doa":
-        return _doa(outputs, batch, kind)
+        return _doa(outputs, batch, kind, wrap_azimuth)
     if stage == "joint":
-        return joint_loss(outputs, batch, kind=kind)
+        return joint_loss(outputs, batch, kind=kind, wrap_azimuth=wrap_azimuth)
     raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")

@@ -37,6 +37,9 @@ from torch import nn
 from seld.dcase import NUM_CLASSES
 
 POOLS = ("avg", "max")
+#: Forms of the direction output: the seed's azimuth and elevation (radians) per class, or a
+#: Cartesian vector per class (tanh, read back with atan2), which has no azimuth discontinuity.
+DOA_OUTPUTS = ("angles", "xyz")
 #: State-dict prefix of the convolutional blocks, the part stage 2 inherits from stage 1.
 CONV_PREFIX = "conv_blocks."
 
@@ -114,6 +117,9 @@ class SeldNet(nn.Module):
         rnn_layers: GRU layers; 0 feeds the conv features straight to the heads.
         dropout: dropout on the heads' and GRU's inputs (0 in the paper).
         pool: ``"avg"`` (paper) or ``"max"``, for the blocks and the frequency reduction.
+        doa_output: ``"angles"`` (paper: an azimuth and an elevation head) or ``"xyz"`` (one
+            head of 3 values per class, tanh; ``azimuth`` and ``elevation`` are read back with
+            atan2 and the outputs gain ``xyz`` (batch, frames, classes, 3)).
 
     ``config`` holds these arguments and the registry ``name``: ``build_model(**model.config)``
     rebuilds the architecture. The base class itself is not in the registry.
@@ -130,8 +136,13 @@ class SeldNet(nn.Module):
         rnn_layers: int = 1,
         dropout: float = 0.0,
         pool: str = "avg",
+        doa_output: str = "angles",
     ):
         super().__init__()
+        if doa_output not in DOA_OUTPUTS:
+            raise ValueError(
+                f"unknown doa_output {doa_output!r}; choose one of {', '.join(DOA_OUTPUTS)}"
+            )
         if not channels:
             raise ValueError("channels needs at least one conv block width")
         if rnn_layers < 0:
@@ -146,6 +157,9 @@ class SeldNet(nn.Module):
             "dropout": float(dropout),
             "pool": pool,
         }
+        if doa_output != "angles":  # the paper's configs (and old checkpoints) stay as they were
+            self.config["doa_output"] = doa_output
+        self.doa_output = doa_output
         widths = [in_channels, *channels]
         self.conv_blocks = nn.ModuleList(
             ConvBlock(a, b, pool) for a, b in itertools.pairwise(widths)
@@ -166,10 +180,17 @@ class SeldNet(nn.Module):
             )
             init_gru(self.gru)
             features = 2 * rnn_hidden
+        self.num_classes = num_classes
         self.event_fc = nn.Linear(features, num_classes)
-        self.azimuth_fc = nn.Linear(features, num_classes)
-        self.elevation_fc = nn.Linear(features, num_classes)
-        for head in (self.event_fc, self.azimuth_fc, self.elevation_fc):
+        heads = [self.event_fc]
+        if doa_output == "angles":
+            self.azimuth_fc = nn.Linear(features, num_classes)
+            self.elevation_fc = nn.Linear(features, num_classes)
+            heads += [self.azimuth_fc, self.elevation_fc]
+        else:
+            self.xyz_fc = nn.Linear(features, 3 * num_classes)
+            heads.append(self.xyz_fc)
+        for head in heads:
             init_layer(head)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -183,11 +204,15 @@ class SeldNet(nn.Module):
         if self.gru is not None:
             x, _ = self.gru(x)
             x = self.dropout(x)
-        outputs = {
-            "sed_logits": self.event_fc(x),
-            "azimuth": self.azimuth_fc(x),
-            "elevation": self.elevation_fc(x),
-        }
+        outputs = {"sed_logits": self.event_fc(x)}
+        if self.doa_output == "angles":
+            outputs["azimuth"] = self.azimuth_fc(x)
+            outputs["elevation"] = self.elevation_fc(x)
+        else:
+            xyz = torch.tanh(self.xyz_fc(x)).unflatten(-1, (self.num_classes, 3))
+            outputs["xyz"] = xyz
+            outputs["azimuth"] = torch.atan2(xyz[..., 1], xyz[..., 0])
+            outputs["elevation"] = torch.atan2(xyz[..., 2], torch.hypot(xyz[..., 0], xyz[..., 1]))
         return {
             k: v.repeat_interleave(self.time_ratio, dim=1)[:, :frames] for k, v in outputs.items()
         }

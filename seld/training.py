@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
+from seld.augment import BatchAugmenter
 from seld.fsutil import atomic_path
 from seld.inference import predict_file, submission_rows
 from seld.losses import stage_loss
@@ -32,15 +33,27 @@ from seld.windows import WindowDataset
 log = logging.getLogger(__name__)
 
 STAGES = ("sed", "doa", "joint")
+LR_SCHEDULES = ("step", "cosine")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """How one stage is trained. Iteration counts are optimizer steps.
 
-    The learning rate is ``lr`` until step ``lr_decay_start``, then multiplied by
-    ``lr_decay_factor`` every ``lr_decay_every`` steps (the paper: 1e-3, decay x0.9 every 2000
-    steps after 30000).
+    Budget: ``steps`` optimizer steps when set (the last epoch may be cut short), otherwise
+    ``epochs`` passes over the windows.
+
+    Learning rate, ``lr_schedule``:
+    - ``"step"`` (the seed's): ``lr`` until step ``lr_decay_start``, then multiplied by
+      ``lr_decay_factor`` every ``lr_decay_every`` steps (the paper: 1e-3, decay x0.9 every
+      2000 steps after 30000). Absolute step numbers: a longer budget keeps decaying.
+    - ``"cosine"``: relative to the budget, from ``lr`` down to ``lr * lr_final_factor`` at its
+      last step along half a cosine, whatever the number of epochs or windows.
+
+    Beyond the seed (off in the ``paper`` preset): ``augment`` applies a random channel symmetry
+    of the array (:mod:`seld.augment`) to each training window; ``wrap_azimuth`` wraps the
+    azimuth error of the DOA loss into [-180, 180) degrees; the direction output form is the
+    model's ``doa_output`` in ``model_kwargs``.
     """
 
     stage: str = "sed"
@@ -55,6 +68,11 @@ class TrainConfig:
     window_s: float = 2.0
     hop_s: float = 0.5
     loss: str = "mae"
+    wrap_azimuth: bool = False
+    augment: bool = False
+    steps: int | None = None
+    lr_schedule: str = "step"
+    lr_final_factor: float = 0.02
     sed_threshold: float = 0.3
     seed: int = 0
     num_workers: int = 0
@@ -67,6 +85,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"unknown stage {self.stage!r}; choose one of {', '.join(STAGES)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"unknown lr_schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}"
+            )
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1 or None, got {self.steps}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -105,10 +129,25 @@ class StageResult:
     elapsed_s: float
 
 
-def learning_rate_factor(step: int, config: TrainConfig) -> float:
+def learning_rate_factor(step: int, config: TrainConfig, total_steps: int) -> float:
+    """The multiplier of ``lr`` at optimizer step ``step`` of a ``total_steps`` budget."""
+    if config.lr_schedule == "cosine":
+        progress = min(step / max(total_steps - 1, 1), 1.0)
+        final = config.lr_final_factor
+        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
     if step < config.lr_decay_start:
         return 1.0
     return config.lr_decay_factor ** ((step - config.lr_decay_start) // config.lr_decay_every + 1)
+
+
+def step_budget(config: TrainConfig, batches_per_epoch: int) -> tuple[int, int]:
+    """(optimizer steps, epochs) of a stage: ``steps`` if set, else ``epochs`` full epochs."""
+    if config.max_batches_per_epoch is not None:
+        batches_per_epoch = min(batches_per_epoch, config.max_batches_per_epoch)
+    batches_per_epoch = max(batches_per_epoch, 1)
+    if config.steps is None:
+        return config.epochs * batches_per_epoch, config.epochs
+    return config.steps, math.ceil(config.steps / batches_per_epoch)
 
 
 def pick_device(prefer: str = "auto") -> torch.device:
@@ -207,8 +246,10 @@ def train_stage(
     with h5py.File(train_paths[0], "r") as h5:
         fps = float(h5.attrs["frames_per_second"])
         in_channels = h5["features"].shape[0]
+        fmt = str(h5.attrs["format"])
     window, hop = round(config.window_s * fps), round(config.hop_s * fps)
-    dataset = WindowDataset(train_paths, window=window, hop=hop, scaler=scaler)
+    # raw windows: augmentation acts on unscaled features, then the batch is standardised
+    dataset = WindowDataset(train_paths, window=window, hop=hop)
 
     rank, world_size = world()
     torch.manual_seed(config.seed)
@@ -221,24 +262,7 @@ def train_stage(
         net = DistributedDataParallel(model, device_ids=[dev.index] if use_cuda else None)
     if use_cuda and config.compile:
         net = torch.compile(net)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate_factor(step, config)
-    )
     generator = torch.Generator().manual_seed(config.seed)
-    state = {"epoch": 0, "step": 0, "history": [], "best_score": float("inf"), "best_epoch": 0}
-
-    last = out_dir / "last.pt"
-    if last.exists():
-        ckpt = load_checkpoint(last)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        generator.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        state = {k: ckpt[k] for k in state}
-        log.info("resuming %s at epoch %d", out_dir, state["epoch"])
-
     sampler = None
     if world_size > 1:
         sampler = DistributedSampler(
@@ -255,12 +279,37 @@ def train_stage(
         pin_memory=use_cuda,
         persistent_workers=config.num_workers > 0,
     )
+    total_steps, epochs = step_budget(config, len(loader))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate_factor(step, config, total_steps)
+    )
+    augment_generator = torch.Generator().manual_seed(config.seed + 1)
+    augmenter = None
+    if config.augment:
+        augmenter = BatchAugmenter(fmt, feature_kind(in_channels), augment_generator)
+    standardise = _BatchScaler(scaler, dev)
+    state = {"epoch": 0, "step": 0, "history": [], "best_score": float("inf"), "best_epoch": 0}
+
+    last = out_dir / "last.pt"
+    if last.exists():
+        ckpt = load_checkpoint(last)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        generator.set_state(ckpt["generator"])
+        if "augment_generator" in ckpt:
+            augment_generator.set_state(ckpt["augment_generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        state = {k: ckpt[k] for k in state}
+        log.info("resuming %s at epoch %d", out_dir, state["epoch"])
+
     amp_dtype = torch.bfloat16 if use_cuda and torch.cuda.is_bf16_supported() else torch.float16
     # float16 (GPUs without bf16) needs loss scaling against gradient underflow; bf16 does not
     grad_scaler = torch.amp.GradScaler(
         "cuda", enabled=use_cuda and config.amp and amp_dtype == torch.float16
     )
-    while state["epoch"] < config.epochs:
+    while state["epoch"] < epochs and state["step"] < total_steps:
         if sampler is not None:
             sampler.set_epoch(state["epoch"])
         net.train()
@@ -268,13 +317,17 @@ def train_stage(
         for i, batch in enumerate(loader):
             if config.max_batches_per_epoch is not None and i >= config.max_batches_per_epoch:
                 break
+            if state["step"] >= total_steps:
+                break
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-            features = batch["features"]
+            if augmenter is not None:
+                batch = augmenter(batch)
+            features = standardise(batch["features"])
             if use_cuda and config.channels_last:
                 features = features.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_cuda and config.amp):
                 outputs = net(features)
-            loss = stage_loss(config.stage, outputs, batch, config.loss)
+            loss = stage_loss(config.stage, outputs, batch, config.loss, config.wrap_azimuth)
             optimizer.zero_grad(set_to_none=True)
             grad_scaler.scale(loss).backward()
             grad_scaler.step(optimizer)
@@ -311,6 +364,7 @@ def train_stage(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "generator": generator.get_state(),
+            "augment_generator": augment_generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "train_config": _plain(config.to_dict()),
             **state,
@@ -338,6 +392,30 @@ def train_stage(
         state["history"],
         time.perf_counter() - started,
     )
+
+
+def feature_kind(channels: int) -> str:
+    """The feature kind of a 4-channel recording's tensor, from its channel count."""
+    kinds = {4 + 6: "logmel_gcc", 4 + 3: "logmel_iv"}
+    if channels not in kinds:
+        raise ValueError(f"no feature kind has {channels} channels (10: log-mel + GCC, 7: + IV)")
+    return kinds[channels]
+
+
+class _BatchScaler:
+    """A fold's :class:`Scaler` on a batch (batch, channels, frames, bins), in float32 on the
+    training device: the same arithmetic as ``Scaler.apply``, vectorised over the batch."""
+
+    def __init__(self, scaler: Scaler | None, device: torch.device):
+        self.mean = self.std = None
+        if scaler is not None:
+            self.mean = torch.as_tensor(scaler.mean, dtype=torch.float32, device=device)[:, None]
+            self.std = torch.as_tensor(scaler.std, dtype=torch.float32, device=device)[:, None]
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        if self.mean is None:
+            return features
+        return (features - self.mean) / self.std
 
 
 def load_model(path: Path, device: str = "cpu") -> torch.nn.Module:

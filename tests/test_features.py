@@ -36,6 +36,31 @@ def test_gcc_phat_peaks_at_the_channel_delay():
         assert peak == delays[m] - delays[n], (n, m)
 
 
+def test_upsampled_gcc_phat_resolves_fractional_delays():
+    """Delays of a fraction of a sample: whole-sample GCC rounds them, gcc_upsample=8 finds them
+    to 1/8 of a sample; with upsample 1 the output is the plain GCC-PHAT."""
+    base = replace(PRESETS["tiny"], gcc_upsample=1)
+    config = replace(PRESETS["tiny"], gcc_upsample=8)
+    n = 16_000
+    spectrum = np.fft.rfft(np.random.default_rng(1).standard_normal(n))
+    freqs = np.fft.rfftfreq(n)
+    delays = [0.0, 1.5, -1.25, 2.125]  # samples; pairs within the +-4 kept
+    audio = np.stack(
+        [np.fft.irfft(spectrum * np.exp(-2j * np.pi * freqs * d), n) for d in delays], axis=1
+    ).astype(np.float32)
+    feats = extract_features(audio, config)
+    assert feats.shape == (10, 101, 64)
+    np.testing.assert_array_equal(
+        extract_features(audio, base), extract_features(audio, PRESETS["tiny"])
+    )
+    centre = config.n_mels // 2
+    pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    for p, (a, b) in enumerate(pairs):
+        peak = (int(np.argmax(feats[4 + p, 10:-10].mean(axis=0))) - centre) / 8
+        assert peak == pytest.approx(delays[b] - delays[a], abs=1 / 16), (a, b)
+    assert config.hash() != base.hash() == PRESETS["tiny"].hash()
+
+
 def test_log_mel_of_a_tone_peaks_in_its_band():
     config = PRESETS["tiny"]
     t = np.arange(16_000) / 16_000

@@ -134,3 +134,33 @@ def test_joint_loss_and_stage_dispatch():
     assert stage_loss("joint", out, batch).item() == pytest.approx(0.8 * sed + 0.2 * direction)
     with pytest.raises(ValueError, match="unknown stage 'both'; choose one of sed, doa, joint"):
         stage_loss("both", out, batch)
+
+
+def test_wrap_aware_doa_loss_reaches_the_training_loss():
+    """-175 predicted for a target of 175 costs 10 degrees with the wrap, 350 without."""
+    batch = make_batch(active=[(0, 0, 175, 0)])
+    out = outputs()
+    out["azimuth"][0, 0, 0] = math.radians(-175)
+    assert stage_loss("doa", out, batch).item() == pytest.approx(math.radians(350), rel=1e-5)
+    wrapped = stage_loss("doa", out, batch, wrap_azimuth=True).item()
+    assert math.degrees(wrapped) == pytest.approx(10.0, rel=1e-4)
+    joint = stage_loss("joint", out, batch, wrap_azimuth=True).item()
+    sed = sed_loss(out["sed_logits"], batch["activity"], batch["mask"]).item()
+    assert joint == pytest.approx(0.8 * sed + 0.2 * wrapped, rel=1e-5)
+
+
+def test_xyz_loss_is_the_distance_between_unit_vectors_where_active():
+    batch = make_batch(active=[(0, 0, 90, 0), (1, 2, 0, 90)])
+    xyz = torch.zeros(1, FRAMES, CLASSES, 3)
+    xyz[0, 0, 0] = torch.tensor([0.0, 1.0, 0.0])  # exact: left
+    xyz[0, 1, 2] = torch.tensor([1.0, 0.0, 0.0])  # front for up: sqrt(2) apart
+    xyz[0, 3, 5] = torch.tensor([9.0, 9.0, 9.0])  # an inactive entry does not count
+    out = {"xyz": xyz, "sed_logits": torch.zeros(1, FRAMES, CLASSES)}
+    assert stage_loss("doa", out, batch, "mse").item() == pytest.approx(2.0 / 2, rel=1e-5)
+    assert stage_loss("doa", out, batch, "mae").item() == pytest.approx(math.sqrt(2) / 2, 1e-5)
+    # no discontinuity: -179 and 179 degrees are 2 degrees apart
+    near = make_batch(active=[(0, 0, 179, 0)])
+    xyz = torch.zeros(1, FRAMES, CLASSES, 3)
+    xyz[0, 0, 0] = torch.tensor([math.cos(math.radians(-179)), math.sin(math.radians(-179)), 0])
+    loss = stage_loss("doa", {"xyz": xyz}, near, "mae").item()
+    assert loss == pytest.approx(2 * math.sin(math.radians(1)), rel=1e-3)
