@@ -322,6 +322,7 @@ def extract(
         "config_hash": config.hash(),
         "written": len(summary.written),
         "skipped": len(summary.skipped),
+        "redone": summary.redone,
         "failed": summary.failed,
         "elapsed_s": round(summary.elapsed_s, 2),
     }
@@ -330,6 +331,7 @@ def extract(
     else:
         for reason in summary.failed.values():
             err_console.print(f"[red]failed:[/red] {reason}")
+        _print_redone(summary.redone)
         console.print(
             f"{len(summary.written)} written, {len(summary.skipped)} already complete, "
             f"{len(summary.failed)} failed, in {summary.elapsed_s:.1f} s -> {summary.root}"
@@ -339,7 +341,20 @@ def extract(
 
 
 FoldOpt = Annotated[int, typer.Option("--fold", min=1, help="Fold number (tests on that split).")]
-RunOpt = Annotated[str, typer.Option("--run", help="Run name under <workspace>/runs.")]
+
+
+def _run_name(name: str) -> str:
+    from orchestrator.runs import RunError, validate_run_name
+
+    try:
+        return validate_run_name(name)
+    except RunError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+RunOpt = Annotated[
+    str, typer.Option("--run", help="Run name under <workspace>/runs.", callback=_run_name)
+]
 ProtocolOpt = Annotated[
     str, typer.Option("--protocol", help=f"One of {', '.join(PROTOCOLS)} (seed is leaky).")
 ]
@@ -502,6 +517,17 @@ def _new_cv_settings(
     )
 
 
+def _print_redone(redone: dict[str, str]) -> None:
+    """Say which cached feature files were out of date, and why."""
+    if redone:
+        shown = ", ".join(f"{stem} ({why})" for stem, why in list(redone.items())[:5])
+        more = f" and {len(redone) - 5} more" if len(redone) > 5 else ""
+        err_console.print(
+            f"[yellow]redone:[/yellow] {len(redone)} feature file(s) out of date: {shown}{more}",
+            soft_wrap=True,
+        )
+
+
 def _extract_missing(dataset: Path, workspace: Path, preset: str, fmt: str) -> None:
     """Extract the features a training command needs; exit 1 naming every failed recording."""
     from orchestrator.extract import extract_dataset
@@ -509,6 +535,7 @@ def _extract_missing(dataset: Path, workspace: Path, preset: str, fmt: str) -> N
 
     with _exit_on(DatasetError):
         summary = extract_dataset(dataset, workspace, feature_preset(preset, fmt), fmt)
+    _print_redone(summary.redone)
     if summary.failed:
         for reason in summary.failed.values():
             err_console.print(f"[red]failed:[/red] {reason}")
@@ -535,17 +562,23 @@ def cv(
     threshold: Annotated[float, typer.Option("--threshold", help="SED threshold.")] = 0.3,
     tracking_uri: TrackingUriOpt = None,
     storage: StorageOpt = "",
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Start an existing run of other settings from scratch."),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Four-fold cross-validation: per fold SED then DOA on Ray Train, tracked in MLflow.
 
     Features are extracted first where missing. Rerunning the same command after a crash skips
-    finished stages and resumes unfinished ones.
+    finished stages and resumes unfinished ones. A run folder has one writer at a time, and a
+    run name already used with other settings is refused (unless --overwrite).
     """
     from rich.live import Live
 
     from orchestrator.cv_run import run_cv
     from orchestrator.ray_utils import ray_session
+    from orchestrator.runs import RunError
 
     settings = _new_cv_settings(
         dataset,
@@ -568,7 +601,12 @@ def cv(
         with Live(
             _status_table({}), console=err_console, refresh_per_second=2, transient=json_out
         ) as live:
-            result = run_cv(settings, on_status=lambda st: live.update(_status_table(st)))
+            with _exit_on(RunError):
+                result = run_cv(
+                    settings,
+                    on_status=lambda st: live.update(_status_table(st)),
+                    overwrite=overwrite,
+                )
     if json_out:
         console.print_json(to_json(result))
         return

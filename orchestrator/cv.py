@@ -27,6 +27,7 @@ from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from orchestrator.fold import FoldData, fold_data, predict_split, stage_dir, train_fold_stage
+from orchestrator.runs import validate_run_name
 from seld.features import feature_preset
 from seld.training import TrainConfig, load_checkpoint, train_preset
 
@@ -61,6 +62,9 @@ class CVSettings:
     predict_splits: tuple[str, ...] = ("validation", "test")
     #: for the failure test only: the worker kills itself once after this epoch of this job
     kill_once_after: tuple[int, str, int] | None = None
+
+    def __post_init__(self) -> None:
+        validate_run_name(self.run)
 
     @property
     def run_dir(self) -> Path:

@@ -8,17 +8,22 @@ runs), ``submissions/`` (every test recording's CSV, all folds together) and ``m
 from __future__ import annotations
 
 import json
+import shutil
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cv import STAGES, CVSettings, run_fold_jobs, settings_fold_data
+from orchestrator.extract import current_inputs
 from orchestrator.fold import references, submission_pairs, two_stage_predictions
 from orchestrator.ray_utils import ray_session
+from orchestrator.report import to_json
+from orchestrator.runs import RunLock, check_same_settings
 from orchestrator.tracking import (
     flatten,
     get_experiment,
@@ -26,14 +31,73 @@ from orchestrator.tracking import (
     provenance_tags,
     start_sink,
 )
+from seld.dataset import DatasetLayout
+from seld.fingerprint import combined
 from seld.fsutil import atomic_path
 from seld.metrics import ScoreReport, score_files
 from seld.plots import plot_recording
 
 
+def dataset_inputs(s: CVSettings) -> str:
+    """One fingerprint of the run's development recordings (audio and metadata)."""
+    layout = DatasetLayout.discover(s.dataset)
+    return combined({r.stem: current_inputs(r) or {} for r in layout.recordings(s.fmt, "dev")})
+
+
 def resolved_config(s: CVSettings) -> dict[str, Any]:
-    """The whole configuration of a cv run: its settings and each stage's training config."""
-    return {"cv": s.to_dict(), **{f"train_{st}": s.train_config(st).to_dict() for st in STAGES}}
+    """The whole configuration of a cv run: its settings, each stage's training config and the
+    fingerprint of the data (so a run is never continued on changed recordings)."""
+    return {
+        "cv": s.to_dict(),
+        **{f"train_{st}": s.train_config(st).to_dict() for st in STAGES},
+        "data": {"inputs": dataset_inputs(s)},
+    }
+
+
+def _compared(config: dict[str, Any]) -> dict[str, Any]:
+    """What must match for a run to be continued: everything but the failure test's hook."""
+    return {**config, "cv": {k: v for k, v in config["cv"].items() if k != "kill_once_after"}}
+
+
+@contextmanager
+def claimed_run(s: CVSettings, overwrite: bool = False) -> Iterator[Path]:
+    """Hold the run folder's lock and make sure it is this configuration's: a new folder gets
+    ``config.json`` before any work; an existing one with other settings is refused (or, with
+    ``overwrite``, emptied first)."""
+    with RunLock(s.run_dir):
+        config_path = s.run_dir / "config.json"
+        config = resolved_config(s)
+        if overwrite:
+            for child in s.run_dir.iterdir():
+                if child.name not in (".lock", "lock.json"):
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        elif config_path.exists():
+            old = _compared(json.loads(config_path.read_text()))
+            check_same_settings(old, _compared(config), s.run, s.run_dir)
+        with atomic_path(config_path) as tmp:
+            tmp.write_text(json.dumps(config, indent=2))
+        yield s.run_dir
+
+
+@contextmanager
+def killed_on_interrupt(client: MlflowClient, runs: dict[str, Any]) -> Iterator[None]:
+    """SIGTERM ends the block like Ctrl-C; either marks the run's MLflow runs KILLED (the
+    ``ray_session`` inside is left on the way out, which stops the local Ray)."""
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except KeyboardInterrupt:
+        stage_runs = (r for stages in runs["children"].values() for r in stages.values())
+        for run_id in [runs["parent"], *stage_runs]:
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, "KILLED")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def create_cv_runs(
@@ -103,8 +167,23 @@ def run_cv(
     address: str | None = None,
     experiment_name: str | None = None,
     on_status: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Run (or continue) a cross-validation and return its summary."""
+    """Run (or continue) a cross-validation and return its summary.
+
+    The run folder is locked for the whole run; continuing a run made with other settings is
+    refused unless ``overwrite`` (which starts it again from scratch). SIGTERM or Ctrl-C marks
+    its MLflow runs KILLED."""
+    with claimed_run(settings, overwrite):
+        return _run_cv(settings, address, experiment_name, on_status)
+
+
+def _run_cv(
+    settings: CVSettings,
+    address: str | None,
+    experiment_name: str | None,
+    on_status: Callable[[dict[str, dict[str, Any]]], None] | None,
+) -> dict[str, Any]:
     started = time.time()
     client = MlflowClient(settings.tracking_uri)
     experiment = get_experiment(
@@ -113,7 +192,7 @@ def run_cv(
         Path(settings.workspace),
     )
     runs = create_cv_runs(client, settings, experiment)
-    with ray_session(address):
+    with killed_on_interrupt(client, runs), ray_session(address):
         sink = start_sink(settings.tracking_uri)
         fold_results = run_fold_jobs(
             settings, {k: runs["children"][str(k)] for k in settings.folds}, sink, on_status
@@ -141,12 +220,9 @@ def run_cv(
     }
     metrics_path = settings.run_dir / "metrics.json"
     with atomic_path(metrics_path) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
+        tmp.write_text(to_json(summary))
     client.log_artifact(pid, str(metrics_path))
-    config_path = settings.run_dir / "config.json"
-    with atomic_path(config_path) as tmp:
-        tmp.write_text(json.dumps(resolved_config(settings), indent=2))
-    client.log_artifact(pid, str(config_path))
+    client.log_artifact(pid, str(settings.run_dir / "config.json"))
     client.log_artifacts(pid, str(settings.run_dir / "submissions"), "submissions")
     client.log_artifacts(pid, str(settings.run_dir / "plots"), "plots")
     for k in settings.folds:
@@ -159,9 +235,3 @@ def run_cv(
                 client.set_terminated(run_id, "FINISHED")
     client.set_terminated(pid, "FINISHED")
     return summary
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value)}")

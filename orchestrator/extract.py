@@ -12,8 +12,9 @@ from orchestrator.ray_utils import ray_session, run_tasks
 from seld.dataset import DatasetLayout, Recording
 from seld.extraction import extract_recording
 from seld.features import FeatureConfig
+from seld.fingerprint import input_fingerprints
 from seld.metadata import DatasetError
-from seld.store import feature_path, feature_root, is_complete, remove_stale_temporaries
+from seld.store import feature_path, feature_root, remove_stale_temporaries, stale_reason
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ class ExtractSummary:
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    #: recordings whose earlier feature file was out of date, and why ("metadata changed")
+    redone: dict[str, str] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
     @property
@@ -41,14 +44,28 @@ def _extract_task(recording: Recording, config: FeatureConfig, root: Path) -> tu
         return False, str(exc)
 
 
+def current_inputs(rec: Recording) -> dict[str, str] | None:
+    """The recording's input fingerprints; ``None`` when its files cannot be read (extraction
+    then reports the problem)."""
+    try:
+        return input_fingerprints(rec.audio_path, rec.metadata_path)
+    except OSError:
+        return None
+
+
 def plan_extraction(
     dataset: Path,
     workspace: Path,
     config: FeatureConfig,
     fmt: str,
     subsets: Iterable[str] = ("dev", "eval"),
+    redone: dict[str, str] | None = None,
 ) -> tuple[Path, list[Recording], list[Path]]:
-    """(feature root, recordings still to extract, complete files to skip)."""
+    """(feature root, recordings still to extract, complete files to skip).
+
+    A feature file counts as complete only when it was made with ``config`` from the
+    recording's current audio and metadata (their fingerprints); ``redone`` receives each
+    recording whose existing file is out of date, and why."""
     layout = DatasetLayout.discover(dataset)
     root = feature_root(workspace, config)
     todo, done = [], []
@@ -60,7 +77,14 @@ def plan_extraction(
             log.info("removed %d temporary file(s) of an interrupted run", removed)
         for rec in layout.recordings(fmt, subset):
             path = feature_path(root, fmt, subset, rec.stem)
-            (done.append(path) if is_complete(path, config) else todo.append(rec))
+            inputs = current_inputs(rec)
+            reason = "unreadable input" if inputs is None else stale_reason(path, config, inputs)
+            if reason is None:
+                done.append(path)
+                continue
+            todo.append(rec)
+            if reason != "missing" and redone is not None:
+                redone[rec.stem] = reason
     if not todo and not done:
         raise DatasetError(dataset, f"no {fmt} recordings to extract")
     return root, todo, done
@@ -84,8 +108,11 @@ def extract_dataset(
     interrupted run leaves no partial file and the next run does only what is missing.
     """
     started = time.perf_counter()
-    root, todo, done = plan_extraction(dataset, workspace, config, fmt, subsets)
-    summary = ExtractSummary(root, skipped=done)
+    redone: dict[str, str] = {}
+    root, todo, done = plan_extraction(dataset, workspace, config, fmt, subsets, redone)
+    summary = ExtractSummary(root, skipped=done, redone=redone)
+    for stem, reason in redone.items():
+        log.warning("%s: features redone (%s)", stem, reason)
 
     def record(rec: Recording, result: tuple[bool, str] | None, error: str | None) -> None:
         ok, detail = result if result is not None else (False, f"{rec.audio_path}: {error}")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator.extract import current_inputs
 from seld.dataset import DatasetLayout
 from seld.features import FeatureConfig
 from seld.folds import Fold, make_folds
@@ -33,8 +34,8 @@ from seld.store import (
     feature_path,
     feature_root,
     fold_scaler,
-    is_complete,
     reference_rows,
+    stale_reason,
 )
 from seld.submission import write_submission
 from seld.training import StageResult, TrainConfig, load_checkpoint, load_model, train_stage
@@ -63,17 +64,22 @@ def fold_data(
 ) -> FoldData:
     """Resolve a fold's feature files; they must have been extracted (``seld-orch extract``)."""
     layout = DatasetLayout.discover(dataset)
-    names = [r.name for r in layout.recordings(fmt)]
-    (chosen,) = make_folds(names, protocol=protocol, folds=[fold])
+    recordings = {r.name: r for r in layout.recordings(fmt)}
+    (chosen,) = make_folds(list(recordings), protocol=protocol, folds=[fold])
     root = feature_root(workspace, config)
 
     def paths(members) -> tuple[Path, ...]:
         out = tuple(feature_path(root, fmt, "dev", n.stem) for n in members)
-        missing = [p for p in out if not is_complete(p, config)]
-        if missing:
+        stale = {
+            p: stale_reason(p, config, current_inputs(recordings[n]))
+            for p, n in zip(out, members, strict=True)
+        }
+        stale = {p: why for p, why in stale.items() if why is not None}
+        if stale:
+            path, why = next(iter(stale.items()))
             raise FileNotFoundError(
-                f"{len(missing)} feature file(s) missing, e.g. {missing[0]}; run "
-                f"`seld-orch extract --dataset {dataset} --format {fmt}` first"
+                f"{len(stale)} feature file(s) missing or out of date, e.g. {path} ({why}); "
+                f"run `seld-orch extract --dataset {dataset} --format {fmt}` first"
             )
         return out
 

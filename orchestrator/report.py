@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -63,12 +64,14 @@ def print_problems(console: Console, problems: list[DatasetError]) -> None:
 
 
 def to_json(data: Any) -> str:
-    """JSON with NaN written as null (standard JSON has no NaN)."""
+    """JSON with NaN and infinities written as null (standard JSON has neither)."""
     return json.dumps(_nan_to_none(data), indent=2, sort_keys=True)
 
 
 def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
         return {str(k): _nan_to_none(v) for k, v in value.items()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import os
 import subprocess
 from collections.abc import Mapping
@@ -83,7 +84,7 @@ def log_scores(
     client: MlflowClient, run_id: str, prefix: str, scores: Mapping[str, float], step: int = 0
 ) -> None:
     for key, value in scores.items():
-        if value is not None and value == value:  # MLflow rejects NaN in some stores
+        if value is not None and math.isfinite(value):  # not computable: no metric at all
             client.log_metric(run_id, f"{prefix}{key}", float(value), step=step)
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from seld.audio import read_audio
 from seld.dataset import Recording
 from seld.features import FeatureConfig, extract_features
-from seld.metadata import events_to_targets, read_metadata
+from seld.fingerprint import input_fingerprints
+from seld.metadata import DatasetError, events_to_targets, read_metadata
 from seld.store import feature_path, write_feature_file
 
 
@@ -16,6 +17,10 @@ def extract_recording(recording: Recording, config: FeatureConfig, root: Path) -
 
     Raises ``DatasetError`` (naming the file) for bad audio or metadata; nothing is written then.
     """
+    try:
+        inputs = input_fingerprints(recording.audio_path, recording.metadata_path)
+    except OSError as exc:
+        raise DatasetError(Path(exc.filename or recording.audio_path), exc.strerror) from None
     audio, sample_rate = read_audio(recording.audio_path, sample_rate=config.sample_rate)
     duration_s = audio.shape[0] / sample_rate
     events = (
@@ -40,5 +45,6 @@ def extract_recording(recording: Recording, config: FeatureConfig, root: Path) -
         subset=recording.subset,
         config=config,
         duration_s=duration_s,
+        inputs=inputs,
     )
     return path

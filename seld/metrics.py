@@ -27,7 +27,9 @@ Quirks of the official code reproduced on purpose (``official_blocks=True``, the
 * The great-circle formula ``arccos(sin e1 sin e2 + cos e1 cos e2 cos|a1 - a2|)`` leaves up to
   ~1e-6 degrees of rounding noise for identical directions; kept, to match the official numbers.
 * With no predicted directions at all, DOA error is 0/0 = NaN (and so is the SELD score); with
-  no reference activity, ER is NaN (0/0) or inf.
+  no reference activity, ER is NaN ("n/a"). The official code gives inf there when the system
+  detected something; a score that cannot be computed is reported as missing rather than as
+  infinitely bad, so that tables, JSON and MLflow stay valid.
 
 Where the official code would crash or silently alias, we differ: a reference azimuth of exactly
 180 is treated as -180 (the same direction; the official array index overflows), and reference
@@ -164,9 +166,9 @@ _COUNT_FIELDS = tuple(SeldCounts.__dataclass_fields__)
 
 
 def _ratio(numerator: float, denominator: float) -> float:
-    """``numerator / denominator`` with NumPy's semantics for a zero denominator (NaN or inf)."""
+    """``numerator / denominator``; NaN (not computable) for a zero denominator."""
     if denominator == 0:
-        return math.nan if numerator == 0 else math.inf
+        return math.nan
     return numerator / denominator
 
 

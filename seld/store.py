@@ -15,8 +15,8 @@ temporary name and renamed, so a file that exists is complete.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -24,8 +24,9 @@ import numpy as np
 
 from seld.dcase import CLASSES, RecordingName, num_label_frames
 from seld.features import FeatureConfig
+from seld.fingerprint import changed_inputs, combined
 from seld.folds import Fold
-from seld.fsutil import atomic_path
+from seld.fsutil import atomic_path, writer_alive
 from seld.metadata import DatasetError, Event, FrameTargets, atomic_write_text
 from seld.submission import events_to_rows
 
@@ -65,11 +66,13 @@ def write_feature_file(
     subset: str,
     config: FeatureConfig,
     duration_s: float,
+    inputs: Mapping[str, str] | None = None,
 ) -> None:
     """Write one recording's features atomically (temporary name in the folder, then rename).
 
     ``features``: (channels, frames, bins); ``targets`` at the feature frame rate, ``None`` for
-    recordings without metadata.
+    recordings without metadata; ``inputs`` the fingerprints of its audio and metadata files
+    (:func:`seld.fingerprint.input_fingerprints`).
     """
     chunk_frames = max(1, min(features.shape[1], round(config.frames_per_second)))
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
@@ -102,26 +105,47 @@ def write_feature_file(
                 "config_hash": config.hash(),
                 "store_version": STORE_VERSION,
                 "classes": ",".join(CLASSES),
+                **{f"input_{k}": v for k, v in (inputs or {}).items()},
             }
         )
 
 
-def is_complete(path: Path, config: FeatureConfig) -> bool:
-    """Whether ``path`` is a readable feature file of ``config`` (so extraction can skip it)."""
+def recorded_inputs(h5: h5py.File) -> dict[str, str]:
+    """The input fingerprints a feature file was made from."""
+    return {k: str(h5.attrs.get(f"input_{k}", "")) for k in ("audio", "metadata")}
+
+
+def stale_reason(
+    path: Path, config: FeatureConfig, inputs: Mapping[str, str] | None = None
+) -> str | None:
+    """Why ``path`` cannot be used as the features of ``config`` made from ``inputs`` (e.g.
+    ``"metadata changed"``), or ``None`` when it can. Without ``inputs`` the inputs are not
+    checked."""
+    if not Path(path).exists():
+        return "missing"
     try:
         with h5py.File(path, "r") as h5:
-            return (
-                h5.attrs.get("config_hash") == config.hash()
-                and h5.attrs.get("store_version") == STORE_VERSION
-                and "features" in h5
-            )
+            if h5.attrs.get("store_version") != STORE_VERSION or "features" not in h5:
+                return "written by another version"
+            if h5.attrs.get("config_hash") != config.hash():
+                return "another feature config"
+            changed = [] if inputs is None else changed_inputs(recorded_inputs(h5), inputs)
     except (OSError, KeyError):
-        return False
+        return "unreadable"
+    return f"{' and '.join(changed)} changed" if changed else None
+
+
+def is_complete(path: Path, config: FeatureConfig, inputs: Mapping[str, str] | None = None) -> bool:
+    """Whether ``path`` is a readable, current feature file of ``config`` (and, when given, of
+    these ``inputs``), so extraction can skip it."""
+    return stale_reason(path, config, inputs) is None
 
 
 def remove_stale_temporaries(folder: Path) -> int:
-    """Delete temporary files left by an interrupted writer; returns how many."""
-    stale = list(folder.glob(".*.tmp")) if folder.is_dir() else []
+    """Delete temporary files left by an interrupted writer, never one whose writer is still
+    running (:func:`seld.fsutil.writer_alive`); returns how many."""
+    found = list(folder.glob(".*.tmp")) if folder.is_dir() else []
+    stale = [path for path in found if not writer_alive(path)]
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
@@ -164,6 +188,8 @@ class Scaler:
     mean: np.ndarray
     std: np.ndarray
     frames: int
+    #: fingerprint of the feature files it was fitted on (:func:`training_inputs`)
+    inputs: str = ""
 
     def apply(self, features: np.ndarray) -> np.ndarray:
         """(channels, frames, bins) -> standardised float32."""
@@ -171,12 +197,13 @@ class Scaler:
 
     def save(self, path: Path) -> None:
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, mean=self.mean, std=self.std, frames=self.frames)
+            np.savez(fh, mean=self.mean, std=self.std, frames=self.frames, inputs=self.inputs)
 
     @classmethod
     def load(cls, path: Path) -> Scaler:
         with np.load(path, allow_pickle=False) as data:
-            return cls(data["mean"], data["std"], int(data["frames"]))
+            inputs = str(data["inputs"]) if "inputs" in data else ""
+            return cls(data["mean"], data["std"], int(data["frames"]), inputs)
 
 
 def fit_scaler(paths: Iterable[Path], block_frames: int = 4096) -> Scaler:
@@ -210,11 +237,25 @@ def fit_scaler(paths: Iterable[Path], block_frames: int = 4096) -> Scaler:
     return Scaler(mean.astype(np.float32), std.astype(np.float32), count)
 
 
+def training_inputs(paths: Iterable[Path]) -> str:
+    """One fingerprint of a set of feature files: their recordings' input fingerprints."""
+    parts = {}
+    for path in paths:
+        with h5py.File(path, "r") as h5:
+            parts[str(h5.attrs["name"])] = recorded_inputs(h5)
+    return combined(parts)
+
+
 def fold_scaler(root: Path, fmt: str, fold: Fold, subset: str = "dev") -> Scaler:
-    """The scaler of one fold, fitted on that fold's training recordings only, cached on disk."""
+    """The scaler of one fold, fitted on that fold's training recordings only, cached on disk
+    and refitted when those recordings' inputs changed."""
     path = root / "scalers" / f"{fmt}_{fold.protocol}_fold{fold.index}.npz"
+    train = [feature_path(root, fmt, subset, name.stem) for name in fold.train]
+    inputs = training_inputs(train)
     if path.exists():
-        return Scaler.load(path)
-    scaler = fit_scaler(feature_path(root, fmt, subset, name.stem) for name in fold.train)
+        cached = Scaler.load(path)
+        if cached.inputs == inputs:
+            return cached
+    scaler = replace(fit_scaler(train), inputs=inputs)
     scaler.save(path)
     return scaler

@@ -1,0 +1,221 @@
+"""Caches valid only for their inputs, one writer per run, safe run names, clean interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.cv import CVSettings
+from orchestrator.cv_run import claimed_run
+from orchestrator.extract import extract_dataset
+from orchestrator.report import to_json
+from orchestrator.runs import RunError, RunLock, validate_run_name
+from orchestrator.tracking import default_tracking_uri
+from seld.audio import read_audio
+from seld.features import extract_features, feature_preset
+from seld.folds import make_folds
+from seld.metadata import Event, write_metadata
+from seld.store import fold_scaler, remove_stale_temporaries
+
+from conftest import DEFAULT_EVENTS, write_wav
+
+CONFIG = feature_preset("tiny", "mic")
+STEMS = ["split1_ir0_ov1_0", "split2_ir0_ov1_0", "split3_ir0_ov1_0", "split4_ir0_ov1_0"]
+runner = CliRunner()
+
+
+def _dataset(root: Path, seed: int, stems=STEMS) -> Path:
+    for i, stem in enumerate(stems):
+        write_wav(root / "mic_dev" / f"{stem}.wav", 2.0, seed=seed * 100 + i)
+        write_metadata(root / "metadata_dev" / f"{stem}.csv", DEFAULT_EVENTS)
+    return root
+
+
+def test_another_dataset_in_the_same_workspace_is_extracted_anew(local_ray, tmp_path: Path):
+    """The stale-dataset sequence: B after A in one workspace trains on B's features."""
+    a, b, ws = _dataset(tmp_path / "A", 1), _dataset(tmp_path / "B", 2), tmp_path / "ws"
+    first = extract_dataset(a, ws, CONFIG, "mic")
+    assert len(first.written) == 4 and not first.redone
+    second = extract_dataset(b, ws, CONFIG, "mic")
+    assert len(second.written) == 4 and not second.skipped
+    assert second.redone == {stem: "audio changed" for stem in STEMS}
+    audio, _ = read_audio(b / "mic_dev" / f"{STEMS[0]}.wav", sample_rate=CONFIG.sample_rate)
+    with h5py.File(second.root / "mic_dev" / f"{STEMS[0]}.h5") as h5:
+        np.testing.assert_array_equal(h5["features"][()], extract_features(audio, CONFIG))
+    # unchanged inputs are skipped again
+    third = extract_dataset(b, ws, CONFIG, "mic")
+    assert len(third.skipped) == 4 and not third.written
+
+
+def test_a_fixed_label_reaches_features_and_scaler(local_ray, tmp_path: Path):
+    data, ws = _dataset(tmp_path / "A", 1), tmp_path / "ws"
+    root = extract_dataset(data, ws, CONFIG, "mic").root
+    (fold,) = make_folds([*map(_name, STEMS)], folds=[1])
+    scaler = fold_scaler(root, "mic", fold)
+    # a label moved: speech now starts at 0.5 s instead of 0.1 s, in a training recording
+    train_stem = fold.train[0].stem
+    fixed = (Event("speech", 0.5, 0.9, 10, -40, 1), DEFAULT_EVENTS[1])
+    write_metadata(data / "metadata_dev" / f"{train_stem}.csv", fixed)
+    again = extract_dataset(data, ws, CONFIG, "mic")
+    assert again.redone == {train_stem: "metadata changed"}
+    with h5py.File(root / "mic_dev" / f"{train_stem}.h5") as h5:
+        speech = h5["activity"][:, 5]
+        assert speech[20] == 0 and speech[60] == 1  # 0.2 s inactive now, 0.6 s active
+    # the features did not change, but the scaler's inputs did: it is refitted, not reused
+    refit = fold_scaler(root, "mic", fold)
+    assert refit.inputs != scaler.inputs
+    np.testing.assert_allclose(refit.mean, scaler.mean)
+
+
+def _name(stem: str):
+    from seld.dcase import parse_recording_name
+
+    return parse_recording_name(stem)
+
+
+def test_run_names_cannot_leave_the_workspace(tmp_path: Path):
+    for bad in ("../../escape", "/tmp/abs", "a/b", "..", "", ".hidden", "x" * 200):
+        with pytest.raises(RunError):
+            validate_run_name(bad)
+        with pytest.raises(RunError):
+            CVSettings(dataset=str(tmp_path), workspace=str(tmp_path), run=bad)
+    assert validate_run_name("paper-mic_2.v1") == "paper-mic_2.v1"
+    result = runner.invoke(
+        app, ["cv", "--dataset", str(tmp_path), "--workspace", str(tmp_path), "--run", "../x"]
+    )
+    assert result.exit_code == 2 and "bad run name" in result.output
+    assert not (tmp_path.parent / "x").exists()
+
+
+def test_a_second_writer_is_refused_and_a_dead_holder_is_taken_over(tmp_path: Path):
+    run_dir = tmp_path / "runs" / "same"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from orchestrator.runs import RunLock\n"
+            f"with RunLock({str(run_dir)!r}):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunError) as info, RunLock(run_dir):
+            pass
+        assert f"PID {holder.pid}" in str(info.value) and "in use" in str(info.value)
+    finally:
+        holder.kill()  # kill -9: the lock file and lock.json stay behind
+        holder.wait()
+    assert (run_dir / "lock.json").exists()
+    with RunLock(run_dir):
+        assert json.loads((run_dir / "lock.json").read_text())["pid"] == os.getpid()
+    assert not (run_dir / "lock.json").exists()
+
+
+def test_reusing_a_run_name_with_other_settings_is_refused(tmp_path: Path):
+    data, ws = _dataset(tmp_path / "A", 1), tmp_path / "ws"
+    base = dict(dataset=str(data), workspace=str(ws), run="a", tracking_uri="")
+    with claimed_run(CVSettings(**base, epochs=1)):
+        pass
+    with claimed_run(CVSettings(**base, epochs=1)):  # the same settings continue
+        pass
+    with pytest.raises(RunError) as info, claimed_run(CVSettings(**base, epochs=2, seed=5)):
+        pass
+    message = str(info.value)
+    assert "cv.epochs (1 -> 2)" in message and "cv.seed (0 -> 5)" in message
+    assert "train_sed.epochs" in message and "--overwrite" in message
+    (ws / "runs" / "a" / "fold1").mkdir()
+    with claimed_run(CVSettings(**base, epochs=2, seed=5), overwrite=True) as run_dir:
+        assert not (run_dir / "fold1").exists()
+    recorded = json.loads((ws / "runs" / "a" / "config.json").read_text())
+    assert recorded["cv"]["epochs"] == 2 and recorded["data"]["inputs"]
+    # a changed recording is a changed run too
+    write_metadata(data / "metadata_dev" / f"{STEMS[0]}.csv", DEFAULT_EVENTS[:1])
+    with pytest.raises(RunError, match=r"data\.inputs"):
+        with claimed_run(CVSettings(**base, epochs=2, seed=5)):
+            pass
+
+
+def test_scores_without_references_are_missing_not_infinite():
+    from seld.metrics import count_file
+
+    rows = np.array([[0, 1, 10, 0]])
+    scores = count_file(np.zeros((0, 4), int), rows, 50).scores()
+    assert np.isnan(scores.er) and np.isnan(scores.seld)
+    text = to_json({"scores": scores.as_dict(), "inf": float("inf"), "n": np.float32(1.5)})
+    parsed = json.loads(text)  # strict JSON: no NaN, no Infinity
+    assert parsed["scores"]["er"] is None and parsed["inf"] is None and parsed["n"] == 1.5
+
+
+def test_temporaries_of_a_live_writer_are_kept(tmp_path: Path):
+    from seld.fsutil import atomic_path
+
+    folder = tmp_path / "f"
+    with atomic_path(folder / "x.h5") as tmp:
+        tmp.write_bytes(b"partial")
+        assert remove_stale_temporaries(folder) == 0 and tmp.exists()  # its writer is alive
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        orphan = folder / tmp.name.replace(f".{os.getpid()}.", f".{dead.pid}.")
+        orphan.write_bytes(b"left by a killed writer")
+        assert remove_stale_temporaries(folder) == 1 and not orphan.exists() and tmp.exists()
+
+
+@pytest.mark.slow
+def test_cv_under_sigterm_marks_its_mlflow_runs_killed(tmp_path: Path):
+    from seld.synth import SynthConfig, synthesize_dataset
+
+    data, ws = tmp_path / "data", tmp_path / "ws"
+    synthesize_dataset(data, SynthConfig(seconds=4, per_split=1, formats=("mic",), seed=3))
+    cli = Path(sys.executable).parent / "seld-orch"
+    proc = subprocess.Popen(
+        [
+            str(cli),
+            "cv",
+            "--dataset",
+            str(data),
+            "--workspace",
+            str(ws),
+            "--run",
+            "t",
+            "--folds",
+            "1",
+            "--epochs",
+            "50",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"},
+    )
+    runs_file = ws / "runs" / "t" / "mlflow_runs.json"
+    epoch_seen = ws / "runs" / "t" / "fold1" / "sed" / "last.pt"
+    deadline = time.time() + 240
+    while not epoch_seen.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    assert epoch_seen.exists(), proc.stderr.read() if proc.poll() is not None else "timeout"
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    runs = json.loads(runs_file.read_text())
+    client = MlflowClient(default_tracking_uri(ws))
+    assert client.get_run(runs["parent"]).info.status == "KILLED"
+    statuses = {client.get_run(r).info.status for r in runs["children"]["1"].values()}
+    assert "RUNNING" not in statuses
+    assert not list((ws / "runs" / "t").rglob(".*.tmp"))  # no partial file left
