@@ -219,3 +219,59 @@ def test_cv_under_sigterm_marks_its_mlflow_runs_killed(tmp_path: Path):
     statuses = {client.get_run(r).info.status for r in runs["children"]["1"].values()}
     assert "RUNNING" not in statuses
     assert not list((ws / "runs" / "t").rglob(".*.tmp"))  # no partial file left
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    out.append(int(proc.name))
+            except OSError:
+                pass
+    return out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_port_in_use_is_an_error(tmp_path: Path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(app, ["ui", "--workspace", str(tmp_path), "--port", str(port)])
+    assert result.exit_code == 2 and f"port {port}" in result.output
+
+
+@pytest.mark.slow
+def test_ui_under_sigterm_leaves_no_server_behind(tmp_path: Path):
+    import socket
+
+    port, ws = _free_port(), tmp_path / "ui-ws"
+    cli = Path(sys.executable).parent / "seld-orch"
+    proc = subprocess.Popen([str(cli), "ui", "--workspace", str(ws), "--port", str(port)])
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the MLflow server did not start")
+    assert len(_processes_mentioning(str(ws))) >= 2  # ui and its server
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    time.sleep(1)
+    assert _processes_mentioning(str(ws)) == []
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
