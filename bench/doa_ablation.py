@@ -30,6 +30,7 @@ STEPS: list[tuple[str, dict, dict]] = [
     ("+ channel-symmetry augmentation", {}, {"augment": True}),
     ("+ GCC-PHAT upsampled x8", {"gcc_upsample": 8}, {}),
     ("+ xyz output (instead of angles)", {}, {"model_kwargs": {"doa_output": "xyz"}}),
+    ("+ 4 lag/frequency slots kept (no mean)", {}, {"model_kwargs": {"freq_slots": 4}}),
 ]
 
 

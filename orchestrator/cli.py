@@ -47,8 +47,35 @@ StorageOpt = Annotated[
     ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+
+
+def _writable_workspace(workspace: Path) -> Path:
+    """The workspace, created if needed; a one-line error naming it when it cannot be
+    written (read-only file system, no permission, a file in the way)."""
+    import tempfile
+
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workspace):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        err_console.print(
+            f"[red]error:[/red] cannot write to workspace {workspace}: {reason}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
+    return workspace
+
+
 WorkspaceOpt = Annotated[
-    Path, typer.Option("--workspace", help="Everything a run writes: features, models, MLflow.")
+    Path,
+    typer.Option(
+        "--workspace",
+        help="Everything a run writes: features, models, MLflow.",
+        callback=_writable_workspace,
+    ),
 ]
 AddressOpt = Annotated[
     str | None, typer.Option("--address", help="Ray cluster address; a local Ray when absent.")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seld.audio import AudioInfo, audio_info, scan_audio
-from seld.dcase import FORMATS, NUM_CHANNELS, SUBSETS, RecordingName, parse_recording_name
+from seld.dcase import FORMATS, NUM_CHANNELS, SPLITS, SUBSETS, RecordingName, parse_recording_name
 from seld.metadata import DatasetError, Event, read_metadata
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,11 @@ def validate_dataset(
     layout = DatasetLayout.discover(root)
     report = ValidationReport(layout.root)
     wanted = set(formats) if formats is not None else set(FORMATS)
+    if formats is not None:
+        for fmt in sorted(wanted):
+            if not any((fmt, subset) in layout.audio_dirs for subset in subsets):
+                folders = " or ".join(f"{fmt}_{subset}" for subset in subsets)
+                raise DatasetError(layout.root, f"no {folders} folder to validate")
     audio_files = []
     for (fmt, subset), folder in sorted(layout.audio_dirs.items()):
         if fmt not in wanted or subset not in subsets:
@@ -127,9 +132,14 @@ def validate_dataset(
             if path.name.startswith("."):
                 continue
             try:
-                parse_recording_name(path.name)
+                name = parse_recording_name(path.name)
                 if path.suffix.lower() != ".wav":
                     raise ValueError("not a .wav file")
+                if subset == "dev" and name.split not in SPLITS:
+                    raise ValueError(
+                        f"split {name.split} is not one of the development splits "
+                        f"{', '.join(map(str, SPLITS))}, so no fold would use it"
+                    )
             except ValueError as exc:
                 report.problems.append(DatasetError(path, f"unexpected file name ({exc})"))
                 continue

@@ -95,10 +95,11 @@ def parse_metadata(text: str, path: str | os.PathLike[str] = "<metadata>") -> li
 
 
 def read_text_file(path: Path, what: str) -> str:
-    """The UTF-8 text of a dataset file; :class:`DatasetError` says which ``what`` file is
-    missing or unreadable."""
+    """The UTF-8 text of a dataset file (a leading byte-order mark, as spreadsheet programs
+    write, is dropped); :class:`DatasetError` says which ``what`` file is missing or
+    unreadable."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DatasetError(path, f"missing {what} file") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -117,6 +117,11 @@ class SeldNet(nn.Module):
         rnn_layers: GRU layers; 0 feeds the conv features straight to the heads.
         dropout: dropout on the heads' and GRU's inputs (0 in the paper).
         pool: ``"avg"`` (paper) or ``"max"``, for the blocks and the frequency reduction.
+        freq_slots: 0 (paper): average (max with max pooling) the conv features over the
+            remaining frequency bins, which makes the model blind to where along the bin axis a
+            pattern lies: for GCC-PHAT the bin axis is the lag, i.e. the direction. k > 0 keeps
+            k slots along it (adaptive average pooling) and flattens them into the GRU's input
+            (beyond the seed).
         doa_output: ``"angles"`` (paper: an azimuth and an elevation head) or ``"xyz"`` (one
             head of 3 values per class, tanh; ``azimuth`` and ``elevation`` are read back with
             atan2 and the outputs gain ``xyz`` (batch, frames, classes, 3)).
@@ -137,8 +142,11 @@ class SeldNet(nn.Module):
         dropout: float = 0.0,
         pool: str = "avg",
         doa_output: str = "angles",
+        freq_slots: int = 0,
     ):
         super().__init__()
+        if freq_slots < 0:
+            raise ValueError(f"freq_slots must be >= 0, got {freq_slots}")
         if doa_output not in DOA_OUTPUTS:
             raise ValueError(
                 f"unknown doa_output {doa_output!r}; choose one of {', '.join(DOA_OUTPUTS)}"
@@ -160,6 +168,9 @@ class SeldNet(nn.Module):
         if doa_output != "angles":  # the paper's configs (and old checkpoints) stay as they were
             self.config["doa_output"] = doa_output
         self.doa_output = doa_output
+        if freq_slots:
+            self.config["freq_slots"] = int(freq_slots)
+        self.freq_slots = freq_slots
         widths = [in_channels, *channels]
         self.conv_blocks = nn.ModuleList(
             ConvBlock(a, b, pool) for a, b in itertools.pairwise(widths)
@@ -167,7 +178,7 @@ class SeldNet(nn.Module):
         self.time_ratio = 2 ** len(channels)
         self.pool = pool
         self.dropout = nn.Dropout(dropout)
-        features = channels[-1]
+        features = channels[-1] * max(freq_slots, 1)
         self.gru: nn.GRU | None = None
         if rnn_layers > 0:
             self.gru = nn.GRU(
@@ -199,8 +210,13 @@ class SeldNet(nn.Module):
         frames = x.shape[2]
         for block in self.conv_blocks:
             x = block(x)
-        x = x.mean(dim=3) if self.pool == "avg" else x.amax(dim=3)  # over frequency
-        x = self.dropout(x.transpose(1, 2))  # (batch, steps, features)
+        if self.freq_slots:  # (batch, channels, steps, slots) -> (batch, steps, channels * slots)
+            x = F.adaptive_avg_pool2d(x, (x.shape[2], self.freq_slots))
+            x = x.permute(0, 2, 1, 3).flatten(2)
+        else:  # over frequency
+            x = x.mean(dim=3) if self.pool == "avg" else x.amax(dim=3)
+            x = x.transpose(1, 2)  # (batch, steps, features)
+        x = self.dropout(x)
         if self.gru is not None:
             x, _ = self.gru(x)
             x = self.dropout(x)

@@ -149,3 +149,23 @@ def test_validate_reports_every_problem_and_accepts_the_rest(make_dataset):
 def test_validate_clean_dataset(make_dataset):
     report = validate_dataset(make_dataset())
     assert report.ok and len(report.accepted) == 4
+
+
+def test_validate_a_missing_format_folder_is_an_error(make_dataset):
+    root = make_dataset(formats=("foa",))
+    with pytest.raises(DatasetError, match="no mic_dev or mic_eval folder"):
+        validate_dataset(root, formats=("mic",))
+
+
+def test_unknown_split_is_named_and_a_bom_is_accepted(make_dataset):
+    from seld.metadata import read_metadata
+
+    root = make_dataset(stems=("split1_ir0_ov1_0", "split5_ir0_ov1_0"), formats=("mic",))
+    csv = root / "metadata_dev" / "split1_ir0_ov1_0.csv"
+    csv.write_bytes(b"\xef\xbb\xbf" + csv.read_bytes())  # as spreadsheet programs save it
+    report = validate_dataset(root)
+    assert [(p.path.name, "split 5" in p.problem) for p in report.problems] == [
+        ("split5_ir0_ov1_0.wav", True)
+    ]
+    assert [p.name for p in report.accepted] == ["split1_ir0_ov1_0.wav"]
+    assert len(read_metadata(csv, 2.0)) == 2

@@ -275,3 +275,14 @@ def test_ui_under_sigterm_leaves_no_server_behind(tmp_path: Path):
     assert _processes_mentioning(str(ws)) == []
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_an_unwritable_workspace_is_named_in_one_line(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    workspace = blocker / "ws"
+    for command in (["extract", "--dataset", str(tmp_path)], ["cv", "--dataset", str(tmp_path)]):
+        result = runner.invoke(app, [*command, "--workspace", str(workspace)])
+        assert result.exit_code == 2
+        assert f"cannot write to workspace {workspace}" in " ".join(result.output.split())
+        assert "Traceback" not in result.output
