@@ -60,12 +60,44 @@ def ray_session(
         kwargs["_node_ip_address"] = "127.0.0.1"
         if dashboard:
             kwargs["dashboard_host"] = "127.0.0.1"
-    context = ray.init(**kwargs)
+    with _single_machine(not address):
+        context = ray.init(**kwargs)
     _quiet_raylet_messages()
     try:
         yield (context.dashboard_url or None) if dashboard and not address else None
     finally:
         ray.shutdown()
+
+
+#: Ray's switch for "this machine can be part of a cluster" (off by default only on macOS and
+#: Windows). Off, Ray's node address lookup answers 127.0.0.1, and every process of a local
+#: instance (GCS, raylet, agents, workers) listens on loopback instead of all interfaces;
+#: ``_node_ip_address="127.0.0.1"`` alone leaves most of them on ``*`` (measured with
+#: ``ss -ltnp``, Ray 2.60). Ray reads it from the environment when ``ray_constants`` is
+#: imported, so the driver's copy is switched too, for the start-up only.
+_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextmanager
+def _single_machine(local: bool) -> Iterator[None]:
+    """Start a local instance with the cluster switch off (the processes it starts inherit the
+    environment); the driver's environment and constant are restored afterwards."""
+    from ray._private import ray_constants
+
+    if not local:
+        yield
+        return
+    previous, constant = os.environ.get(_CLUSTER_SWITCH), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_CLUSTER_SWITCH] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = constant
+        if previous is None:
+            del os.environ[_CLUSTER_SWITCH]
+        else:
+            os.environ[_CLUSTER_SWITCH] = previous
 
 
 _HARMLESS = "PYTHON worker processes have been started on node"

@@ -286,3 +286,39 @@ def test_an_unwritable_workspace_is_named_in_one_line(tmp_path: Path):
         assert result.exit_code == 2
         assert f"cannot write to workspace {workspace}" in " ".join(result.output.split())
         assert "Traceback" not in result.output
+
+
+def test_the_local_ray_listens_on_loopback_only():
+    import psutil
+    import ray
+
+    from orchestrator.ray_utils import ray_session
+
+    with ray_session(num_cpus=2, dashboard=True):
+
+        @ray.remote
+        class Echo:
+            def ping(self) -> int:
+                return os.getpid()
+
+        @ray.remote
+        def task() -> int:
+            return os.getpid()
+
+        actor = Echo.remote()
+        ray.get([actor.ping.remote(), task.remote()])
+        me = psutil.Process()
+        ours = {me.pid} | {p.pid for p in me.children(recursive=True)}
+        listening = [
+            (c.laddr.ip, c.laddr.port, c.pid)
+            for c in psutil.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in ours
+        ]
+    names = {pid: psutil.Process(pid).name() for _, _, pid in listening if psutil.pid_exists(pid)}
+    assert len(listening) >= 5, listening  # GCS, raylet, agents, the driver, workers
+    outside = [
+        (ip, port, names.get(pid))
+        for ip, port, pid in listening
+        if ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+    ]
+    assert outside == [], outside
