@@ -124,6 +124,19 @@ def main(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    _interrupt_on_sigterm()
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM ends a command the way Ctrl-C does: every ``with`` block unwinds, so the local
+    Ray is shut down, MLflow runs are marked KILLED and temporary files are removed (SIGTERM's
+    default would end the process on the spot)."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @app.command()
@@ -415,7 +428,7 @@ def train(
     from seld.training import train_preset
 
     data = _fold_data(dataset, workspace, fmt, preset, fold, protocol)
-    overrides = {"seed": seed} | ({"epochs": epochs} if epochs is not None else {})
+    overrides = {"seed": seed} | ({"epochs": epochs, "steps": None} if epochs is not None else {})
     try:
         config = train_preset(preset, stage, **overrides)
     except ValueError as exc:

@@ -91,8 +91,9 @@ class CVSettings:
     def train_config(self, stage: str) -> TrainConfig:
         """The stage's training config: the preset, the seed, the epochs and the overrides."""
         overrides: dict[str, Any] = {"seed": self.seed, **self.train_overrides}
-        if self.epochs is not None:
+        if self.epochs is not None:  # an epoch count replaces a preset's step budget
             overrides["epochs"] = self.epochs
+            overrides["steps"] = None
         return train_preset(self.preset, stage, **overrides)
 
 

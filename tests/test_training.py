@@ -41,7 +41,9 @@ def fold_setup(tmp_path_factory):
 
 
 def tiny(stage: str, **kw):
-    return train_preset("tiny", stage, epochs=2, max_batches_per_epoch=4, batch_size=8, **kw)
+    return train_preset(
+        "tiny", stage, **{"epochs": 2, "max_batches_per_epoch": 4, "batch_size": 8, **kw}
+    )
 
 
 def test_sed_then_doa_then_two_stage_scores(fold_setup, tmp_path: Path):
@@ -78,12 +80,25 @@ def test_doa_needs_sed(fold_setup, tmp_path: Path):
         train_fold_stage(data, tiny("doa"), tmp_path)
 
 
-def test_resume_is_exact_and_training_is_deterministic(fold_setup, tmp_path: Path):
+class Crash(Exception):
+    pass
+
+
+def _crash_after_first_epoch(metrics, out_dir):
+    if metrics["epoch"] == 1:
+        raise Crash  # after the epoch's checkpoint, as a killed worker would
+
+
+@pytest.mark.parametrize("extra", [{}, {"augment": True, "lr_schedule": "cosine"}])
+def test_resume_is_exact_and_training_is_deterministic(fold_setup, tmp_path: Path, extra):
     data = fold_data(*fold_setup, FEATURES, "mic", 3)
-    straight = train_fold_stage(data, tiny("sed"), tmp_path / "a")
+    straight = train_fold_stage(data, tiny("sed", **extra), tmp_path / "a")
     # the same two epochs, interrupted after the first and resumed from last.pt
-    train_fold_stage(data, replace(tiny("sed"), epochs=1), tmp_path / "b")
-    resumed = train_fold_stage(data, tiny("sed"), tmp_path / "b")
+    with pytest.raises(Crash):
+        train_fold_stage(
+            data, tiny("sed", **extra), tmp_path / "b", report=_crash_after_first_epoch
+        )
+    resumed = train_fold_stage(data, tiny("sed", **extra), tmp_path / "b")
     a = load_checkpoint(tmp_path / "a" / "fold3" / "sed" / "last.pt")
     b = load_checkpoint(tmp_path / "b" / "fold3" / "sed" / "last.pt")
     assert a["step"] == b["step"] == 8
@@ -92,3 +107,31 @@ def test_resume_is_exact_and_training_is_deterministic(fold_setup, tmp_path: Pat
     assert [h["train_loss"] for h in straight.history] == [h["train_loss"] for h in resumed.history]
     model = load_model(straight.best_checkpoint)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_the_cosine_rate_follows_the_budget_whatever_the_epochs(fold_setup, tmp_path: Path):
+    """The learning rate is a function of the fraction of the budget done: 2 or 4 epochs, or a
+    budget in steps, all start at lr and end at lr * lr_final_factor."""
+    from seld.training import learning_rate_factor
+
+    data = fold_data(*fold_setup, FEATURES, "mic", 1)
+    runs = {
+        "2 epochs": tiny("sed", lr_schedule="cosine", epochs=2),
+        "4 epochs": tiny("sed", lr_schedule="cosine", epochs=4),
+        "10 steps": tiny("sed", lr_schedule="cosine", steps=10),
+    }
+    for name, config in runs.items():
+        result = train_fold_stage(data, config, tmp_path / name.replace(" ", "_"))
+        last = result.history[-1]
+        total = {"2 epochs": 8, "4 epochs": 16, "10 steps": 10}[name]
+        assert last["step"] == total, name
+        # the rate after the last step is the end of the schedule
+        assert last["lr"] == pytest.approx(config.lr * config.lr_final_factor), name
+        assert len(result.history) == -(-total // 4)
+    config = runs["2 epochs"]
+    for total in (8, 16, 1000):  # halfway through any budget: the mean of start and end
+        half = learning_rate_factor((total - 1) / 2, config, total)
+        assert half == pytest.approx((1 + config.lr_final_factor) / 2)
+    # the seed's schedule is in absolute steps: a longer budget keeps decaying
+    step = replace(config, lr_schedule="step", lr_decay_start=200, lr_decay_every=50)
+    assert learning_rate_factor(1000, step, 1000) < learning_rate_factor(250, step, 1000) < 1
