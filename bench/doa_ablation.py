@@ -24,7 +24,22 @@ import numpy as np
 
 #: Cumulative steps: each adds one change to the one before (feature overrides, train overrides).
 STEPS: list[tuple[str, dict, dict]] = [
-    ("tiny as before (step decay at absolute steps)", {}, {}),
+    (
+        "tiny as before (step decay at absolute steps)",
+        {"gcc_upsample": 1},
+        {
+            "lr_schedule": "step",
+            "lr_decay_start": 200,
+            "lr_decay_every": 50,
+            "wrap_azimuth": False,
+            "augment": False,
+            "model_kwargs": {
+                "channels": (16, 32, 64, 64),
+                "rnn_hidden": 32,
+                "doa_output": "angles",
+            },
+        },
+    ),
     ("+ cosine schedule over the step budget", {}, {"lr_schedule": "cosine"}),
     ("+ wrap-aware azimuth loss", {}, {"wrap_azimuth": True}),
     ("+ channel-symmetry augmentation", {}, {"augment": True}),
@@ -82,8 +97,7 @@ def run(args: argparse.Namespace) -> None:
             if (step, seed) in done:
                 continue
             kwargs = dict(train_over)
-            model_kwargs = {**train_preset("tiny", "doa").model_kwargs}
-            model_kwargs.update(kwargs.pop("model_kwargs", {}))
+            model_kwargs = kwargs.pop("model_kwargs")
             config = train_preset(
                 "tiny", "doa", seed=seed, steps=args.steps, model_kwargs=model_kwargs, **kwargs
             )
@@ -113,9 +127,15 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _results(path: Path) -> list[dict]:
+    """Finished runs, the first of each (step, seed) (two processes may both have run one)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows.setdefault((row["step"], row["seed"]), row)
+    return list(rows.values())
 
 
 def table(args: argparse.Namespace) -> None:
