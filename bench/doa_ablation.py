@@ -49,6 +49,23 @@ STEPS: list[tuple[str, dict, dict]] = [
 ]
 
 
+#: Leave-one-out checks of the preset (step 5): numbered after the cumulative steps.
+LEAVE_ONE_OUT: list[tuple[str, dict, dict]] = [
+    ("step 5 without the augmentation", {}, {"augment": False}),
+    ("step 5 with the absolute step decay instead of cosine", {}, {"lr_schedule": "step"}),
+]
+PRESET_STEP = 5
+
+
+def variant(step: int) -> tuple[str, dict, dict]:
+    """Name, feature overrides and train overrides of a step (cumulative or leave-one-out)."""
+    if step < len(STEPS):
+        return (STEPS[step][0], *cumulative(step))
+    name, f, t = LEAVE_ONE_OUT[step - len(STEPS)]
+    features, train = cumulative(PRESET_STEP)
+    return name, {**features, **f}, {**train, **t}
+
+
 def cumulative(upto: int) -> tuple[dict, dict]:
     features: dict = {}
     train: dict = {}
@@ -82,15 +99,15 @@ def run(args: argparse.Namespace) -> None:
     synth = SynthConfig(
         seconds=args.seconds, per_split=args.per_split, formats=("mic",), seed=args.data_seed
     )
-    steps = args.only if args.only is not None else range(len(STEPS))
+    steps = args.only if args.only is not None else range(len(STEPS) + len(LEAVE_ONE_OUT))
     with ray_session(num_cpus=args.threads):
         synthesize_on_ray(data, synth)
         for step in steps:
-            feat_over, train_over = cumulative(step)
+            _, feat_over, train_over = variant(step)
             features = replace(feature_preset("tiny", "mic"), **feat_over)
             extract_dataset(data, ws, features, "mic")
     for step in steps:
-        feat_over, train_over = cumulative(step)
+        name, feat_over, train_over = variant(step)
         features = replace(feature_preset("tiny", "mic"), **feat_over)
         fold = fold_data(data, ws, features, "mic", 1)
         for seed in args.seeds:
@@ -112,7 +129,7 @@ def run(args: argparse.Namespace) -> None:
             test = evaluate_files(model, fold.test, fold.scaler, config, torch.device("cpu"))
             row = {
                 "step": step,
-                "name": STEPS[step][0],
+                "name": name,
                 "seed": seed,
                 "steps": args.steps,
                 "best_epoch": result.best_epoch,
@@ -142,7 +159,8 @@ def table(args: argparse.Namespace) -> None:
     rows = _results(Path(args.workspace) / "results.jsonl")
     print("| step | test DOA error (oracle activity) | validation DOA error | seeds | s/run |")
     print("|---|---|---|---|---|")
-    for step, (name, _, _) in enumerate(STEPS):
+    for step in range(len(STEPS) + len(LEAVE_ONE_OUT)):
+        name = variant(step)[0]
         mine = [r for r in rows if r["step"] == step]
         if not mine:
             continue

@@ -800,7 +800,8 @@ def tune_hparams_command(
     / "hparams.yaml",
     trials: Annotated[int, typer.Option("--trials", min=1)] = 20,
     name: Annotated[
-        str, typer.Option("--name", help="The search's name; rerun it to resume.")
+        str,
+        typer.Option("--name", help="The search's name; rerun it to resume.", callback=_run_name),
     ] = "hparams",
     fmt: FormatOpt = "mic",
     preset: PresetOpt = "tiny",

@@ -64,7 +64,7 @@ class CVSettings:
     kill_once_after: tuple[int, str, int] | None = None
 
     def __post_init__(self) -> None:
-        validate_run_name(self.run)
+        validate_run_name(self.run, nested=True)
 
     @property
     def run_dir(self) -> Path:

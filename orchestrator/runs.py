@@ -33,9 +33,12 @@ class RunError(ValueError):
     why and what to do."""
 
 
-def validate_run_name(name: str) -> str:
-    """``name`` when it is a safe run name, else :class:`RunError`."""
-    if not _NAME.match(name) or ".." in name:
+def validate_run_name(name: str, nested: bool = False) -> str:
+    """``name`` when it is a safe run name, else :class:`RunError`. ``nested`` also accepts
+    safe names joined by ``/`` (a search's trial runs live under its folder: ``search/trial``),
+    which the command line never does."""
+    parts = name.split("/") if nested else [name]
+    if not all(_NAME.match(part) and ".." not in part for part in parts):
         raise RunError(
             f"bad run name {name!r}: use letters, digits, '.', '_' and '-' only (no path "
             "separators, no '..', not absolute; at most 128 characters)"

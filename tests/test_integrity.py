@@ -86,12 +86,14 @@ def _name(stem: str):
 
 
 def test_run_names_cannot_leave_the_workspace(tmp_path: Path):
-    for bad in ("../../escape", "/tmp/abs", "a/b", "..", "", ".hidden", "x" * 200):
+    for bad in ("../../escape", "/tmp/abs", "a/b", "..", "", ".hidden", "x" * 200, "a/../b"):
         with pytest.raises(RunError):
             validate_run_name(bad)
-        with pytest.raises(RunError):
-            CVSettings(dataset=str(tmp_path), workspace=str(tmp_path), run=bad)
+        if bad != "a/b":  # a search's trial runs are nested: search/trial
+            with pytest.raises(RunError):
+                CVSettings(dataset=str(tmp_path), workspace=str(tmp_path), run=bad)
     assert validate_run_name("paper-mic_2.v1") == "paper-mic_2.v1"
+    assert CVSettings(dataset="d", workspace="w", run="search/trial_1").run == "search/trial_1"
     result = runner.invoke(
         app, ["cv", "--dataset", str(tmp_path), "--workspace", str(tmp_path), "--run", "../x"]
     )
