@@ -225,15 +225,22 @@ def validate(
                     "problems": [
                         {"file": str(p.path), "problem": p.problem} for p in report.problems
                     ],
+                    "warnings": [
+                        {"file": str(p.path), "warning": p.problem} for p in report.warnings
+                    ],
                 }
             )
         )
     else:
         if report.problems:
             print_problems(console, report.problems)
+        for warning in report.warnings:
+            err_console.print(
+                f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True
+            )
         console.print(
             f"{report.checked} audio file(s) checked, {len(report.accepted)} accepted, "
-            f"{len(report.problems)} problem(s)"
+            f"{len(report.problems)} problem(s), {len(report.warnings)} warning(s)"
         )
     if report.problems:
         raise typer.Exit(1)
@@ -259,6 +266,13 @@ def score(
             "(the official code ignores the last frame of each second).",
         ),
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Reject impossible directions and frames past the end instead of warning.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Score DCASE 2019 submission CSVs like the official script: all, per split, ov and ir."""
@@ -268,6 +282,7 @@ def score(
             durations = recording_durations(ref.parent)
         except DatasetError:
             durations = None  # a bare metadata folder: one-minute recordings, as in DCASE 2019
+    warnings: list[DatasetError] = []
     with _exit_on(DatasetError):
         report = score_directories(
             ref,
@@ -275,7 +290,11 @@ def score(
             durations=durations,
             default_duration_s=duration if duration is not None else 60.0,
             official_blocks=not corrected_blocks,
+            strict=strict,
+            warnings=warnings,
         )
+    for warning in warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
     if json_out:
         console.print_json(to_json(report.as_dict()))
     else:

@@ -8,6 +8,7 @@ Layout (``subset`` is ``dev`` or ``eval``; only ``dev`` has metadata)::
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections import Counter
@@ -17,7 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seld.audio import AudioInfo, audio_info, scan_audio
-from seld.dcase import FORMATS, NUM_CHANNELS, SPLITS, SUBSETS, RecordingName, parse_recording_name
+from seld.dcase import (
+    FORMATS,
+    GRID_STEP_DEG,
+    NUM_CHANNELS,
+    SPLITS,
+    SUBSETS,
+    RecordingName,
+    parse_recording_name,
+)
 from seld.metadata import DatasetError, Event, read_metadata
 
 log = logging.getLogger(__name__)
@@ -95,6 +104,9 @@ class ValidationReport:
     problems: list[DatasetError] = field(default_factory=list)
     accepted: list[Path] = field(default_factory=list)
     checked: int = 0
+    #: accepted, but worth knowing (off-grid directions, same-class overlaps), with how they
+    #: are handled
+    warnings: list[DatasetError] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -250,17 +262,46 @@ def _check_metadata(
             )
         return dev_stems
     for stem in sorted(dev_stems):
+        path = layout.metadata_dir / f"{stem}.csv"
         try:
-            read_metadata(layout.metadata_dir / f"{stem}.csv", durations.get(stem))
+            events = read_metadata(path, durations.get(stem))
         except DatasetError as exc:
             report.problems.append(exc)
             bad.add(stem)
+            continue
+        report.warnings.extend(DatasetError(path, w) for w in metadata_warnings(events))
     for path in sorted(layout.metadata_dir.glob("*.csv")):
         if not _parses(path.name):
             report.problems.append(DatasetError(path, "unexpected file name in metadata folder"))
         elif parse_recording_name(path.name).stem not in dev_stems:
             report.problems.append(DatasetError(path, "metadata without a matching recording"))
     return bad
+
+
+def metadata_warnings(events: list[Event]) -> list[str]:
+    """What a recording's events do that the DCASE 2019 data never does, and how it is
+    handled: directions off the 10-degree grid or its elevation range, and overlapping events
+    of the same class (the frame targets hold one direction per class)."""
+    out = []
+    for e in events:
+        if e.azimuth % GRID_STEP_DEG or e.elevation % GRID_STEP_DEG or abs(e.elevation) > 40:
+            out.append(
+                f"{e.label} at {e.start:g}-{e.end:g} s: direction (azimuth {e.azimuth:g}, "
+                f"elevation {e.elevation:g}) is off the DCASE 2019 grid; used as given for "
+                "training, floored onto the grid when scored"
+            )
+    by_class: dict[str, list[Event]] = {}
+    for e in sorted(events, key=lambda e: e.start):
+        by_class.setdefault(e.label, []).append(e)
+    for label, same in by_class.items():
+        for a, b in itertools.pairwise(same):
+            if b.start < a.end:
+                out.append(
+                    f"two {label} events overlap at {b.start:g}-{min(a.end, b.end):g} s; the "
+                    f"frame targets hold one direction per class, so the one listed later "
+                    "sets it there"
+                )
+    return out
 
 
 def _parses(name: str) -> bool:

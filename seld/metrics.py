@@ -64,6 +64,7 @@ from seld.submission import (
     events_to_rows,
     predictions_to_rows,
     read_submission,
+    submission_problems,
     write_submission,
 )
 
@@ -609,8 +610,14 @@ def score_directories(
     durations: Mapping[str, float] | None = None,
     default_duration_s: float = 60.0,
     official_blocks: bool = True,
+    strict: bool = False,
+    warnings: list[DatasetError] | None = None,
 ) -> ScoreReport:
     """Score a folder of submission CSVs against a folder of reference metadata CSVs.
+
+    Rows the official scorer silently repairs (impossible directions, frames past the end; see
+    :func:`seld.submission.submission_problems`) are appended to ``warnings``, or, when
+    ``strict``, raised as :class:`DatasetError`.
 
     Files are paired by stem. ``durations``: recording stem -> length in seconds (sets the frame
     count; ``default_duration_s`` for stems not in it). Raises :class:`DatasetError` for a
@@ -644,6 +651,11 @@ def score_directories(
         frames = num_label_frames(duration)
         ref_rows = events_to_rows(read_metadata(ref_path, duration_s=duration), frames)
         pred_rows = read_submission(preds[stem])
+        for problem in submission_problems(pred_rows, frames):
+            if strict:
+                raise DatasetError(preds[stem], problem)
+            if warnings is not None:
+                warnings.append(DatasetError(preds[stem], problem))
         try:
             counts[stem] = count_file(ref_rows, pred_rows, frames, official_blocks=official_blocks)
         except ValueError as exc:  # only the reference can still be at fault here

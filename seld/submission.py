@@ -155,3 +155,29 @@ def events_to_rows(events: Iterable[Event], num_frames: int) -> np.ndarray:
     if not blocks:
         return empty_rows()
     return np.unique(np.concatenate(blocks), axis=0)
+
+
+def submission_problems(rows: np.ndarray, frames: int) -> list[str]:
+    """What the scorer would silently repair in a submission's rows ``(frame, class, azimuth,
+    elevation)`` of a recording of ``frames`` label frames: directions that are no direction
+    (azimuth outside [-180, 180], elevation outside [-90, 90]; scored clipped onto the grid)
+    and rows past the end (dropped)."""
+    problems = []
+    checks = (
+        (
+            (rows[:, 2] < -180) | (rows[:, 2] > 180),
+            "azimuth outside [-180, 180] (scored clipped to the grid)",
+        ),
+        (
+            (rows[:, 3] < -90) | (rows[:, 3] > 90),
+            "elevation outside [-90, 90] (scored clipped to the grid)",
+        ),
+        (rows[:, 0] >= frames, f"frame past the recording's last frame {frames - 1} (dropped)"),
+    )
+    for bad, what in checks:
+        if bad.any():
+            first = rows[np.flatnonzero(bad)[0]]
+            problems.append(
+                f"{int(bad.sum())} row(s) with {what}, e.g. {','.join(map(str, first))}"
+            )
+    return problems

@@ -204,3 +204,22 @@ def test_readme_cli_reference_is_generated_from_the_cli():
     readme = (root / "README.md").read_text()
     for command in ("tune hparams", "tune thresholds", "submit cv", "cluster-check", "demo"):
         assert f"#### `seld-orch {command}`" in readme
+
+
+def test_score_warns_about_what_it_repairs_and_strict_rejects_it(synth_root, tmp_path: Path):
+    from seld.dataset import recording_durations
+
+    pred = tmp_path / "odd"
+    stems = sorted(recording_durations(synth_root))
+    for stem in stems:
+        write_submission(pred / f"{stem}.csv", np.array([[5, 0, 10, 0]]))
+    odd = stems[0]
+    write_submission(pred / f"{odd}.csv", np.array([[5, 0, 400, 0], [9999, 1, 0, 0]]))
+    result = invoke("score", "--ref", synth_root / "metadata_dev", "--pred", pred, "--json")
+    assert result.exit_code == 0
+    json.loads(result.stdout)  # the warnings go to stderr, the JSON stays valid
+    warned = " ".join(result.stderr.split())
+    assert f"{odd}.csv: 1 row(s) with azimuth outside [-180, 180]" in warned
+    assert "frame past the recording's last frame 199 (dropped)" in warned
+    strict = invoke("score", "--ref", synth_root / "metadata_dev", "--pred", pred, "--strict")
+    assert strict.exit_code == 2 and "azimuth outside" in strict.output

@@ -169,3 +169,21 @@ def test_unknown_split_is_named_and_a_bom_is_accepted(make_dataset):
     ]
     assert [p.name for p in report.accepted] == ["split1_ir0_ov1_0.wav"]
     assert len(read_metadata(csv, 2.0)) == 2
+
+
+def test_off_grid_directions_and_same_class_overlaps_are_warnings(make_dataset):
+    from seld.metadata import Event, write_metadata
+
+    root = make_dataset(stems=("split1_ir0_ov2_0",), formats=("mic",))
+    csv = root / "metadata_dev" / "split1_ir0_ov2_0.csv"
+    events = (
+        Event("speech", 0.1, 0.9, 50, 175, 1),  # elevation 50, azimuth 175: off the grid
+        Event("speech", 0.5, 1.5, 0, 20, 1),  # overlaps the first speech
+    )
+    write_metadata(csv, events)
+    report = validate_dataset(root)
+    assert report.ok and len(report.accepted) == 1
+    warnings = [w.problem for w in report.warnings]
+    assert len(warnings) == 2 and all(w.path == csv for w in report.warnings)
+    assert "azimuth 175, elevation 50" in warnings[0] and "off the DCASE 2019 grid" in warnings[0]
+    assert "two speech events overlap at 0.5-0.9 s" in warnings[1]
