@@ -27,17 +27,21 @@ from seld.training import load_checkpoint, load_model, train_preset
 FEATURES = feature_preset("tiny", "mic")
 
 
-@pytest.fixture(scope="module")
-def fold_setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
+def extracted(root: Path, seconds: float, seed: int) -> tuple[Path, Path]:
+    """A synthesized mic dataset of 2 recordings per split and its tiny features."""
     data = root / "data"
     synthesize_dataset(
-        data, SynthConfig(seconds=6, per_split=2, formats=("mic",), seed=3), workers=2
+        data, SynthConfig(seconds=seconds, per_split=2, formats=("mic",), seed=seed), workers=2
     )
     feats = feature_root(root / "ws", FEATURES)
     for rec in DatasetLayout.discover(data).recordings("mic"):
         extract_recording(rec, FEATURES, feats)
     return data, root / "ws"
+
+
+@pytest.fixture(scope="module")
+def fold_setup(tmp_path_factory):
+    return extracted(tmp_path_factory.mktemp("train"), seconds=6, seed=3)
 
 
 def tiny(stage: str, **kw):
@@ -146,14 +150,8 @@ def test_the_tiny_preset_learns_direction(tmp_path_factory):
     from seld.training import evaluate_files, train_stage
 
     root = tmp_path_factory.mktemp("direction")
-    data = root / "data"
-    synthesize_dataset(
-        data, SynthConfig(seconds=10, per_split=2, formats=("mic",), seed=11), workers=2
-    )
-    feats = feature_root(root / "ws", FEATURES)
-    for rec in DatasetLayout.discover(data).recordings("mic"):
-        extract_recording(rec, FEATURES, feats)
-    fold = fold_data(data, root / "ws", FEATURES, "mic", 1)
+    data, ws = extracted(root, seconds=10, seed=11)
+    fold = fold_data(data, ws, FEATURES, "mic", 1)
     config = train_preset("tiny", "doa", steps=STEPS_TO_LOCALIZE, seed=0)
     torch.manual_seed(0)
     scratch = build_model(config.model, in_channels=10, **config.model_kwargs).state_dict()
