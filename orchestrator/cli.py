@@ -133,8 +133,7 @@ def _interrupt_on_sigterm() -> None:
     default would end the process on the spot)."""
     import signal
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+    from orchestrator.runs import interrupt
 
     signal.signal(signal.SIGTERM, interrupt)
 

@@ -23,7 +23,7 @@ from orchestrator.extract import current_inputs
 from orchestrator.fold import references, submission_pairs, two_stage_predictions
 from orchestrator.ray_utils import ray_session
 from orchestrator.report import to_json
-from orchestrator.runs import RunLock, check_same_settings
+from orchestrator.runs import RunLock, check_same_settings, interrupt
 from orchestrator.tracking import (
     flatten,
     get_experiment,
@@ -83,11 +83,7 @@ def claimed_run(s: CVSettings, overwrite: bool = False) -> Iterator[Path]:
 def killed_on_interrupt(client: MlflowClient, runs: dict[str, Any]) -> Iterator[None]:
     """SIGTERM ends the block like Ctrl-C; either marks the run's MLflow runs KILLED (the
     ``ray_session`` inside is left on the way out, which stops the local Ray)."""
-
-    def terminate(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
     except KeyboardInterrupt:

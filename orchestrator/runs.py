@@ -28,6 +28,12 @@ from seld.fsutil import atomic_path
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+def interrupt(signum: int, frame: object) -> None:
+    """A signal handler that ends the program as Ctrl-C does (``KeyboardInterrupt``), so that
+    every ``with`` block unwinds: Ray shut down, MLflow runs closed, temporaries deleted."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 class RunError(ValueError):
     """A run cannot be started as asked (bad name, in use, other settings); the message says
     why and what to do."""

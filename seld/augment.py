@@ -194,8 +194,18 @@ class BatchAugmenter:
 
     def __init__(self, fmt: str, kind: str, generator: torch.Generator):
         self.symmetries = symmetries(fmt)
-        self.maps = [feature_map(s, kind) for s in self.symmetries]
         self.generator = generator
+        # per symmetry, built once: source channel index, lag-reversal mask, sign
+        self._maps = []
+        for sym in self.symmetries:
+            fmap = feature_map(sym, kind)
+            self._maps.append(
+                (
+                    torch.tensor(fmap.sources),
+                    torch.tensor(fmap.flips)[None, :, None, None],
+                    torch.tensor(fmap.signs, dtype=torch.float32)[None, :, None, None],
+                )
+            )
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         features = batch["features"]
@@ -209,12 +219,11 @@ class BatchAugmenter:
             if self.symmetries[g].is_identity:
                 continue
             rows = (choice == g).nonzero().squeeze(1).to(features.device)
-            fmap, sym = self.maps[g], self.symmetries[g]
-            x = features.index_select(0, rows)[:, list(fmap.sources)]
-            flip = torch.tensor(fmap.flips, device=x.device)
-            x = torch.where(flip[None, :, None, None], x[..., reverse.to(x.device)], x)
-            sign = torch.tensor(fmap.signs, dtype=x.dtype, device=x.device)
-            new_features[rows] = x * sign[None, :, None, None]
+            sym = self.symmetries[g]
+            sources, flip, sign = (t.to(features.device) for t in self._maps[g])
+            x = features.index_select(0, rows)[:, sources]
+            x = torch.where(flip, x[..., reverse.to(x.device)], x)
+            new_features[rows] = x * sign.to(x.dtype)
             azi = sym.azimuth_sign * azimuth[rows] + sym.azimuth_offset
             azimuth[rows] = torch.remainder(azi + 180.0, 360.0) - 180.0
             elevation[rows] = sym.elevation_sign * elevation[rows]
