@@ -1,5 +1,8 @@
 """Feature extraction benchmark: our extractor against the seed's algorithm, and Ray scaling.
 
+Part 0 (first, and alone with ``--extract-only``): ``extract_features`` of one 20 s 4-channel
+recording made at 24 kHz (delayed copies of noise, resampled to each preset's rate beforehand),
+median of 5 runs on one core, for the ``tiny`` and ``paper`` presets.
 Part 1, one recording (60 s, 4 channels, 48 kHz, synthesized), on one core:
   * ours: ``seld.audio.read_audio`` (soxr very-high-quality resampling to 32 kHz) and
     ``seld.features.extract_features`` with the paper preset;
@@ -12,6 +15,7 @@ Part 2, a synthesized dataset: wall time of ``extract_dataset`` (what ``seld-orc
 runs) on a local Ray with 1 and with 2 CPUs, after Ray has started.
 
     python bench/features.py [--seconds 60] [--recordings 16] [--json out.json]
+    python bench/features.py --extract-only
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,24 +36,28 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from seld.audio import read_audio
-from seld.features import PRESETS, extract_features
+from seld.config import load_config
+from seld.features import extract_features
 from seld.synth import SynthConfig, synthesize_recording
 from seld.synth.scene import plan_recordings
 
 from reference_seed_features import seed_features
 
-PAPER = PRESETS["paper"]
+PAPER = load_config("paper-mic").features
+TINY = load_config("tiny").features
 
 # VmHWM (the peak resident set of this process image) in kB, read before and after one extraction
 PEAK_MEMORY_SCRIPT = """
 import re, sys
 from seld.audio import read_audio
-from seld.features import PRESETS, extract_features
+from seld.config import load_config
+from seld.features import extract_features
+paper = load_config("paper-mic").features
 def hwm():
     return re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)
 base = hwm()
 audio, _ = read_audio(sys.argv[1], sample_rate=32000)
-extract_features(audio, PRESETS["paper"])
+extract_features(audio, paper)
 print(base, hwm())
 """
 
@@ -60,6 +69,35 @@ def best_of(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def median_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def extraction_times(configs: dict, seconds: float = 20.0, rate: int = 24_000, repeats: int = 5):
+    """Median seconds of ``extract_features`` per named config, on one core."""
+    import soxr
+
+    rng = np.random.default_rng(0)
+    n = int(seconds * rate)
+    source = rng.standard_normal(n + 16)
+    delays = (0, 3, 5, 8)  # samples at 24 kHz, the order of a small array's delays
+    mic = np.stack([source[16 - d : 16 - d + n] for d in delays], axis=1)
+    mic = (0.1 * (mic + 0.1 * rng.standard_normal(mic.shape))).astype(np.float32)
+    result = {}
+    with threadpool_limits(limits=1):
+        for name, config in configs.items():
+            audio = soxr.resample(mic, rate, config.sample_rate, quality="VHQ")
+            audio = audio.astype(np.float32)
+            extract_features(audio, config)  # warm caches
+            result[name] = median_of(partial(extract_features, audio, config), repeats)
+    return result
 
 
 def one_recording(seconds: float, tmp: Path, repeats: int) -> dict:
@@ -107,7 +145,6 @@ def dataset_throughput(recordings: int, seconds: float, tmp: Path) -> dict:
 
     from orchestrator.extract import extract_dataset
     from orchestrator.synthesize import synthesize_on_ray
-    from seld.features import feature_preset
 
     per_split = max(1, recordings // 4)
     data = tmp / "dataset"
@@ -118,7 +155,7 @@ def dataset_throughput(recordings: int, seconds: float, tmp: Path) -> dict:
     result = {"recordings": 4 * per_split, "seconds_each": seconds}
     for cpus in (1, 2):
         ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
-        summary = extract_dataset(data, tmp / f"ws{cpus}", feature_preset("paper"), "mic")
+        summary = extract_dataset(data, tmp / f"ws{cpus}", PAPER, "mic")
         ray.shutdown()
         assert summary.ok and len(summary.written) == 4 * per_split
         result[f"wall_s_{cpus}cpu"] = summary.elapsed_s
@@ -134,7 +171,16 @@ def main() -> None:
     parser.add_argument("--dataset-seconds", type=float, default=60.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--extract-only", action="store_true", help="only part 0")
     args = parser.parse_args()
+    extraction = extraction_times({"tiny": TINY, "paper": PAPER})
+    print("extract_features, one 20 s 4-channel recording (from 24 kHz), median of 5, 1 core:")
+    for name, seconds in extraction.items():
+        print(f"  {name:<6} preset                         {seconds:.3f} s")
+    if args.extract_only:
+        if args.json:
+            args.json.write_text(json.dumps({"extraction": extraction}, indent=2))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         single = one_recording(args.seconds, Path(tmp), args.repeats)
         print(f"one {single['seconds']:g} s recording, 48 kHz -> 32 kHz, paper preset, 1 core:")
@@ -159,7 +205,9 @@ def main() -> None:
             )
         print(f"  2 vs 1 CPU                           {scaling['scaling']:.2f}x")
     if args.json:
-        args.json.write_text(json.dumps({"single": single, "scaling": scaling}, indent=2))
+        args.json.write_text(
+            json.dumps({"extraction": extraction, "single": single, "scaling": scaling}, indent=2)
+        )
 
 
 if __name__ == "__main__":

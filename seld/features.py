@@ -1,22 +1,25 @@
 """Input features: log-mel and GCC-PHAT (mic format), log-mel and intensity vectors (FOA).
 
 Every feature of a recording is derived from one STFT per channel per transform size, computed for
-all channels at once; GCC-PHAT is computed for all pairs and frames in one batched inverse FFT.
+all channels at once; GCC-PHAT is computed for all pairs and frames in one batched inverse FFT,
+or, when upsampled, in one matrix product that yields only the kept lags.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from itertools import combinations
+from typing import Annotated, Literal
 
 import librosa
 import numpy as np
 import scipy.fft
 import scipy.signal
 from numpy.lib.stride_tricks import sliding_window_view
+from pydantic import ConfigDict, Field
 
 #: Feature kinds: log-mel + GCC-PHAT (the seed's, for either format) and log-mel + intensity
 #: vectors (the standard SELD feature for first-order ambisonics).
@@ -36,17 +39,19 @@ class FeatureConfig:
     lags, and ``gcc_upsample=8`` spreads it over ~51 (beyond the seed, whose value is 1).
     """
 
-    kind: str = "logmel_gcc"
-    sample_rate: int = 32_000
-    n_fft: int = 1024
-    hop_length: int = 320
-    n_mels: int = 96
-    fmin: float = 50.0
-    fmax: float | None = None
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    kind: Literal["logmel_gcc", "logmel_iv"] = "logmel_gcc"
+    sample_rate: Annotated[int, Field(ge=4_000, le=192_000)] = 32_000
+    n_fft: Annotated[int, Field(ge=64, le=16_384)] = 1024
+    hop_length: Annotated[int, Field(ge=1)] = 320
+    n_mels: Annotated[int, Field(ge=2, le=512)] = 96
+    fmin: Annotated[float, Field(ge=0)] = 50.0
+    fmax: Annotated[float, Field(gt=0)] | None = None
     window: str = "hann"
-    gcc_n_fft: int | None = None
-    gcc_upsample: int = 1
-    dtype: str = "float32"
+    gcc_n_fft: Annotated[int, Field(ge=2)] | None = None
+    gcc_upsample: Annotated[int, Field(ge=1, le=64)] = 1
+    dtype: Literal["float32", "float16"] = "float32"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -82,23 +87,6 @@ class FeatureConfig:
             del fields["gcc_upsample"]
         blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha1(blob).hexdigest()[:10]
-
-
-PRESETS: dict[str, FeatureConfig] = {
-    # the seed implementation's parameters
-    "paper": FeatureConfig(),
-    # small and fast, for CI and the demo: 100 frames per second like the paper; GCC-PHAT lags
-    # of 1/8 sample, so that the +-3.2 samples of the array's delays at 16 kHz fill the 64 lags
-    "tiny": FeatureConfig(sample_rate=16_000, n_fft=512, hop_length=160, n_mels=64, gcc_upsample=8),
-}
-
-
-def feature_preset(name: str, fmt: str = "mic") -> FeatureConfig:
-    """A preset for a format: FOA gets intensity vectors unless the seed's GCC is asked for."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown feature preset {name!r}; choose one of {', '.join(PRESETS)}")
-    config = PRESETS[name]
-    return replace(config, kind="logmel_iv") if fmt == "foa" else config
 
 
 #: Frames per processing block (a few MB of spectra, so blocks stay in cache).
@@ -164,14 +152,25 @@ def gcc_phat(spec: np.ndarray, n_lags: int, upsample: int = 1) -> np.ndarray:
 
     ``spec``: (channels, frames, freq) of an STFT of size 2 * (freq - 1). Returns
     (pairs, frames, n_lags) float32: lags -n_lags/2 .. n_lags/2 - 1 in units of 1 / ``upsample``
-    samples, zero lag at n_lags/2; a positive lag means channel m lags channel n. All pairs and
-    frames go through one batched inverse FFT (of ``upsample`` times the STFT's size: the
-    cross-power spectrum zero-padded, i.e. the correlation band-limitedly interpolated).
+    samples, zero lag at n_lags/2; a positive lag means channel m lags channel n. The values are
+    those of the inverse FFT of ``upsample`` times the STFT's size of the cross-power spectrum
+    zero-padded (the correlation band-limitedly interpolated, :func:`_gcc_irfft`). With
+    ``upsample`` > 1 only the kept lags are computed (:func:`_gcc_direct`, one matrix product for
+    all pairs and frames): ~10x faster at ``upsample=8``, ~2x at 2; at 1 the batched inverse FFT
+    is as fast, and exact, so it stays.
 
     The phase transform exp(1j * angle(X_m conj(X_n))) equals U_m conj(U_n) with the unit
     phasors U = X / |X|, so each channel is normalised once instead of each pair; a zero bin
     (digital silence) gives 1, as exp(1j * angle(0)) does.
     """
+    cross = _phat_cross_spectra(spec)
+    if upsample == 1:
+        return _gcc_irfft(cross, n_lags, upsample)
+    return _gcc_direct(cross, n_lags, upsample)
+
+
+def _phat_cross_spectra(spec: np.ndarray) -> np.ndarray:
+    """(pairs, frames, freq) complex64 phase-transformed cross-power spectra (see gcc_phat)."""
     magnitude = np.abs(spec)
     normal = magnitude > _TINY
     unit = np.divide(spec, magnitude, out=np.zeros_like(spec), where=normal)
@@ -179,10 +178,50 @@ def gcc_phat(spec: np.ndarray, n_lags: int, upsample: int = 1) -> np.ndarray:
     first, second = zip(*combinations(range(spec.shape[0]), 2), strict=True)
     cross = unit[list(second)] * np.conj(unit[list(first)])
     cross[~(normal[list(second)] & normal[list(first)])] = 1
-    size = upsample * 2 * (spec.shape[-1] - 1)
+    return cross
+
+
+def _gcc_irfft(cross: np.ndarray, n_lags: int, upsample: int) -> np.ndarray:
+    """The kept lags of one batched, zero-padded inverse real FFT of the cross spectra."""
+    size = upsample * 2 * (cross.shape[-1] - 1)
     cc = scipy.fft.irfft(cross, n=size, axis=-1)  # single precision in, single precision out
     half = n_lags // 2
     return np.concatenate([cc[..., -half:], cc[..., :half]], axis=-1)
+
+
+@lru_cache(maxsize=16)
+def _gcc_lag_matrix(n_freq: int, n_lags: int, upsample: int) -> np.ndarray:
+    """(2 * n_freq, n_lags) float32 matrix taking the interleaved (real, imaginary) parts of a
+    cross spectrum to the kept lags of its zero-padded inverse real FFT of size
+    N = upsample * 2 * (n_freq - 1): cc[n] = sum_k w_k / N (Re X_k cos(2 pi k n / N) -
+    Im X_k sin(2 pi k n / N)), w_k = 2 except w = 1 at DC and, without padding (upsample 1), at
+    the Nyquist bin (with padding the last bin is an inner bin of the larger transform). The
+    imaginary parts at DC and Nyquist meet sin = 0, so they are ignored as by the inverse FFT.
+    """
+    size = upsample * 2 * (n_freq - 1)
+    half = n_lags // 2
+    k = np.arange(n_freq)[:, None]
+    lags = np.arange(-half, half)[None, :]
+    angle = 2 * np.pi * ((k * lags) % size) / size  # exact integer phase, then radians
+    weight = np.full((n_freq, 1), 2.0 / size)
+    weight[0] = 1.0 / size
+    if upsample == 1:
+        weight[-1] = 1.0 / size
+    matrix = np.empty((2 * n_freq, n_lags))
+    matrix[0::2] = weight * np.cos(angle)
+    matrix[1::2] = -weight * np.sin(angle)
+    matrix = matrix.astype(np.float32)
+    matrix.flags.writeable = False  # shared by the cache
+    return matrix
+
+
+def _gcc_direct(cross: np.ndarray, n_lags: int, upsample: int) -> np.ndarray:
+    """The same lags as :func:`_gcc_irfft`, computed directly: one real matrix product of the
+    complex64 spectra viewed as interleaved float32 (real, imaginary) pairs, no copy."""
+    pairs, n_frames, n_freq = cross.shape
+    flat = np.ascontiguousarray(cross, dtype=np.complex64).view(np.float32)
+    cc = flat.reshape(pairs * n_frames, 2 * n_freq) @ _gcc_lag_matrix(n_freq, n_lags, upsample)
+    return cc.reshape(pairs, n_frames, n_lags)
 
 
 def intensity_vectors(spec: np.ndarray, config: FeatureConfig) -> np.ndarray:
