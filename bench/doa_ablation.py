@@ -86,10 +86,10 @@ def run(args: argparse.Namespace) -> None:
     from orchestrator.fold import fold_data
     from orchestrator.ray_utils import ray_session
     from orchestrator.synthesize import synthesize_on_ray
-    from seld.features import feature_preset
+    from seld.config import load_config
     from seld.models import build_model
     from seld.synth.config import SynthConfig
-    from seld.training import evaluate_files, load_model, train_preset, train_stage
+    from seld.training import evaluate_files, load_model, train_stage
 
     torch.set_num_threads(args.threads)
     ws = Path(args.workspace)
@@ -104,19 +104,23 @@ def run(args: argparse.Namespace) -> None:
         synthesize_on_ray(data, synth)
         for step in steps:
             _, feat_over, train_over = variant(step)
-            features = replace(feature_preset("tiny", "mic"), **feat_over)
+            features = replace(load_config("tiny").features, **feat_over)
             extract_dataset(data, ws, features, "mic")
     for step in steps:
         name, feat_over, train_over = variant(step)
-        features = replace(feature_preset("tiny", "mic"), **feat_over)
+        features = replace(load_config("tiny").features, **feat_over)
         fold = fold_data(data, ws, features, "mic", 1)
         for seed in args.seeds:
             if (step, seed) in done:
                 continue
             kwargs = dict(train_over)
             model_kwargs = kwargs.pop("model_kwargs")
-            config = train_preset(
-                "tiny", "doa", seed=seed, steps=args.steps, model_kwargs=model_kwargs, **kwargs
+            config = replace(
+                load_config("tiny").train_config("doa"),
+                seed=seed,
+                steps=args.steps,
+                model_kwargs=model_kwargs,
+                **kwargs,
             )
             torch.manual_seed(seed)
             scratch = build_model(config.model, in_channels=10, **model_kwargs).state_dict()

@@ -120,7 +120,7 @@ def run_size(per_split: int, seconds: float, out: Path, cpus: int) -> dict:
     from orchestrator.extract import extract_dataset
     from orchestrator.ray_utils import ray_session
     from orchestrator.tracking import default_tracking_uri
-    from seld.features import feature_preset
+    from seld.config import load_config
     from seld.synth import SynthConfig, synthesize_dataset
 
     root = out / f"n{per_split}"
@@ -130,15 +130,14 @@ def run_size(per_split: int, seconds: float, out: Path, cpus: int) -> dict:
     )
     # features first, in a Ray session of their own: the cv session's workers do nothing else
     with ray_session(num_cpus=cpus):
-        extracted = extract_dataset(data, workspace, feature_preset("tiny", "mic"), "mic")
+        extracted = extract_dataset(data, workspace, load_config("tiny").features, "mic")
     feature_bytes = folder_bytes(extracted.root)
     feature_files = len(list(extracted.root.rglob("*.h5")))
 
     settings = CVSettings(
         dataset=str(data),
         workspace=str(workspace),
-        preset="tiny",
-        epochs=1,
+        config=load_config("tiny", ["train.epochs=1"]).to_dict(),
         cpus_per_worker=cpus / 4,  # the four fold jobs at once on this node
         run="memory",
         tracking_uri=default_tracking_uri(workspace),

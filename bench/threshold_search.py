@@ -93,8 +93,7 @@ def run_folds(run_dir: Path) -> tuple[dict, dict]:
     from orchestrator.cv import CVSettings
     from orchestrator.tune import load_split
 
-    config = json.loads((run_dir / "config.json").read_text())["cv"]
-    s = CVSettings.from_dict(config | {"kill_once_after": None})
+    s = CVSettings.from_run(run_dir)
     return (
         {k: load_split(s, "validation", (k,)) for k in s.folds},
         {k: load_split(s, "test", (k,)) for k in s.folds},

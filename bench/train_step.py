@@ -21,15 +21,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from seld.config import load_config
 from seld.dcase import RecordingName
-from seld.features import PRESETS
 from seld.losses import stage_loss
 from seld.metadata import Event, events_to_targets
 from seld.models import build_model
 from seld.store import fit_scaler, write_feature_file
 from seld.windows import WindowDataset
 
-CONFIG = PRESETS["paper"]
+CONFIG = load_config("paper-mic").features
 
 
 def make_store(folder: Path, recordings: int, seconds: float) -> list[Path]:

@@ -6,6 +6,7 @@ orchestrator modules.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -82,8 +83,29 @@ AddressOpt = Annotated[
 ]
 DatasetOpt = Annotated[Path, typer.Option("--dataset", help="Dataset root (DCASE 2019 layout).")]
 FormatOpt = Annotated[str, typer.Option("--format", help="mic or foa.")]
-PresetOpt = Annotated[str, typer.Option("--preset", help="tiny or paper.")]
-EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Override the preset.")]
+ConfigOpt = Annotated[
+    str,
+    typer.Option(
+        "--config",
+        help="Experiment config: a preset (paper-mic, paper-foa, paper-foa-iv, paper-joint-mic, "
+        "paper-cnn-mic, tiny) or a YAML file.",
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a config key, section.key=value (repeatable), e.g. --set train.lr=5e-4.",
+    ),
+]
+EpochsOpt = Annotated[
+    int | None,
+    typer.Option("--epochs", help="Epochs per stage (train.epochs, replacing a step budget)."),
+]
+ConfigFormatOpt = Annotated[
+    str | None, typer.Option("--format", help="mic or foa (data.format; default: the config's).")
+]
+ConfigSeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (seed).")]
 NumCpusOpt = Annotated[
     int | None, typer.Option("--num-cpus", help="CPUs of the local Ray (default: all).")
 ]
@@ -136,6 +158,36 @@ def _interrupt_on_sigterm() -> None:
     from orchestrator.runs import interrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+
+
+def _experiment(
+    config: str,
+    sets: list[str] | None,
+    *,
+    fmt: str | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+    threshold: float | None = None,
+    folds: str | None = None,
+    protocol: str | None = None,
+):
+    """The command's experiment config: ``--config``, then ``--set``, then the shortcut options
+    that were given. A bad config ends the command (exit 2) naming the key."""
+    from seld.config import ConfigError, load_config
+
+    shortcuts = {
+        "data.format": fmt,
+        "seed": seed,
+        "inference.threshold": threshold,
+        "cv.protocol": protocol,
+        "cv.folds": None if folds is None else list(_fold_numbers(folds)),
+    }
+    overrides = [*(sets or [])]
+    overrides += [f"{k}={json.dumps(v)}" for k, v in shortcuts.items() if v is not None]
+    if epochs is not None:  # an epoch count replaces a step budget
+        overrides += [f"train.epochs={epochs}", "train.steps=null"]
+    with _exit_on(ConfigError):
+        return load_config(config, overrides)
 
 
 @app.command()
@@ -342,10 +394,9 @@ def folds(
 @app.command()
 def extract(
     dataset: DatasetOpt,
-    fmt: FormatOpt = "mic",
-    preset: Annotated[
-        str, typer.Option("--preset", help="Feature preset: tiny or paper.")
-    ] = "tiny",
+    config: ConfigOpt = "tiny",
+    sets: SetOpt = None,
+    fmt: ConfigFormatOpt = None,
     workspace: WorkspaceOpt = Path("workspace"),
     address: AddressOpt = None,
     num_cpus: NumCpusOpt = None,
@@ -357,17 +408,17 @@ def extract(
     recording is reported with its reason, the rest finish, and the exit code is 1.
     """
     from orchestrator.extract import extract_dataset, plan_extraction
-    from seld.features import feature_preset
 
+    experiment = _experiment(config, sets, fmt=fmt)
+    features, fmt = experiment.features, experiment.format
     with _exit_on(DatasetError, ValueError):
-        config = feature_preset(preset, fmt)
-        _, todo, _ = plan_extraction(dataset, workspace, config, fmt)
+        _, todo, _ = plan_extraction(dataset, workspace, features, fmt)
     with progress_bar() as progress:
         task = progress.add_task(f"extracting {fmt}", total=len(todo), current="")
         summary = extract_dataset(
             dataset,
             workspace,
-            config,
+            features,
             fmt,
             address=address,
             num_cpus=num_cpus,
@@ -377,7 +428,7 @@ def extract(
         )
     result = {
         "features": str(summary.root),
-        "config_hash": config.hash(),
+        "config_hash": features.hash(),
         "written": len(summary.written),
         "skipped": len(summary.skipped),
         "redone": summary.redone,
@@ -414,48 +465,59 @@ RunOpt = Annotated[
     str, typer.Option("--run", help="Run name under <workspace>/runs.", callback=_run_name)
 ]
 ProtocolOpt = Annotated[
-    str, typer.Option("--protocol", help=f"One of {', '.join(PROTOCOLS)} (seed is leaky).")
+    str | None,
+    typer.Option("--protocol", help=f"One of {', '.join(PROTOCOLS)} (cv.protocol; seed is leaky)."),
 ]
 
 
-def _fold_data(dataset: Path, workspace: Path, fmt: str, preset: str, fold: int, protocol: str):
+def _fold_data(dataset: Path, workspace: Path, experiment, fold: int):
     from orchestrator.fold import fold_data
-    from seld.features import feature_preset
 
     with _exit_on(DatasetError, ValueError, FileNotFoundError):
-        return fold_data(dataset, workspace, feature_preset(preset, fmt), fmt, fold, protocol)
+        return fold_data(
+            dataset,
+            workspace,
+            experiment.features,
+            experiment.format,
+            fold,
+            experiment.cv.protocol,
+        )
 
 
 @app.command()
 def train(
     dataset: DatasetOpt,
     fold: FoldOpt,
-    stage: Annotated[str, typer.Option("--stage", help="sed, doa (after sed) or joint.")],
-    fmt: FormatOpt = "mic",
-    preset: PresetOpt = "tiny",
+    stage: Annotated[
+        str | None,
+        typer.Option("--stage", help="sed, doa (after sed) or joint; default: the method's first."),
+    ] = None,
+    config: ConfigOpt = "tiny",
+    sets: SetOpt = None,
+    fmt: ConfigFormatOpt = None,
     workspace: WorkspaceOpt = Path("workspace"),
     run: RunOpt = "default",
-    protocol: ProtocolOpt = "dcase2019",
+    protocol: ProtocolOpt = None,
     epochs: EpochsOpt = None,
-    seed: SeedOpt = 0,
+    seed: ConfigSeedOpt = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Train one stage of one fold on this machine (resumes an interrupted run)."""
     from orchestrator.fold import train_fold_stage
-    from seld.training import train_preset
 
-    data = _fold_data(dataset, workspace, fmt, preset, fold, protocol)
-    overrides = {"seed": seed} | ({"epochs": epochs, "steps": None} if epochs is not None else {})
+    experiment = _experiment(config, sets, fmt=fmt, epochs=epochs, seed=seed, protocol=protocol)
+    stage = stage or experiment.stages[0]
+    data = _fold_data(dataset, workspace, experiment, fold)
     try:
-        config = train_preset(preset, stage, **overrides)
+        train_config = experiment.train_config(stage)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 
     def show(metrics: dict[str, float], _: Path) -> None:
         if not json_out:
             console.print(
-                f"{stage} fold {fold} epoch {metrics['epoch']:>3}/{config.epochs}  "
+                f"{stage} fold {fold} epoch {metrics['epoch']:>3}/{train_config.epochs}  "
                 f"loss {metrics['train_loss']:.4f}  val ER {metrics['val_er']:.3f}  "
                 f"F {metrics['val_f']:.3f}  DOA {metrics['val_doa_error']:.1f}°  "
                 f"FR {metrics['val_frame_recall']:.3f}  SELD {metrics['val_seld']:.4f}",
@@ -465,7 +527,7 @@ def train(
 
     with _exit_on(FileNotFoundError):
         result = train_fold_stage(
-            data, config, workspace / "runs" / run, report=show, device=device
+            data, train_config, workspace / "runs" / run, report=show, device=device
         )
     summary = {
         "best_checkpoint": str(result.best_checkpoint),
@@ -486,12 +548,15 @@ def train(
 def evaluate(
     dataset: DatasetOpt,
     fold: FoldOpt,
-    fmt: FormatOpt = "mic",
-    preset: PresetOpt = "tiny",
+    config: ConfigOpt = "tiny",
+    sets: SetOpt = None,
+    fmt: ConfigFormatOpt = None,
     workspace: WorkspaceOpt = Path("workspace"),
     run: RunOpt = "default",
-    protocol: ProtocolOpt = "dcase2019",
-    threshold: Annotated[float, typer.Option("--threshold", help="SED threshold.")] = 0.3,
+    protocol: ProtocolOpt = None,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="SED threshold (inference.threshold).")
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
     json_out: JsonOpt = False,
 ) -> None:
@@ -499,15 +564,17 @@ def evaluate(
     split, next to the same detections with a constant direction."""
     from orchestrator.fold import (
         constant_direction_report,
+        method_predictions,
         references,
         score_predictions,
-        two_stage_predictions,
     )
 
-    data = _fold_data(dataset, workspace, fmt, preset, fold, protocol)
+    experiment = _experiment(config, sets, fmt=fmt, threshold=threshold, protocol=protocol)
+    threshold = experiment.inference.threshold
+    data = _fold_data(dataset, workspace, experiment, fold)
     run_dir = workspace / "runs" / run
-    with _exit_on(FileNotFoundError, hint=" (train both stages first)"):
-        preds = two_stage_predictions(data, run_dir, "test", device)
+    with _exit_on(FileNotFoundError, hint=" (train the method's stages first)"):
+        preds = method_predictions(data, run_dir, "test", experiment.stages, device)
     refs = references(data, "test")
     submissions = run_dir / f"fold{fold}" / "submissions"
     report = score_predictions(preds, refs, threshold, submissions)
@@ -560,7 +627,7 @@ def _fold_numbers(text: str) -> tuple[int, ...]:
 
 
 def _new_cv_settings(
-    dataset: Path, workspace: Path, folds: str, tracking_uri: str | None, **fields
+    dataset: Path, workspace: Path, experiment, tracking_uri: str | None, **fields
 ):
     """A new cv run's (or search's) settings from the command line's options."""
     from orchestrator.cv import CVSettings
@@ -569,7 +636,7 @@ def _new_cv_settings(
     return CVSettings(
         dataset=str(dataset.resolve()),
         workspace=str(workspace.resolve()),
-        folds=_fold_numbers(folds),
+        config=experiment.to_dict(),
         tracking_uri=resolve_tracking_uri(workspace, tracking_uri),
         **fields,
     )
@@ -586,13 +653,12 @@ def _print_redone(redone: dict[str, str]) -> None:
         )
 
 
-def _extract_missing(dataset: Path, workspace: Path, preset: str, fmt: str) -> None:
+def _extract_missing(dataset: Path, workspace: Path, experiment) -> None:
     """Extract the features a training command needs; exit 1 naming every failed recording."""
     from orchestrator.extract import extract_dataset
-    from seld.features import feature_preset
 
     with _exit_on(DatasetError):
-        summary = extract_dataset(dataset, workspace, feature_preset(preset, fmt), fmt)
+        summary = extract_dataset(dataset, workspace, experiment.features, experiment.format)
     _print_redone(summary.redone)
     if summary.failed:
         for reason in summary.failed.values():
@@ -604,20 +670,25 @@ def _extract_missing(dataset: Path, workspace: Path, preset: str, fmt: str) -> N
 @app.command()
 def cv(
     dataset: DatasetOpt,
-    fmt: FormatOpt = "mic",
-    preset: PresetOpt = "tiny",
-    folds: Annotated[str, typer.Option("--folds", help="Comma-separated folds.")] = "1,2,3,4",
+    config: ConfigOpt = "tiny",
+    sets: SetOpt = None,
+    fmt: ConfigFormatOpt = None,
+    folds: Annotated[
+        str | None, typer.Option("--folds", help="Comma-separated folds (cv.folds).")
+    ] = None,
     workspace: WorkspaceOpt = Path("workspace"),
     run: RunOpt = "cv",
-    protocol: ProtocolOpt = "dcase2019",
+    protocol: ProtocolOpt = None,
     epochs: EpochsOpt = None,
-    seed: SeedOpt = 0,
+    seed: ConfigSeedOpt = None,
     address: AddressOpt = None,
     gpu: GpuOpt = False,
     workers_per_fold: Annotated[
         int, typer.Option("--workers-per-fold", min=1, help="Data-parallel workers per fold job.")
     ] = 1,
-    threshold: Annotated[float, typer.Option("--threshold", help="SED threshold.")] = 0.3,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="SED threshold (inference.threshold).")
+    ] = None,
     tracking_uri: TrackingUriOpt = None,
     storage: StorageOpt = "",
     overwrite: Annotated[
@@ -638,24 +709,28 @@ def cv(
     from orchestrator.ray_utils import ray_session
     from orchestrator.runs import RunError
 
+    experiment = _experiment(
+        config,
+        sets,
+        fmt=fmt,
+        epochs=epochs,
+        seed=seed,
+        threshold=threshold,
+        folds=folds,
+        protocol=protocol,
+    )
     settings = _new_cv_settings(
         dataset,
         workspace,
-        folds,
+        experiment,
         tracking_uri,
-        fmt=fmt,
-        preset=preset,
-        protocol=protocol,
         run=run,
-        epochs=epochs,
-        seed=seed,
         use_gpu=gpu,
         workers_per_fold=workers_per_fold,
-        threshold=threshold,
         storage=storage,
     )
     with ray_session(address):
-        _extract_missing(dataset, workspace, preset, fmt)
+        _extract_missing(dataset, workspace, experiment)
         with Live(
             _status_table({}), console=err_console, refresh_per_second=2, transient=json_out
         ) as live:
@@ -670,7 +745,8 @@ def cv(
         return
     rows = {f"fold {k}": SeldScores(**v) for k, v in result["folds"].items()}
     rows["all test splits"] = SeldScores(**result["overall"])
-    console.print(scores_table(f"cross-validation {run} ({preset}, {fmt})", rows, ""))
+    title = f"cross-validation {run} ({experiment.name or config}, {experiment.format})"
+    console.print(scores_table(title, rows, ""))
     grouped = {
         f"{g} {k}": SeldScores(**v)
         for g, d in result["groups"].items()
@@ -736,6 +812,47 @@ def ui(
         raise typer.Exit(1)
 
 
+config_app = typer.Typer(
+    help="Experiment configs: presets and resolved configs.", no_args_is_help=True
+)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("list")
+def config_list(json_out: JsonOpt = False) -> None:
+    """The shipped presets, with what each one is."""
+    from seld.config import load_config, preset_names
+
+    rows = {name: load_config(name) for name in preset_names()}
+    if json_out:
+        console.print_json(
+            to_json({n: {"description": c.description, "hash": c.hash()} for n, c in rows.items()})
+        )
+        return
+    table = Table(title="config presets (--config NAME)", title_justify="left")
+    for column in ("name", "method", "format", "model", "description"):
+        table.add_column(column)
+    for name, c in rows.items():
+        table.add_row(name, c.method, c.format, c.model.name, c.description)
+    console.print(table)
+
+
+@config_app.command("show")
+def config_show(
+    config: Annotated[str, typer.Argument(help="A preset name or a YAML file.")] = "tiny",
+    sets: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print a config resolved (extends merged, --set applied, defaults filled) and checked: the
+    YAML a run writes as config.yaml, and that --config FILE accepts."""
+    experiment = _experiment(config, sets)
+    if json_out:
+        console.print_json(to_json(experiment.to_dict()))
+        return
+    print(f"# {experiment.name or config}: hash {experiment.hash()}")
+    print(experiment.to_yaml(), end="")
+
+
 tune_app = typer.Typer(help="Searches on Ray Tune with an Optuna searcher.", no_args_is_help=True)
 app.add_typer(tune_app, name="tune")
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -743,17 +860,13 @@ DEMO_PER_SPLIT, DEMO_SECONDS = 8, 20.0
 
 
 def _cv_settings(workspace: Path, run: str):
-    import json
-
     from orchestrator.cv import CVSettings
 
     path = workspace / "runs" / run / "config.json"
     if not path.exists():
         err_console.print(f"[red]error:[/red] {path} missing: is {run!r} a finished cv run?")
         raise typer.Exit(2)
-    cv_config = json.loads(path.read_text())["cv"]
-    cv_config["kill_once_after"] = None  # a test hook of the original run, never carried over
-    return CVSettings.from_dict(cv_config)
+    return CVSettings.from_run(path.parent)
 
 
 @tune_app.command("thresholds")
@@ -821,17 +934,19 @@ def tune_hparams_command(
         str,
         typer.Option("--name", help="The search's name; rerun it to resume.", callback=_run_name),
     ] = "hparams",
-    fmt: FormatOpt = "mic",
-    preset: PresetOpt = "tiny",
+    config: ConfigOpt = "tiny",
+    sets: SetOpt = None,
+    fmt: ConfigFormatOpt = None,
     folds: Annotated[
-        str, typer.Option("--folds", help="Folds each trial cross-validates (comma-separated).")
-    ] = "1,2,3,4",
+        str | None,
+        typer.Option("--folds", help="Folds each trial cross-validates (comma-separated)."),
+    ] = None,
     final_folds: Annotated[
         str,
         typer.Option("--final-folds", help="Folds of the final cv of the best config; '' = none."),
     ] = "1,2,3,4",
     workspace: WorkspaceOpt = Path("workspace"),
-    protocol: ProtocolOpt = "dcase2019",
+    protocol: ProtocolOpt = None,
     epochs: EpochsOpt = None,
     seed: SeedOpt = 0,
     concurrency: Annotated[
@@ -853,28 +968,20 @@ def tune_hparams_command(
     from orchestrator.ray_utils import ray_session
     from orchestrator.search_space import SearchSpaceError, load_search_space
 
+    experiment = _experiment(
+        config, sets, fmt=fmt, epochs=epochs, seed=seed, folds=folds, protocol=protocol
+    )
     with _exit_on(SearchSpaceError):
         search_space = load_search_space(space)
-        check_space(search_space, space)
+        check_space(search_space, experiment, space)
     settings = _new_cv_settings(
-        dataset,
-        workspace,
-        folds,
-        tracking_uri,
-        fmt=fmt,
-        preset=preset,
-        protocol=protocol,
-        run=name,
-        epochs=epochs,
-        seed=seed,
-        use_gpu=gpu,
-        storage=storage,
+        dataset, workspace, experiment, tracking_uri, run=name, use_gpu=gpu, storage=storage
     )
     # the dashboard's state API lets Ray Train free the CPUs of trials that ASHA stops
     with ray_session(address, dashboard=True) as dashboard_url:
         if dashboard_url:
             err_console.print(f"Ray dashboard: http://{dashboard_url}")
-        _extract_missing(dataset, workspace, preset, fmt)
+        _extract_missing(dataset, workspace, experiment)
         summary = tune_hparams(
             settings,
             search_space,
@@ -932,6 +1039,8 @@ def demo(
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs per stage.")] = 5,
     trials: Annotated[int, typer.Option("--trials", min=1, help="Threshold-search trials.")] = 300,
     seed: SeedOpt = 0,
+    config: ConfigOpt = "tiny",
+    sets: SetOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The main job: synthesize a small dataset, extract features, four-fold two-stage cv,
@@ -943,9 +1052,9 @@ def demo(
         per_split=per_split,
         seconds=seconds,
         seed=seed,
-        epochs=epochs,
         trials=trials,
         console=console,
+        experiment=_experiment(config, sets, epochs=epochs, seed=seed),
         json_out=json_out,
     )
 

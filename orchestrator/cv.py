@@ -17,7 +17,8 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,36 +29,28 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from orchestrator.fold import FoldData, fold_data, predict_split, stage_dir, train_fold_stage
 from orchestrator.runs import validate_run_name
-from seld.features import feature_preset
-from seld.training import TrainConfig, load_checkpoint, train_preset
-
-STAGES = ("sed", "doa")
+from seld.config import ExperimentConfig, load_config, validate_config
+from seld.training import TrainConfig, load_checkpoint
 
 
 @dataclass(frozen=True)
 class CVSettings:
-    """Everything a cv run needs, plain values only (it travels to every fold job)."""
+    """Everything a cv run needs, plain values only (it travels to every fold job): the
+    experiment config (``config``, :class:`seld.config.ExperimentConfig` as a dict) and how
+    this run executes it (where, with which resources)."""
 
     dataset: str
     workspace: str
-    fmt: str = "mic"
-    preset: str = "tiny"
-    folds: tuple[int, ...] = (1, 2, 3, 4)
-    protocol: str = "dcase2019"
+    config: Mapping[str, Any] = field(default_factory=lambda: load_config("tiny").to_dict())
     run: str = "cv"
-    epochs: int | None = None
-    seed: int = 0
     use_gpu: bool = False
     workers_per_fold: int = 1
     cpus_per_worker: float = 1.0
     max_failures: int = 2
-    threshold: float = 0.3
     tracking_uri: str = ""
     #: where Ray Train keeps its checkpoints: a path or URI every node reaches (``s3://...``,
     #: an NFS path); default ``<workspace>/ray_results``
     storage: str = ""
-    #: TrainConfig overrides for both stages (a hyperparameter-search trial's sampled config)
-    train_overrides: Mapping[str, Any] = field(default_factory=dict)
     #: the splits each fold job predicts once trained (search trials leave out the test split)
     predict_splits: tuple[str, ...] = ("validation", "test")
     #: for the failure test only: the worker kills itself once after this epoch of this job
@@ -65,6 +58,34 @@ class CVSettings:
 
     def __post_init__(self) -> None:
         validate_run_name(self.run, nested=True)
+
+    @cached_property
+    def experiment(self) -> ExperimentConfig:
+        return validate_config(self.config, f"run {self.run}")
+
+    @property
+    def fmt(self) -> str:
+        return self.experiment.data.format
+
+    @property
+    def folds(self) -> tuple[int, ...]:
+        return self.experiment.cv.folds
+
+    @property
+    def protocol(self) -> str:
+        return self.experiment.cv.protocol
+
+    @property
+    def threshold(self) -> float:
+        return self.experiment.inference.threshold
+
+    @property
+    def median_frames(self) -> int:
+        return self.experiment.inference.median_frames
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return self.experiment.stages
 
     @property
     def run_dir(self) -> Path:
@@ -75,26 +96,30 @@ class CVSettings:
         return self.storage or str((Path(self.workspace) / "ray_results").resolve())
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"config": dict(self.config)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CVSettings:
         """The inverse of :meth:`to_dict` (tuples come back as lists through Ray and JSON)."""
         data = dict(data)
-        for key in ("folds", "predict_splits"):
-            if key in data:
-                data[key] = tuple(data[key])
+        if "predict_splits" in data:
+            data["predict_splits"] = tuple(data["predict_splits"])
         if data.get("kill_once_after") is not None:
             data["kill_once_after"] = tuple(data["kill_once_after"])
         return cls(**data)
 
+    @classmethod
+    def from_run(cls, run_dir: Path) -> CVSettings:
+        """The settings a cv run was made with, from its ``config.json`` (without the failure
+        test's hook, which is never carried over)."""
+        saved = json.loads((Path(run_dir) / "config.json").read_text())
+        return cls.from_dict({**saved["run"], "config": saved["config"], "kill_once_after": None})
+
+    def with_config(self, experiment: ExperimentConfig, **changes: Any) -> CVSettings:
+        return replace(self, config=experiment.to_dict(), **changes)
+
     def train_config(self, stage: str) -> TrainConfig:
-        """The stage's training config: the preset, the seed, the epochs and the overrides."""
-        overrides: dict[str, Any] = {"seed": self.seed, **self.train_overrides}
-        if self.epochs is not None:  # an epoch count replaces a preset's step budget
-            overrides["epochs"] = self.epochs
-            overrides["steps"] = None
-        return train_preset(self.preset, stage, **overrides)
+        return self.experiment.train_config(stage)
 
 
 @dataclass
@@ -111,7 +136,7 @@ class StageRecord:
 
 def settings_fold_data(s: CVSettings, fold: int) -> FoldData:
     return fold_data(
-        Path(s.dataset), Path(s.workspace), feature_preset(s.preset, s.fmt), s.fmt, fold, s.protocol
+        Path(s.dataset), Path(s.workspace), s.experiment.features, s.fmt, fold, s.protocol
     )
 
 
@@ -165,10 +190,11 @@ def _train_loop(config: dict[str, Any]) -> None:
 
 @ray.remote(num_cpus=0)
 def fold_job(settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, str]) -> dict:
-    """SED(k), then DOA(k), then the fold's cached predictions on validation and test."""
+    """The method's stages of fold k in turn (SED(k) then DOA(k), or joint(k)), then the
+    fold's cached predictions on validation and test."""
     s = CVSettings.from_dict(settings)
     records = {}
-    for stage in STAGES:
+    for stage in s.stages:
         out_dir = stage_dir(s.run_dir, fold, stage)
         done = out_dir / "done.json"
         job = f"fold{fold}/{stage}"
@@ -226,7 +252,7 @@ def fold_job(settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, 
             sink.end_run.remote(run_ids[stage])
     data = settings_fold_data(s, fold)
     for split in s.predict_splits:
-        for stage in STAGES:
+        for stage in s.stages:
             predict_split(data, s.run_dir, split, stage)
     return {"fold": fold, "stages": records}
 

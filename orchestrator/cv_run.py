@@ -18,15 +18,16 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from orchestrator.cv import STAGES, CVSettings, run_fold_jobs, settings_fold_data
+from orchestrator.cv import CVSettings, run_fold_jobs, settings_fold_data
 from orchestrator.extract import current_inputs
-from orchestrator.fold import references, submission_pairs, two_stage_predictions
+from orchestrator.fold import method_predictions, references, submission_pairs
 from orchestrator.ray_utils import ray_session
 from orchestrator.report import to_json
 from orchestrator.runs import RunLock, check_same_settings, interrupt
 from orchestrator.tracking import (
     flatten,
     get_experiment,
+    log_params,
     log_scores,
     provenance_tags,
     start_sink,
@@ -45,18 +46,35 @@ def dataset_inputs(s: CVSettings) -> str:
 
 
 def resolved_config(s: CVSettings) -> dict[str, Any]:
-    """The whole configuration of a cv run: its settings, each stage's training config and the
-    fingerprint of the data (so a run is never continued on changed recordings)."""
-    return {
-        "cv": s.to_dict(),
-        **{f"train_{st}": s.train_config(st).to_dict() for st in STAGES},
-        "data": {"inputs": dataset_inputs(s)},
-    }
+    """The whole configuration of a cv run (its ``config.json``): the experiment config, how
+    the run executes it, and the fingerprint of the data (so a run is never continued on
+    changed recordings)."""
+    run = {k: v for k, v in s.to_dict().items() if k != "config"}
+    return {"config": dict(s.config), "run": run, "inputs": {"dataset": dataset_inputs(s)}}
 
 
 def _compared(config: dict[str, Any]) -> dict[str, Any]:
-    """What must match for a run to be continued: everything but the failure test's hook."""
-    return {**config, "cv": {k: v for k, v in config["cv"].items() if k != "kill_once_after"}}
+    """What must match for a run to be continued, keyed as the user writes it (``train.lr``,
+    ``run.workers_per_fold``): everything but the failure test's hook."""
+    run = {k: v for k, v in config["run"].items() if k != "kill_once_after"}
+    return {**config["config"], "run": run, "inputs": config["inputs"]}
+
+
+def settings_params(s: CVSettings) -> dict[str, str]:
+    """MLflow params of a cv run: every leaf of its experiment config under its dotted path
+    (``train.lr``, ``features.n_mels``), how it ran (``run.*``) and its data (``inputs.*``)."""
+    config = resolved_config(s)
+    return flatten({**config["config"], "run": config["run"], "inputs": config["inputs"]})
+
+
+def settings_tags(s: CVSettings) -> dict[str, str]:
+    """Tags that find a run by its config: the preset or file name and the config's hash."""
+    experiment = s.experiment
+    return {
+        "config": experiment.name,
+        "config_hash": experiment.hash(),
+        "method": experiment.method,
+    }
 
 
 @contextmanager
@@ -76,6 +94,8 @@ def claimed_run(s: CVSettings, overwrite: bool = False) -> Iterator[Path]:
             check_same_settings(old, _compared(config), s.run, s.run_dir)
         with atomic_path(config_path) as tmp:
             tmp.write_text(json.dumps(config, indent=2))
+        with atomic_path(s.run_dir / "config.yaml") as tmp:
+            tmp.write_text(s.experiment.to_yaml())
         yield s.run_dir
 
 
@@ -113,11 +133,10 @@ def create_cv_runs(
     parent = client.create_run(
         experiment,
         run_name=run_name or s.run,
-        tags={**provenance_tags(), "kind": "cv", **(tags or {})},
+        tags={**provenance_tags(), **settings_tags(s), "kind": "cv", **(tags or {})},
     )
     pid = parent.info.run_id
-    for key, value in flatten(resolved_config(s)).items():
-        client.log_param(pid, key, value[:500])
+    log_params(client, pid, settings_params(s))
     children = {
         str(k): {
             stage: client.create_run(
@@ -125,7 +144,7 @@ def create_cv_runs(
                 run_name=f"fold{k}-{stage}",
                 tags={"mlflow.parentRunId": pid, "fold": str(k), "stage": stage, "kind": "stage"},
             ).info.run_id
-            for stage in STAGES
+            for stage in s.stages
         }
         for k in s.folds
     }
@@ -145,8 +164,10 @@ def cross_validated_scores(s: CVSettings) -> tuple[ScoreReport, dict[int, ScoreR
     everything = {}
     for k in s.folds:
         data = settings_fold_data(s, k)
-        preds = two_stage_predictions(data, s.run_dir, "test")
-        pairs = submission_pairs(preds, references(data, "test"), s.threshold, submissions)
+        preds = method_predictions(data, s.run_dir, "test", s.stages)
+        pairs = submission_pairs(
+            preds, references(data, "test"), s.threshold, submissions, s.median_frames
+        )
         per_fold[k] = score_files(pairs)
         everything.update(pairs)
         stem = sorted(pairs)[0]
@@ -219,10 +240,11 @@ def _run_cv(
         tmp.write_text(to_json(summary))
     client.log_artifact(pid, str(metrics_path))
     client.log_artifact(pid, str(settings.run_dir / "config.json"))
+    client.log_artifact(pid, str(settings.run_dir / "config.yaml"))
     client.log_artifacts(pid, str(settings.run_dir / "submissions"), "submissions")
     client.log_artifacts(pid, str(settings.run_dir / "plots"), "plots")
     for k in settings.folds:
-        for stage in STAGES:
+        for stage in settings.stages:
             best = settings.run_dir / f"fold{k}" / stage / "best.pt"
             client.log_artifact(pid, str(best), f"checkpoints/fold{k}/{stage}")
     for stages in runs["children"].values():  # stages read back from an earlier run

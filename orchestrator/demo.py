@@ -31,9 +31,9 @@ from orchestrator.synthesize import synthesize_on_ray
 from orchestrator.tracking import default_tracking_uri, provenance_tags
 from orchestrator.tune import load_split, postprocessing, tune_thresholds
 from seld.baselines import BASELINES
+from seld.config import ExperimentConfig, load_config
 from seld.dataset import DatasetLayout, load_events, recording_durations, validate_dataset
 from seld.dcase import num_label_frames
-from seld.features import feature_preset
 from seld.inference import submission_rows
 from seld.metrics import ScoreReport, SeldScores, score_files
 from seld.submission import events_to_rows
@@ -63,18 +63,21 @@ def run_demo(
     per_split: int,
     seconds: float,
     seed: int,
-    epochs: int | None,
     trials: int,
     console: Console,
+    experiment: ExperimentConfig | None = None,
     json_out: bool = False,
 ) -> dict[str, Any]:
-    """Run (or continue) the whole pipeline; print and return its results."""
+    """Run (or continue) the whole pipeline with ``experiment`` (the ``tiny`` preset by
+    default; its format decides what is synthesized); print and return its results."""
     from orchestrator.cli import _status_table, progress_bar  # the CLI owns the look
 
     started = time.perf_counter()
     workspace = workspace.resolve()
     dataset = workspace / "dataset"
-    config = SynthConfig(seconds=seconds, per_split=per_split, formats=("mic",), seed=seed)
+    experiment = experiment or load_config("tiny")
+    fmt = experiment.format
+    config = SynthConfig(seconds=seconds, per_split=per_split, formats=(fmt,), seed=seed)
     timings: dict[str, float] = {}
     err = Console(stderr=True, quiet=json_out)
 
@@ -91,33 +94,32 @@ def run_demo(
                 dataset, config, progress=lambda n: progress.update(task, advance=1, current=n.stem)
             )
         step(2, "validating")
-        report = validate_dataset(dataset, formats=("mic",))
+        report = validate_dataset(dataset, formats=(fmt,))
         if not report.ok:
             print_problems(err, report.problems)
             raise SystemExit(1)
         step(3, "extracting features")
-        features = feature_preset("tiny", "mic")
+        features = experiment.features
         with progress_bar(transient=json_out) as progress:
             task = progress.add_task("recordings", total=None, current="")
             extracted = extract_dataset(
                 dataset,
                 workspace,
                 features,
-                "mic",
+                fmt,
                 progress=lambda rec, ok: progress.update(task, advance=1, current=rec.name.stem),
             )
         if not extracted.ok:
             for reason in extracted.failed.values():
                 err.print(f"[red]failed:[/red] {reason}")
             raise SystemExit(1)
-        step(4, "cross-validation (4 folds, SED then DOA per fold)")
+        folds = len(experiment.cv.folds)
+        step(4, f"cross-validation ({folds} folds, {' then '.join(experiment.stages)} per fold)")
         settings = CVSettings(
             dataset=str(dataset),
             workspace=str(workspace),
-            preset="tiny",
+            config=experiment.to_dict(),
             run="demo",
-            epochs=epochs,
-            seed=seed,
             tracking_uri=default_tracking_uri(workspace),
         )
         with Live(_status_table({}), console=err, refresh_per_second=2, transient=json_out) as live:
@@ -132,8 +134,9 @@ def run_demo(
 
     test_preds, test_refs = load_split(settings, "test")
     after = _score(test_preds, test_refs, tuned["best_config"])
-    before = _score(test_preds, test_refs, {"threshold": settings.threshold})
-    baselines = _baselines(dataset, set(test_preds))
+    default = {"threshold": settings.threshold, "median_frames": settings.median_frames}
+    before = _score(test_preds, test_refs, default)
+    baselines = _baselines(dataset, set(test_preds), fmt)
     elapsed = time.perf_counter() - started
     summary = {
         "seed": seed,
@@ -180,14 +183,14 @@ def _score(predictions: dict, refs: dict, config: dict[str, Any]) -> ScoreReport
     return score_files(pairs)
 
 
-def _baselines(dataset: Path, stems: set[str]) -> dict[str, ScoreReport]:
+def _baselines(dataset: Path, stems: set[str], fmt: str = "mic") -> dict[str, ScoreReport]:
     """Trivial baselines on the same test recordings, for scale."""
     layout = DatasetLayout.discover(dataset)
     durations = recording_durations(dataset)
     out = {}
     for name in ("silence", "constant-direction"):
         pairs = {}
-        for rec in layout.recordings("mic"):
+        for rec in layout.recordings(fmt):
             if rec.stem not in stems:
                 continue
             events = load_events(rec, durations[rec.stem])

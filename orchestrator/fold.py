@@ -2,8 +2,8 @@
 
 Paths of a run (``run_dir`` = ``<workspace>/runs/<name>``)::
 
-    run_dir/fold<k>/sed/{last,best}.pt        stage checkpoints
-    run_dir/fold<k>/doa/{last,best}.pt
+    run_dir/fold<k>/<stage>/{last,best}.pt    stage checkpoints (sed and doa, or joint);
+                                              best.pt is the selected model (best or last)
     run_dir/fold<k>/predictions/<split>_<stage>.npz   cached per-frame outputs (label rate)
     run_dir/fold<k>/submissions/<recording>.csv       the fold's test submissions
 """
@@ -133,9 +133,17 @@ def predict_split(
     return {p.stem: p for p in preds}
 
 
-def two_stage_predictions(
-    data: FoldData, run_dir: Path, split: str, device: str = "cpu"
+def method_predictions(
+    data: FoldData,
+    run_dir: Path,
+    split: str,
+    stages: tuple[str, ...] = ("sed", "doa"),
+    device: str = "cpu",
 ) -> dict[str, Prediction]:
+    """The method's predictions of a split: detections of the SED model with directions of
+    the DOA model (two-stage), or both from the one joint model."""
+    if tuple(stages) == ("joint",):
+        return predict_split(data, run_dir, split, "joint", device)
     sed = predict_split(data, run_dir, split, "sed", device)
     doa = predict_split(data, run_dir, split, "doa", device)
     return {stem: combine(sed[stem], doa[stem]) for stem in sed}
@@ -152,12 +160,13 @@ def submission_pairs(
     refs: dict[str, tuple[np.ndarray, int]],
     thresholds: float | np.ndarray = 0.3,
     submissions: Path | None = None,
+    median_frames: int = 1,
 ) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
-    """Threshold and mask each prediction into submission rows, paired with its reference
-    (``score_files`` input); optionally write the submission CSVs."""
+    """Threshold (and median-filter) each prediction into submission rows, paired with its
+    reference (``score_files`` input); optionally write the submission CSVs."""
     pairs = {}
     for stem, pred in predictions.items():
-        rows = submission_rows(pred, thresholds)
+        rows = submission_rows(pred, thresholds, median_frames=median_frames)
         if submissions is not None:
             write_submission(submissions / f"{stem}.csv", rows)
         ref, frames = refs[stem]

@@ -22,13 +22,13 @@ the best config on all requested folds that reports the untouched test splits.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,73 +38,56 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from orchestrator.cv import STAGES, CVSettings, run_fold_jobs, settings_fold_data
+from orchestrator.cv import CVSettings, run_fold_jobs, settings_fold_data
 from orchestrator.cv_run import create_cv_runs, resolved_config, run_cv
-from orchestrator.fold import references, submission_pairs, two_stage_predictions
+from orchestrator.fold import method_predictions, references, submission_pairs
 from orchestrator.search_space import SearchSpace, SearchSpaceError
 from orchestrator.tracking import HEAD_NODE, flatten, get_experiment, log_scores, start_sink
+from seld.config import ConfigError, ExperimentConfig
 from seld.fsutil import atomic_path
 from seld.metrics import score_files
-from seld.training import train_preset
 
-#: search-space parameter -> how it changes the training config of both stages
-HPARAMS = {
-    "lr": "learning rate (both stages)",
-    "batch_size": "batch size",
-    "window_s": "training window length in seconds",
-    "hop_s": "hop between training windows in seconds",
-    "loss": "DOA regression loss: mae or mse",
-    "lr_decay_factor": "learning-rate decay factor",
-    "dropout": "dropout before the GRU and the heads",
-    "pool": "pooling of the conv blocks: avg or max",
-    "width": "multiplier of the preset's conv widths and GRU size",
-    "rnn_hidden": "GRU hidden size per direction",
-}
-_MODEL_KWARGS = ("dropout", "pool", "rnn_hidden")
 METRIC = "val_seld"
 
 
-def check_space(space: SearchSpace, path: str | Path = "") -> None:
-    """Every parameter must be one the training config knows; names the first that is not."""
+def check_space(space: SearchSpace, base: ExperimentConfig, path: str | Path = "") -> None:
+    """Every parameter must name a path of the experiment config (``train.lr``, ``method``)
+    and every value it can take (its bounds, each choice) must make a valid config of
+    ``base``; a :class:`SearchSpaceError` names the first that does not."""
+    where = path or space.name
+    valid = set(base.leaves())
     for param in space.params:
-        if param.name not in HPARAMS:
-            known = ", ".join(sorted(HPARAMS))
+        if param.name not in valid:
+            leaf = param.name.rsplit(".", 1)[-1]
+            close = sorted(p for p in valid if p.rsplit(".", 1)[-1] == leaf) or (
+                difflib.get_close_matches(param.name, sorted(valid), n=3)
+            )
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise SearchSpaceError(
-                f"{path or space.name}: params.{param.name}: not a hyperparameter of the "
-                f"two-stage method; known: {known}"
+                f"{where}: params.{param.name}: not a path of the experiment config "
+                f"(e.g. train.lr, model.width, method, features.n_mels){hint}"
             )
         if param.per_class:
             raise SearchSpaceError(
-                f"{path or space.name}: params.{param.name}.per_class: only thresholds can be "
-                "per class"
+                f"{where}: params.{param.name}.per_class: only thresholds can be per class"
             )
+        values = param.choices if param.type == "categorical" else (param.low, param.high)
+        for value in values:
+            if param.type == "int":
+                value = int(value)
+            try:
+                base.with_overrides({param.name: value}, source=f"{where}: params.{param.name}")
+            except ConfigError as exc:
+                raise SearchSpaceError(str(exc)) from None
 
 
-def train_overrides(preset: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """A trial's sampled parameters as :class:`seld.training.TrainConfig` overrides."""
-    base = train_preset(preset, "sed")
-    model_kwargs = dict(base.model_kwargs)
-    overrides: dict[str, Any] = {}
-    for name, value in params.items():
-        if name not in HPARAMS:
-            raise ValueError(f"unknown hyperparameter {name!r}; known: {', '.join(HPARAMS)}")
-        if name in _MODEL_KWARGS:
-            model_kwargs[name] = value
-        elif name == "width":
-            channels = model_kwargs.get("channels", (64, 128, 256, 512))
-            model_kwargs["channels"] = [max(4, round(c * float(value))) for c in channels]
-            model_kwargs["rnn_hidden"] = max(
-                4, round(model_kwargs.get("rnn_hidden", 256) * float(value))
-            )
-        else:
-            overrides[name] = type(getattr(base, name))(value)
-    if model_kwargs != dict(base.model_kwargs):
-        overrides["model_kwargs"] = model_kwargs
-    return overrides
+def trial_config(base: ExperimentConfig, params: Mapping[str, Any]) -> ExperimentConfig:
+    """The experiment config of a trial: ``base`` with the sampled config paths set."""
+    return base.with_overrides(params, source="sampled parameters")
 
 
 def _epochs(s: CVSettings) -> int:
-    return s.train_config("sed").epochs
+    return s.train_config(s.stages[0]).epochs
 
 
 def validation_scores(s: CVSettings) -> dict[str, float]:
@@ -112,8 +95,9 @@ def validation_scores(s: CVSettings) -> dict[str, float]:
     pairs = {}
     for k in s.folds:
         data = settings_fold_data(s, k)
-        preds = two_stage_predictions(data, s.run_dir, "validation")
-        pairs.update(submission_pairs(preds, references(data, "validation"), s.threshold))
+        preds = method_predictions(data, s.run_dir, "validation", s.stages)
+        refs = references(data, "validation")
+        pairs.update(submission_pairs(preds, refs, s.threshold, median_frames=s.median_frames))
     return score_files(pairs).overall.as_dict()
 
 
@@ -122,10 +106,12 @@ def iteration_metrics(
     folds: tuple[int, ...],
     epochs: int,
     iteration: int,
+    stages: tuple[str, ...] = ("sed", "doa"),
 ) -> dict[str, float] | None:
     """The mean over folds of one epoch's validation scores (iteration ``i``: SED epoch ``i``
     for ``i <= epochs``, else DOA epoch ``i - epochs``), or None until every fold has it."""
-    stage, epoch = ("sed", iteration) if iteration <= epochs else ("doa", iteration - epochs)
+    stage, epoch = stages[min((iteration - 1) // epochs, len(stages) - 1)], iteration
+    epoch = iteration - stages.index(stage) * epochs
     rows = [history.get(f"fold{k}/{stage}", {}).get(epoch) for k in folds]
     if any(row is None for row in rows):
         return None
@@ -142,13 +128,14 @@ def _trial(config: dict[str, Any], base: dict[str, Any], name: str, parent_run: 
     """One search trial: a cross-validation with the sampled config, reported per epoch."""
     trial_id = tune.get_context().get_trial_id()
     base_settings = CVSettings.from_dict(base)
-    s = replace(
-        base_settings,
+    s = base_settings.with_config(
+        trial_config(base_settings.experiment, config),
         run=f"{name}/{trial_id}",
         cpus_per_worker=_worker_cpus(base_settings),
-        train_overrides=train_overrides(base_settings.preset, config),
         predict_splits=("validation",),
     )
+    if (s.experiment.features, s.fmt) != (base_settings.experiment.features, base_settings.fmt):
+        _extract(s)  # a trial of other features extracts them first (cached by config hash)
     epochs = _epochs(s)
     client = MlflowClient(s.tracking_uri)
     experiment = client.get_run(parent_run).info.experiment_id
@@ -169,8 +156,8 @@ def _trial(config: dict[str, Any], base: dict[str, Any], name: str, parent_run: 
 
     def on_history(history: Mapping[str, Mapping[int, Mapping[str, float]]]) -> None:
         nonlocal reported
-        while reported < 2 * epochs:
-            metrics = iteration_metrics(history, s.folds, epochs, reported + 1)
+        while reported < len(s.stages) * epochs:
+            metrics = iteration_metrics(history, s.folds, epochs, reported + 1, s.stages)
             if metrics is None:
                 return
             reported += 1
@@ -241,7 +228,7 @@ def tune_hparams(
     Must be called with Ray initialised.
     """
     say = on_progress or (lambda _msg: None)
-    check_space(space)
+    check_space(space, base.experiment)
     started = time.time()
     out_dir = Path(base.workspace) / "runs" / name
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -351,7 +338,8 @@ def tune_hparams(
             "trial_id": best["trial_id"],
             "config": best["config"],
             "val_seld": best["val_seld"],
-            "train_overrides": train_overrides(base.preset, best["config"]),
+            "overrides": best["config"],
+            "experiment": trial_config(base.experiment, best["config"]).to_dict(),
         },
         "importances": exported.get("importances") or {},
         "search_s": search_s,
@@ -366,13 +354,14 @@ def tune_hparams(
 
     if final_folds:
         say(f"final cv of the best config (trial {best['trial_id']}) on folds {final_folds}")
-        final = replace(
-            base,
+        best_config = trial_config(base.experiment, best["config"])
+        final = base.with_config(
+            best_config.with_overrides({"cv.folds": list(final_folds)}),
             run=f"{name}-best",
-            folds=tuple(final_folds),
-            train_overrides=summary["best"]["train_overrides"],
             predict_splits=("validation", "test"),
         )
+        if (best_config.features, best_config.format) != (base.experiment.features, base.fmt):
+            _extract(final)
         _reuse_trained_folds(base, name, best["trial_id"], final)
         result = run_cv(final, experiment_name=client.get_experiment(experiment).name)
         client.set_tag(result["mlflow_parent_run"], "tuned_by", parent_run)
@@ -454,7 +443,16 @@ def _reuse_trained_folds(base: CVSettings, name: str, trial_id: str, final: CVSe
     stages (checkpoints, ``done.json``) into the final run instead of training them again."""
     trial_dir = Path(base.workspace) / "runs" / name / trial_id
     for k in set(base.folds) & set(final.folds):
-        for stage in STAGES:
+        for stage in final.stages:
             source, target = trial_dir / f"fold{k}" / stage, final.run_dir / f"fold{k}" / stage
             if (source / "done.json").exists() and not target.exists():
                 shutil.copytree(source, target)
+
+
+def _extract(s: CVSettings) -> None:
+    """Extract the features of a trial's config on the running Ray (skipping those cached)."""
+    from orchestrator.extract import extract_dataset
+
+    summary = extract_dataset(Path(s.dataset), Path(s.workspace), s.experiment.features, s.fmt)
+    if summary.failed:
+        raise RuntimeError(f"feature extraction failed: {'; '.join(summary.failed.values())}")

@@ -68,6 +68,15 @@ def provenance_tags() -> dict[str, str]:
     return tags
 
 
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, str]) -> None:
+    """Log params in batches (MLflow takes at most 100 per call), values cut to 500 chars."""
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:500]) for k, v in params.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start : start + 100])
+
+
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested config to MLflow params (``a.b = value``), values as short strings."""
     out = {}

@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from orchestrator.cv import CVSettings, settings_fold_data
-from orchestrator.fold import references, two_stage_predictions
+from orchestrator.fold import method_predictions, references
 from orchestrator.search_space import SearchSpace
 from orchestrator.study import export_study, results_frame
 from orchestrator.tracking import flatten, log_scores
@@ -78,7 +78,7 @@ def load_split(s: CVSettings, split: str, folds: tuple[int, ...] | None = None) 
     predictions, refs = {}, {}
     for k in folds or s.folds:
         data = settings_fold_data(s, k)
-        predictions.update(two_stage_predictions(data, s.run_dir, split))
+        predictions.update(method_predictions(data, s.run_dir, split, s.stages))
         refs.update(references(data, split))
     return predictions, refs
 

@@ -148,6 +148,7 @@ def stage_loss(
     batch: Mapping[str, torch.Tensor],
     kind: str = "mae",
     wrap_azimuth: bool = False,
+    joint_sed_weight: float = 0.8,
 ) -> torch.Tensor:
     """The training loss of ``stage``: ``"sed"`` (BCE), ``"doa"`` (masked angle error of
     ``kind``, azimuth wrapped into [-pi, pi) when ``wrap_azimuth``; Cartesian when the model
@@ -157,5 +158,12 @@ def stage_loss(
     if stage == "doa":
         return _doa(outputs, batch, kind, wrap_azimuth)
     if stage == "joint":
-        return joint_loss(outputs, batch, kind=kind, wrap_azimuth=wrap_azimuth)
+        return joint_loss(
+            outputs,
+            batch,
+            sed_weight=joint_sed_weight,
+            doa_weight=1.0 - joint_sed_weight,
+            kind=kind,
+            wrap_azimuth=wrap_azimuth,
+        )
     raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")

@@ -28,10 +28,12 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import ConfigDict, Field
 from torch import nn
 
 from seld.dcase import NUM_CLASSES
@@ -254,6 +256,48 @@ class VGG9(SeldNet):
 
 
 MODELS: dict[str, type[SeldNet]] = {"CRNN10": CRNN10, "VGG9": VGG9}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ``model`` section of an experiment config: a registered architecture and its
+    arguments (see :class:`SeldNet`). ``width`` multiplies the conv widths and the GRU size
+    (at least 4 each), so a search can scale a model without listing every width.
+    ``rnn_layers`` ``None`` is the architecture's own (1 for CRNN10, none for VGG9)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    name: str = "CRNN10"
+    channels: tuple[Annotated[int, Field(ge=1)], ...] = (64, 128, 256, 512)
+    rnn_hidden: Annotated[int, Field(ge=1)] = 256
+    rnn_layers: Annotated[int, Field(ge=0)] | None = None
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    pool: Literal["avg", "max"] = "avg"
+    doa_output: Literal["angles", "xyz"] = "angles"
+    freq_slots: Annotated[int, Field(ge=0)] = 0
+    width: Annotated[float, Field(gt=0, le=8)] = 1.0
+
+    def __post_init__(self) -> None:
+        if self.name not in MODELS:
+            raise ValueError(f"model.name {self.name!r} is not one of {', '.join(MODELS)}")
+        if not self.channels:
+            raise ValueError("model.channels needs at least one conv block width")
+        if self.name == "VGG9" and self.rnn_layers:
+            raise ValueError("model.rnn_layers: VGG9 has no GRU (use CRNN10, or leave it unset)")
+
+    def kwargs(self) -> dict[str, Any]:
+        """:func:`build_model` keyword arguments (all but ``name`` and ``in_channels``)."""
+        out: dict[str, Any] = {
+            "channels": [max(4, round(c * self.width)) for c in self.channels],
+            "rnn_hidden": max(4, round(self.rnn_hidden * self.width)),
+            "dropout": self.dropout,
+            "pool": self.pool,
+            "doa_output": self.doa_output,
+            "freq_slots": self.freq_slots,
+        }
+        if self.rnn_layers is not None:
+            out["rnn_layers"] = self.rnn_layers
+        return out
 
 
 def build_model(name: str, **kwargs: Any) -> SeldNet:

@@ -10,14 +10,15 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import h5py
 import numpy as np
 import torch
 import torch.distributed as dist
+from pydantic import ConfigDict, Field
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -36,51 +37,80 @@ STAGES = ("sed", "doa", "joint")
 LR_SCHEDULES = ("step", "cosine")
 
 
+LOSSES = ("mae", "mse")
+SELECTIONS = ("best", "last")
+
+
 @dataclass(frozen=True)
-class TrainConfig:
-    """How one stage is trained. Iteration counts are optimizer steps.
+class TrainSettings:
+    """How a model is optimised: the ``train`` section of an experiment config
+    (:mod:`seld.config`). Iteration counts are optimizer steps.
 
     Budget: ``steps`` optimizer steps when set (the last epoch may be cut short), otherwise
-    ``epochs`` passes over the windows.
+    ``epochs`` passes over the windows. ``batch_size`` is the global batch: with W data-parallel
+    workers each takes ``batch_size / W`` windows per step, so a step sees as many windows as on
+    one worker and the learning rate is not scaled.
 
     Learning rate, ``lr_schedule``:
     - ``"step"`` (the seed's): ``lr`` until step ``lr_decay_start``, then multiplied by
-      ``lr_decay_factor`` every ``lr_decay_every`` steps (the paper: 1e-3, decay x0.9 every
-      2000 steps after 30000). Absolute step numbers: a longer budget keeps decaying.
+      ``lr_decay_factor`` at that step and every ``lr_decay_every`` steps after it (the seed:
+      1e-3, x0.9 at steps 32000, 34000, ...). Absolute step numbers.
     - ``"cosine"``: relative to the budget, from ``lr`` down to ``lr * lr_final_factor`` at its
       last step along half a cosine, whatever the number of epochs or windows.
 
-    Beyond the seed (off in the ``paper`` preset): ``augment`` applies a random channel symmetry
-    of the array (:mod:`seld.augment`) to each training window; ``wrap_azimuth`` wraps the
-    azimuth error of the DOA loss into [-180, 180) degrees; the direction output form is the
-    model's ``doa_output`` in ``model_kwargs``.
+    ``amsgrad``: Adam's AMSGrad variant (the seed's). ``amp``: mixed precision on CUDA (bf16
+    where supported, else fp16 with loss scaling); ``False`` trains in fp32 throughout, as the
+    seed does. CPU training is always fp32.
+
+    Beyond the seed (off in the ``paper`` presets): ``augment`` applies a random channel
+    symmetry of the array (:mod:`seld.augment`) to each training window; ``wrap_azimuth`` wraps
+    the azimuth error of the DOA loss into [-180, 180) degrees.
+    ``joint_sed_weight``: the one-stage method's loss is ``w * SED + (1 - w) * DOA`` (0.8).
+    """
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    epochs: Annotated[int, Field(ge=1)] = 50
+    steps: Annotated[int, Field(ge=1)] | None = None
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    lr: Annotated[float, Field(gt=0, le=1)] = 1e-3
+    amsgrad: bool = False
+    lr_schedule: Literal["step", "cosine"] = "step"
+    lr_decay_start: Annotated[int, Field(ge=0)] = 30_000
+    lr_decay_every: Annotated[int, Field(ge=1)] = 2_000
+    lr_decay_factor: Annotated[float, Field(gt=0, le=1)] = 0.9
+    lr_final_factor: Annotated[float, Field(gt=0, le=1)] = 0.02
+    window_s: Annotated[float, Field(gt=0)] = 2.0
+    hop_s: Annotated[float, Field(gt=0)] = 0.5
+    loss: Literal["mae", "mse"] = "mae"
+    joint_sed_weight: Annotated[float, Field(ge=0, le=1)] = 0.8
+    wrap_azimuth: bool = False
+    augment: bool = False
+    num_workers: Annotated[int, Field(ge=0)] = 0
+    max_batches_per_epoch: Annotated[int, Field(ge=1)] | None = None
+    amp: bool = True
+    channels_last: bool = True
+    #: ``torch.compile`` the model for training (CUDA only; the first epoch pays the compile)
+    compile: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(TrainSettings):
+    """One stage's training: the ``train`` settings plus what the other sections of an
+    experiment config decide for it (:meth:`seld.config.ExperimentConfig.train_config`).
+
+    ``model`` and ``model_kwargs``: :func:`seld.models.build_model` arguments. ``selection``:
+    which epoch's model the stage hands on as ``best.pt``: the lowest validation score
+    (``"best"``), or the last epoch's, as the seed evaluates a fixed iteration (``"last"``).
+    ``sed_threshold``: the detection threshold of the validation scores.
     """
 
     stage: str = "sed"
     model: str = "CRNN10"
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    epochs: int = 50
-    batch_size: int = 32
-    lr: float = 1e-3
-    lr_decay_start: int = 30_000
-    lr_decay_every: int = 2_000
-    lr_decay_factor: float = 0.9
-    window_s: float = 2.0
-    hop_s: float = 0.5
-    loss: str = "mae"
-    wrap_azimuth: bool = False
-    augment: bool = False
-    steps: int | None = None
-    lr_schedule: str = "step"
-    lr_final_factor: float = 0.02
-    sed_threshold: float = 0.3
     seed: int = 0
-    num_workers: int = 0
-    max_batches_per_epoch: int | None = None
-    amp: bool = True
-    channels_last: bool = True
-    #: ``torch.compile`` the model for training (CUDA only; the first epoch pays the compile)
-    compile: bool = False
+    selection: str = "best"
+    sed_threshold: float = 0.3
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -89,6 +119,10 @@ class TrainConfig:
             raise ValueError(
                 f"unknown lr_schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}"
             )
+        if self.selection not in SELECTIONS:
+            raise ValueError(
+                f"unknown selection {self.selection!r}; choose one of {', '.join(SELECTIONS)}"
+            )
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be >= 1 or None, got {self.steps}")
 
@@ -96,34 +130,6 @@ class TrainConfig:
         data = asdict(self)
         data["model_kwargs"] = dict(self.model_kwargs)
         return data
-
-
-TRAIN_PRESETS: dict[str, TrainConfig] = {
-    "paper": TrainConfig(),
-    # CPU-sized, and made to localize from little data (each choice measured one at a time in
-    # bench/doa_ablation.py, README "Localization"): a narrow CRNN whose DOA head outputs a
-    # unit vector per class, a cosine learning rate over the whole budget, the array's channel
-    # symmetries as augmentation; the azimuth wrap is kept from the ablation's order (the
-    # Cartesian loss has no azimuth to wrap)
-    "tiny": TrainConfig(
-        model_kwargs={"channels": (16, 32, 64, 64), "rnn_hidden": 32, "doa_output": "xyz"},
-        epochs=8,
-        batch_size=16,
-        lr=3e-3,
-        lr_schedule="cosine",
-        # down to 0.3 x, not 0.02 x: the SED stage is still learning at the demo's budget
-        # (fold 1 test ER, seeds 0 and 1: 0.274 with 0.3, 0.308 with 0.02)
-        lr_final_factor=0.3,
-        wrap_azimuth=True,
-        augment=True,
-    ),
-}
-
-
-def train_preset(name: str, stage: str, **overrides: Any) -> TrainConfig:
-    if name not in TRAIN_PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}")
-    return replace(TRAIN_PRESETS[name], stage=stage, **overrides)
 
 
 @dataclass
@@ -156,6 +162,17 @@ def step_budget(config: TrainConfig, batches_per_epoch: int) -> tuple[int, int]:
     if config.steps is None:
         return config.epochs * batches_per_epoch, config.epochs
     return config.steps, math.ceil(config.steps / batches_per_epoch)
+
+
+def rank_batch_size(batch_size: int, world_size: int) -> int:
+    """Each data-parallel rank's share of the global ``batch_size`` (an error when it does not
+    divide evenly, since the step would then see another number of windows)."""
+    if batch_size % world_size:
+        raise ValueError(
+            f"train.batch_size {batch_size} does not divide among {world_size} data-parallel "
+            "workers; choose a multiple of the worker count"
+        )
+    return batch_size // world_size
 
 
 def pick_device(prefer: str = "auto") -> torch.device:
@@ -278,7 +295,7 @@ def train_stage(
         )
     loader = DataLoader(
         dataset,
-        batch_size=config.batch_size,
+        batch_size=rank_batch_size(config.batch_size, world_size),
         shuffle=sampler is None,
         sampler=sampler,
         drop_last=False,
@@ -288,7 +305,7 @@ def train_stage(
         persistent_workers=config.num_workers > 0,
     )
     total_steps, epochs = step_budget(config, len(loader))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, amsgrad=config.amsgrad)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, config, total_steps)
     )
@@ -335,7 +352,14 @@ def train_stage(
                 features = features.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_cuda and config.amp):
                 outputs = net(features)
-            loss = stage_loss(config.stage, outputs, batch, config.loss, config.wrap_azimuth)
+            loss = stage_loss(
+                config.stage,
+                outputs,
+                batch,
+                config.loss,
+                config.wrap_azimuth,
+                joint_sed_weight=config.joint_sed_weight,
+            )
             optimizer.zero_grad(set_to_none=True)
             grad_scaler.scale(loss).backward()
             grad_scaler.step(optimizer)
@@ -364,6 +388,8 @@ def train_stage(
             metrics = shared[0]
         state["history"].append(metrics)
         improved = metrics["val_selection"] < state["best_score"]
+        if config.selection == "last":  # the stage hands on its latest model, whatever it scores
+            improved = True
         if improved:
             state["best_score"], state["best_epoch"] = metrics["val_selection"], state["epoch"]
         ckpt = {

@@ -65,3 +65,32 @@ def local_ray():
 
     with ray_session(num_cpus=2):
         yield
+
+
+def tiny_config(*sets: str, epochs: int | None = None, folds: tuple[int, ...] | None = None):
+    """The ``tiny`` experiment config with ``--set``-style overrides, as a cv run holds it."""
+    from seld.config import load_config
+
+    overrides = list(sets)
+    if epochs is not None:
+        overrides += [f"train.epochs={epochs}", "train.steps=null"]
+    if folds is not None:
+        overrides.append(f"cv.folds={list(folds)}")
+    return load_config("tiny", overrides).to_dict()
+
+
+def tiny_features(fmt: str = "mic", kind: str | None = None):
+    """The ``tiny`` preset's features for a format (``kind`` e.g. ``logmel_iv`` for FOA)."""
+    from seld.config import load_config
+
+    sets = [f"data.format={fmt}"] + ([f"features.kind={kind}"] if kind else [])
+    return load_config("tiny", sets).features
+
+
+def tiny_train(stage: str, **fields):
+    """One stage's training config of the ``tiny`` preset, with fields replaced."""
+    from dataclasses import replace
+
+    from seld.config import load_config
+
+    return replace(load_config("tiny").train_config(stage), **fields)

@@ -143,7 +143,7 @@ def test_extract_command(synth_root: Path, tmp_path: Path):
         synth_root,
         "--workspace",
         tmp_path / "ws",
-        "--preset",
+        "--config",
         "tiny",
         "--num-cpus",
         1,

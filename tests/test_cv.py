@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import ray
+import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -19,9 +20,11 @@ from orchestrator.cv_run import run_cv
 from orchestrator.extract import extract_dataset
 from orchestrator.ray_utils import ray_session
 from orchestrator.tracking import default_tracking_uri
-from seld.features import feature_preset
+from seld.config import load_config
 from seld.synth import SynthConfig, synthesize_dataset
 from seld.training import load_checkpoint
+
+from conftest import tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -40,22 +43,24 @@ def make_data(root: Path, per_split: int, seconds: float, drop: dict[int, int] |
     return data
 
 
-def settings(data: Path, ws: Path, **kw) -> CVSettings:
+def settings(data: Path, ws: Path, *sets: str, epochs=2, folds=None, **kw) -> CVSettings:
     base = dict(
         dataset=str(data),
         workspace=str(ws),
-        preset="tiny",
-        epochs=2,
+        config=tiny_config(*sets, epochs=epochs, folds=folds),
         cpus_per_worker=0.5,
         tracking_uri=default_tracking_uri(ws),
     )
     return CVSettings(**(base | kw))
 
 
+TINY_FEATURES = load_config("tiny").features
+
+
 def test_four_fold_cv_is_tracked_and_rescorable(local_ray, tmp_path: Path):
     data = make_data(tmp_path, per_split=1, seconds=5)
     ws = tmp_path / "ws"
-    assert extract_dataset(data, ws, feature_preset("tiny"), "mic").ok
+    assert extract_dataset(data, ws, TINY_FEATURES, "mic").ok
     summary = run_cv(settings(data, ws))
     s = settings(data, ws)
 
@@ -74,7 +79,9 @@ def test_four_fold_cv_is_tracked_and_rescorable(local_ray, tmp_path: Path):
     assert {"cv_er", "cv_f", "cv_doa_error", "cv_frame_recall", "cv_seld"} <= set(
         parent.data.metrics
     )
-    assert parent.data.params["cv.preset"] == "tiny"
+    assert parent.data.params["name"] == "tiny" and parent.data.params["train.epochs"] == "2"
+    assert parent.data.params["features.n_mels"] == "64" and parent.data.tags["config"] == "tiny"
+    assert parent.data.tags["config_hash"] == s.experiment.hash()
     assert "mlflow.source.git.commit" in parent.data.tags or "version.ray" in parent.data.tags
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"metrics.json", "config.json", "submissions", "checkpoints", "plots"} <= artifacts
@@ -126,7 +133,7 @@ def test_four_fold_cv_is_tracked_and_rescorable(local_ray, tmp_path: Path):
 def test_killed_worker_resumes_from_its_checkpoint(local_ray, tmp_path: Path):
     data = make_data(tmp_path, per_split=1, seconds=5)
     ws = tmp_path / "ws"
-    extract_dataset(data, ws, feature_preset("tiny"), "mic")
+    extract_dataset(data, ws, TINY_FEATURES, "mic")
     s = settings(data, ws, folds=(1,), kill_once_after=(1, "sed", 1))
     run_cv(s)
     sed = s.run_dir / "fold1" / "sed"
@@ -139,7 +146,7 @@ def test_killed_worker_resumes_from_its_checkpoint(local_ray, tmp_path: Path):
 def test_data_parallel_workers_per_fold(local_ray, tmp_path: Path):
     data = make_data(tmp_path, per_split=1, seconds=5)
     ws = tmp_path / "ws"
-    extract_dataset(data, ws, feature_preset("tiny"), "mic")
+    extract_dataset(data, ws, TINY_FEATURES, "mic")
     s = settings(data, ws, folds=(2,), workers_per_fold=2, epochs=1)
     summary = run_cv(s)
     for stage in ("sed", "doa"):
@@ -162,7 +169,7 @@ def test_a_killed_fold_job_gives_its_cpus_back(tmp_path: Path):
     s = settings(data, ws, folds=(1,), epochs=500)
     with ray_session(num_cpus=2, dashboard=True) as dashboard_url:
         assert dashboard_url and dashboard_url.startswith("127.0.0.1:")
-        extract_dataset(data, ws, feature_preset("tiny"), "mic")
+        extract_dataset(data, ws, TINY_FEATURES, "mic")
         gcs = ray.get_runtime_context().gcs_address
         job = fold_job.options(runtime_env={"env_vars": {"RAY_ADDRESS": gcs}})
         ref = job.remote(s.to_dict(), 1, None, {"sed": "", "doa": ""})
@@ -196,7 +203,7 @@ def test_folds_spread_over_nodes_and_doa_follows_its_own_sed(tmp_path: Path):
     try:
         ray.init(address=cluster.address, log_to_driver=False)
         ws = tmp_path / "ws"
-        extract_dataset(data, ws, feature_preset("tiny"), "mic")
+        extract_dataset(data, ws, TINY_FEATURES, "mic")
         summary = run_cv(settings(data, ws, use_gpu=True, epochs=3, cpus_per_worker=0.5))
     finally:
         ray.shutdown()
@@ -232,3 +239,50 @@ def test_search_space_errors_name_the_field(tmp_path: Path):
         with pytest.raises(SearchSpaceError, match=re.escape(message)) as info:
             load_search_space(path)
         assert str(path) in str(info.value)
+
+
+def test_the_joint_method_trains_through_cv_with_set_overrides(tmp_path: Path):
+    """`cv --config paper-joint-mic --set ...` made tiny: one joint stage per fold, and a
+    --set value reaches the training loop, the run folder and MLflow."""
+    data = make_data(tmp_path, per_split=1, seconds=5)
+    ws = tmp_path / "ws"
+    sets = [
+        *("features.sample_rate=16000", "features.n_fft=512", "features.hop_length=160"),
+        *("features.n_mels=64", "model.channels=[16,32,32,32]", "model.rnn_hidden=16"),
+        *("train.batch_size=16", "train.lr=0.002", "train.max_batches_per_epoch=3"),
+    ]
+    args = ["cv", "--dataset", str(data), "--workspace", str(ws), "--run", "joint"]
+    args += ["--config", "paper-joint-mic", *[x for s in sets for x in ("--set", s)]]
+    args += ["--folds", "1", "--epochs", "2", "--json"]
+    result = CliRunner().invoke(app, args, env={"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"})
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert list(summary["folds"]) == ["1"] and list(summary["stages"]["1"]) == ["joint"]
+    assert 0 <= summary["overall"]["er"]
+
+    run_dir = ws / "runs" / "joint"
+    assert not (run_dir / "fold1" / "sed").exists()
+    written = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert written["method"] == "joint" and written["train"]["lr"] == 0.002
+    last = load_checkpoint(run_dir / "fold1" / "joint" / "last.pt")
+    assert last["train_config"]["lr"] == 0.002 and last["train_config"]["stage"] == "joint"
+    assert last["train_config"]["amsgrad"] is True  # the preset's, not overridden
+    assert [h["lr"] for h in last["history"]] == [0.002, 0.002]  # the loop ran at that rate
+    assert last["model_config"]["channels"] == [16, 32, 32, 32]
+
+    client = MlflowClient(default_tracking_uri(ws))
+    parent = client.get_run(summary["mlflow_parent_run"])
+    params = parent.data.params
+    assert (params["train.lr"], params["method"], params["name"]) == (
+        "0.002",
+        "joint",
+        "paper-joint-mic",
+    )
+    assert params["model.channels"] == "[16, 32, 32, 32]" and params["features.n_mels"] == "64"
+    assert params["train.epochs"] == "2" and params["train.steps"] == "None"
+    assert parent.data.tags["method"] == "joint" and len(parent.data.tags["config_hash"]) == 12
+    children = client.search_runs(
+        [summary["experiment_id"]], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert [r.data.tags["stage"] for r in children] == ["joint"]
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"config.yaml"}

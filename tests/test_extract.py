@@ -8,10 +8,11 @@ import h5py
 import numpy as np
 
 from orchestrator.extract import extract_dataset
-from seld.features import feature_preset
 from seld.store import feature_path
 
-CONFIG = feature_preset("tiny", "mic")
+from conftest import tiny_features
+
+CONFIG = tiny_features("mic")
 
 
 def test_extract_resumes_and_reports_bad_recordings(local_ray, make_dataset, tmp_path: Path):
@@ -55,9 +56,9 @@ def test_ray_features_equal_in_process_features(local_ray, make_dataset, tmp_pat
     from seld.features import extract_features
 
     root = make_dataset(["split1_ir0_ov1_0"], seconds=1.5, formats=("foa",))
-    summary = extract_dataset(root, tmp_path / "ws", feature_preset("tiny", "foa"), "foa")
+    summary = extract_dataset(root, tmp_path / "ws", tiny_features("foa", "logmel_iv"), "foa")
     audio, _ = read_audio(root / "foa_dev" / "split1_ir0_ov1_0.wav", sample_rate=16_000)
-    expected = extract_features(audio, feature_preset("tiny", "foa"))
+    expected = extract_features(audio, tiny_features("foa", "logmel_iv"))
     path = feature_path(summary.root, "foa", "dev", "split1_ir0_ov1_0")
     with h5py.File(path) as h5:
         assert np.array_equal(h5["features"][()], expected) and expected.shape[0] == 7

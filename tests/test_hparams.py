@@ -10,54 +10,89 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from orchestrator.hparams import check_space, iteration_metrics, train_overrides
+from orchestrator.hparams import check_space, iteration_metrics, trial_config
 from orchestrator.search_space import SearchSpaceError, load_search_space
 from orchestrator.tracking import default_tracking_uri
+from seld.config import ConfigError, load_config
 from seld.models import build_model
 from seld.synth import SynthConfig, synthesize_dataset
-from seld.training import train_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ROOT / "search_spaces"
 
 
+TINY = load_config("tiny")
+
+
 def test_shipped_hparam_spaces_are_valid():
-    for name in ("hparams.yaml", "hparams_tiny.yaml"):
+    for name in ("hparams.yaml", "hparams_tiny.yaml", "methods.yaml"):
         space = load_search_space(SPACES / name)
-        check_space(space, SPACES / name)
+        check_space(space, TINY, SPACES / name)
+        check_space(space, load_config("paper-mic"), SPACES / name)
 
 
-def test_unknown_hyperparameter_is_named(tmp_path: Path):
+def test_a_name_that_is_no_config_path_is_refused(tmp_path: Path):
     path = tmp_path / "bad.yaml"
     path.write_text(
-        "params:\n  lr: {type: logfloat, low: 1.0e-4, high: 1.0e-2}\n"
-        "  learning_speed: {type: float, low: 0, high: 1}\n"
+        "params:\n  train.lr: {type: logfloat, low: 1.0e-4, high: 1.0e-2}\n"
+        "  train.learning_speed: {type: float, low: 0, high: 1}\n"
     )
-    with pytest.raises(SearchSpaceError, match=r"bad.yaml: params.learning_speed: not a hyper"):
-        check_space(load_search_space(path), path)
-    path.write_text("params:\n  dropout: {type: float, low: 0, high: 0.5, per_class: true}\n")
-    with pytest.raises(SearchSpaceError, match=r"params.dropout.per_class"):
-        check_space(load_search_space(path), path)
+    with pytest.raises(SearchSpaceError, match=r"bad.yaml: params.train.learning_speed: not a"):
+        check_space(load_search_space(path), TINY, path)
+    path.write_text("params:\n  lr: {type: logfloat, low: 1.0e-4, high: 1.0e-2}\n")
+    with pytest.raises(SearchSpaceError, match=r"params.lr: not a path .* did you mean train.lr"):
+        check_space(load_search_space(path), TINY, path)
+    path.write_text("params:\n  model.dropout: {type: float, low: 0, high: 0.5, per_class: true}\n")
+    with pytest.raises(SearchSpaceError, match=r"params.model.dropout.per_class"):
+        check_space(load_search_space(path), TINY, path)
+
+
+def test_a_value_the_config_refuses_is_named(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("params:\n  model.dropout: {type: float, low: 0.5, high: 1.5}\n")
+    with pytest.raises(SearchSpaceError, match=r"params.model.dropout: model.dropout: .*less"):
+        check_space(load_search_space(path), TINY, path)
+    path.write_text("params:\n  method: {type: categorical, choices: [two-stage, three-stage]}\n")
+    with pytest.raises(SearchSpaceError, match=r"method: Input should be 'two-stage' or 'joint'"):
+        check_space(load_search_space(path), TINY, path)
+
+
+def test_a_space_over_config_paths_samples_valid_configs():
+    """Sampled trials of the shipped spaces are valid configs that build their models."""
+    for name in ("hparams.yaml", "methods.yaml"):
+        space = load_search_space(SPACES / name)
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+        for _ in range(6):
+            trial = study.ask()
+            space.define_by_run(trial)
+            config = trial_config(TINY, trial.params)
+            for key, value in trial.params.items():
+                assert config.leaves()[key] == value
+            train = config.train_config(config.stages[-1])
+            model = build_model(train.model, in_channels=10, **train.model_kwargs)
+            out = model(torch.zeros(2, 10, 64, 64))
+            assert out["sed_logits"].shape == (2, 64, 11)
+            study.tell(trial, 0.5)
 
 
 def test_sampled_params_become_a_trainable_config():
     params = {
-        "lr": 0.002,
-        "batch_size": 32,
-        "dropout": 0.2,
-        "pool": "max",
-        "width": 0.5,
-        "loss": "mse",
-        "window_s": 1.0,
+        "train.lr": 0.002,
+        "train.batch_size": 32,
+        "model.dropout": 0.2,
+        "model.pool": "max",
+        "model.width": 0.5,
+        "train.loss": "mse",
+        "train.window_s": 1.0,
     }
-    overrides = train_overrides("tiny", params)
-    config = train_preset("tiny", "doa", **overrides)
-    base = train_preset("tiny", "doa")
+    config = trial_config(TINY, params).train_config("doa")
+    base = TINY.train_config("doa")
     assert (config.lr, config.batch_size, config.loss, config.window_s) == (0.002, 32, "mse", 1.0)
     assert config.model_kwargs["channels"] == [c // 2 for c in base.model_kwargs["channels"]]
     assert config.model_kwargs["rnn_hidden"] == base.model_kwargs["rnn_hidden"] // 2
@@ -65,8 +100,8 @@ def test_sampled_params_become_a_trainable_config():
     model = build_model(config.model, in_channels=10, **config.model_kwargs)
     out = model(torch.zeros(2, 10, 64, 64))
     assert out["sed_logits"].shape == (2, 64, 11)
-    with pytest.raises(ValueError, match="unknown hyperparameter 'momentum'"):
-        train_overrides("tiny", {"momentum": 0.9})
+    with pytest.raises(ConfigError, match=r"train\.momentum: unknown key"):
+        trial_config(TINY, {"train.momentum": 0.9})
 
 
 def test_iterations_wait_for_every_fold():
@@ -143,7 +178,7 @@ def test_tiny_search_with_asha_resumes_after_the_driver_dies(tmp_path: Path):
         assert 1 <= t["iterations"] <= 5
         assert t["completed"] == (t["iterations"] == 5)
         assert len(t["curve"]) == t["iterations"]
-        assert set(t["config"]) >= {"lr", "dropout", "pool"}
+        assert set(t["config"]) >= {"train.lr", "model.dropout", "model.pool"}
 
     # MLflow: search run > trial runs > fold/stage runs; the best trial tagged; artifacts
     client = MlflowClient(default_tracking_uri(ws))
@@ -159,7 +194,9 @@ def test_tiny_search_with_asha_resumes_after_the_driver_dies(tmp_path: Path):
     for r in trials:
         assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert r.info.status in ("FINISHED", "KILLED")
-        assert {"hparam.lr", "hparam.dropout", "hparam.pool"} <= set(r.data.params)
+        assert {"hparam.train.lr", "hparam.model.dropout", "hparam.model.pool"} <= set(
+            r.data.params
+        )
         curve = client.get_metric_history(r.info.run_id, "iter_val_seld")
         assert sorted(m.step for m in curve) == list(range(1, len(curve) + 1))
         stages = [x for x in runs if x.data.tags.get("mlflow.parentRunId") == r.info.run_id]

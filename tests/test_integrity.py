@@ -13,6 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -24,14 +25,15 @@ from orchestrator.report import to_json
 from orchestrator.runs import RunError, RunLock, validate_run_name
 from orchestrator.tracking import default_tracking_uri
 from seld.audio import read_audio
-from seld.features import extract_features, feature_preset
+from seld.config import load_config
+from seld.features import extract_features
 from seld.folds import make_folds
 from seld.metadata import Event, write_metadata
 from seld.store import fold_scaler, remove_stale_temporaries
 
-from conftest import DEFAULT_EVENTS, write_wav
+from conftest import DEFAULT_EVENTS, tiny_config, tiny_features, write_wav
 
-CONFIG = feature_preset("tiny", "mic")
+CONFIG = tiny_features("mic")
 STEMS = ["split1_ir0_ov1_0", "split2_ir0_ov1_0", "split3_ir0_ov1_0", "split4_ir0_ov1_0"]
 runner = CliRunner()
 
@@ -130,24 +132,30 @@ def test_a_second_writer_is_refused_and_a_dead_holder_is_taken_over(tmp_path: Pa
 def test_reusing_a_run_name_with_other_settings_is_refused(tmp_path: Path):
     data, ws = _dataset(tmp_path / "A", 1), tmp_path / "ws"
     base = dict(dataset=str(data), workspace=str(ws), run="a", tracking_uri="")
-    with claimed_run(CVSettings(**base, epochs=1)):
+    one, two = tiny_config(epochs=1), tiny_config("seed=5", "model.width=0.5", epochs=2)
+    with claimed_run(CVSettings(**base, config=one)):
         pass
-    with claimed_run(CVSettings(**base, epochs=1)):  # the same settings continue
+    with claimed_run(CVSettings(**base, config=one)):  # the same settings continue
         pass
-    with pytest.raises(RunError) as info, claimed_run(CVSettings(**base, epochs=2, seed=5)):
+    with pytest.raises(RunError) as info, claimed_run(CVSettings(**base, config=two)):
         pass
     message = str(info.value)
-    assert "cv.epochs (1 -> 2)" in message and "cv.seed (0 -> 5)" in message
-    assert "train_sed.epochs" in message and "--overwrite" in message
+    assert "train.epochs (1 -> 2)" in message and "seed (0 -> 5)" in message
+    assert "model.width (1.0 -> 0.5)" in message and "--overwrite" in message
+    with pytest.raises(RunError, match=r"run.workers_per_fold \(1 -> 2\)"):
+        with claimed_run(CVSettings(**base, config=one, workers_per_fold=2)):
+            pass
     (ws / "runs" / "a" / "fold1").mkdir()
-    with claimed_run(CVSettings(**base, epochs=2, seed=5), overwrite=True) as run_dir:
+    with claimed_run(CVSettings(**base, config=two), overwrite=True) as run_dir:
         assert not (run_dir / "fold1").exists()
     recorded = json.loads((ws / "runs" / "a" / "config.json").read_text())
-    assert recorded["cv"]["epochs"] == 2 and recorded["data"]["inputs"]
+    assert recorded["config"]["train"]["epochs"] == 2 and recorded["inputs"]["dataset"]
+    written = yaml.safe_load((ws / "runs" / "a" / "config.yaml").read_text())
+    assert written == two and load_config(ws / "runs" / "a" / "config.yaml").to_dict() == two
     # a changed recording is a changed run too
     write_metadata(data / "metadata_dev" / f"{STEMS[0]}.csv", DEFAULT_EVENTS[:1])
-    with pytest.raises(RunError, match=r"data\.inputs"):
-        with claimed_run(CVSettings(**base, epochs=2, seed=5)):
+    with pytest.raises(RunError, match=r"inputs\.dataset"):
+        with claimed_run(CVSettings(**base, config=two)):
             pass
 
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from seld.dcase import RecordingName, parse_recording_name
-from seld.features import PRESETS
 from seld.folds import make_folds
 from seld.metadata import Event, events_to_targets
 from seld.store import (
@@ -23,7 +22,9 @@ from seld.store import (
 )
 from seld.windows import MAX_OPEN_FILES, WindowDataset, window_starts
 
-CONFIG = PRESETS["tiny"]
+from conftest import tiny_features
+
+CONFIG = tiny_features()
 EVENTS = [Event("speech", 0.1, 0.9, 10, -40, 1), Event("knock", 1.0, 1.5, -20, 170, 2)]
 
 

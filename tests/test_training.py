@@ -12,19 +12,20 @@ import torch
 from orchestrator.fold import (
     constant_direction_report,
     fold_data,
+    method_predictions,
     references,
     score_predictions,
     train_fold_stage,
-    two_stage_predictions,
 )
 from seld.dataset import DatasetLayout
 from seld.extraction import extract_recording
-from seld.features import feature_preset
 from seld.store import feature_root
 from seld.synth import SynthConfig, synthesize_dataset
-from seld.training import load_checkpoint, load_model, train_preset
+from seld.training import load_checkpoint, load_model, rank_batch_size
 
-FEATURES = feature_preset("tiny", "mic")
+from conftest import tiny_features, tiny_train
+
+FEATURES = tiny_features("mic")
 
 
 def extracted(root: Path, seconds: float, seed: int) -> tuple[Path, Path]:
@@ -45,9 +46,7 @@ def fold_setup(tmp_path_factory):
 
 
 def tiny(stage: str, **kw):
-    return train_preset(
-        "tiny", stage, **{"epochs": 2, "max_batches_per_epoch": 4, "batch_size": 8, **kw}
-    )
+    return tiny_train(stage, **{"epochs": 2, "max_batches_per_epoch": 4, "batch_size": 8, **kw})
 
 
 def test_sed_then_doa_then_two_stage_scores(fold_setup, tmp_path: Path):
@@ -64,7 +63,7 @@ def test_sed_then_doa_then_two_stage_scores(fold_setup, tmp_path: Path):
     sed_state = load_checkpoint(sed.best_checkpoint)["model"]
     first_epoch_doa = load_checkpoint(doa.best_checkpoint)["model"]
     assert first_epoch_doa.keys() == sed_state.keys()
-    preds = two_stage_predictions(data, run, "test")
+    preds = method_predictions(data, run, "test")
     assert set(preds) == {p.stem for p in data.test}
     assert preds["split1_ir0_ov1_0"].sed.shape == (300, 11)  # 6 s at 50 frames per second
     refs = references(data, "test")
@@ -76,6 +75,27 @@ def test_sed_then_doa_then_two_stage_scores(fold_setup, tmp_path: Path):
     assert report.overall.er == constant.overall.er  # same detections, different directions
     # cached predictions are reused
     assert (run / "fold1" / "predictions" / "test_sed.npz").exists()
+
+
+def test_selection_last_hands_on_the_last_epoch_and_amsgrad_reaches_adam(
+    fold_setup, tmp_path: Path
+):
+    data_dir, ws = fold_setup
+    data = fold_data(data_dir, ws, FEATURES, "mic", 1)
+    config = tiny("sed", epochs=3, selection="last", amsgrad=True, lr=0.3)  # a rate that diverges
+    result = train_fold_stage(data, config, tmp_path / "run")
+    scores = [h["val_selection"] for h in result.history]
+    assert result.best_epoch == 3 and load_checkpoint(result.best_checkpoint)["epoch"] == 3
+    assert result.best_score == scores[-1]  # whatever the earlier epochs scored
+    last = load_checkpoint(tmp_path / "run" / "fold1" / "sed" / "last.pt")
+    assert all(group["amsgrad"] for group in last["optimizer"]["param_groups"])
+    assert "max_exp_avg_sq" in next(iter(last["optimizer"]["state"].values()))
+
+
+def test_the_global_batch_is_split_among_data_parallel_workers():
+    assert rank_batch_size(32, 1) == 32 and rank_batch_size(32, 4) == 8
+    with pytest.raises(ValueError, match="does not divide among 3 data-parallel workers"):
+        rank_batch_size(32, 3)
 
 
 def test_doa_needs_sed(fold_setup, tmp_path: Path):
@@ -152,7 +172,7 @@ def test_the_tiny_preset_learns_direction(tmp_path_factory):
     root = tmp_path_factory.mktemp("direction")
     data, ws = extracted(root, seconds=10, seed=11)
     fold = fold_data(data, ws, FEATURES, "mic", 1)
-    config = train_preset("tiny", "doa", steps=STEPS_TO_LOCALIZE, seed=0)
+    config = tiny_train("doa", steps=STEPS_TO_LOCALIZE, seed=0)
     torch.manual_seed(0)
     scratch = build_model(config.model, in_channels=10, **config.model_kwargs).state_dict()
     result = train_stage(
