@@ -24,6 +24,8 @@ DataLoader with workers prefetches and may have drawn the trailing permutation e
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -88,23 +90,24 @@ class WindowSource:
         if scaler is not None:  # (channels, 1, bins), broadcast over (batch, ..., window, ...)
             self._mean = torch.from_numpy(np.asarray(scaler.mean, np.float32)[:, None, :])
             self._std = torch.from_numpy(np.asarray(scaler.std, np.float32)[:, None, :])
+        self._buffers = _BufferPool()
 
     def __len__(self) -> int:
         return len(self.items)
 
     def batch(self, indices: Sequence[int] | np.ndarray, pin_memory: bool = False) -> Batch:
-        """The windows ``indices`` (positions in ``items``) as one batch of tensors, allocated
-        once per batch (pinned when ``pin_memory``, for non-blocking copies to a GPU)."""
+        """The windows ``indices`` (positions in ``items``) as one batch of tensors, pinned when
+        ``pin_memory`` (for non-blocking copies to a GPU). Their memory is reused for a later
+        batch only once no tensor of this batch (nor a view of one) is alive any more."""
         idx = np.asarray(indices, dtype=np.int64)
         size, w = len(idx), self.window
         files, starts, valid = self._file[idx], self._start[idx], self._valid[idx]
-        shape = (size, self.channels, w, self.bins)
-        features = torch.empty(shape, dtype=torch.float32, pin_memory=pin_memory)
+        features = self._buffers.get((size, self.channels, w, self.bins), pin_memory)
         out = features.numpy()
         targets = out_t = None
         if self.with_targets:
             classes = self.recordings[0].targets.shape[2]
-            targets = torch.empty((3, size, w, classes), dtype=torch.float32, pin_memory=pin_memory)
+            targets = self._buffers.get((3, size, w, classes), pin_memory)
             out_t = targets.numpy()
         # one strided copy per window straight from the mapped pages into the batch (casting a
         # float16 cache to float32 on the way); windows come from different files, so there is
@@ -124,7 +127,7 @@ class WindowSource:
             features.sub_(self._mean).div_(self._std)  # Scaler.apply's arithmetic, in place
             for b in padded:  # WindowDataset pads after scaling
                 out[b, :, valid[b] :] = 0
-        mask = torch.empty((size, w), dtype=torch.float32, pin_memory=pin_memory)
+        mask = self._buffers.get((size, w), pin_memory)
         np.less(np.arange(w), valid[:, None], out=mask.numpy(), casting="unsafe")
         result = {"features": features, "mask": mask}
         if targets is not None:
@@ -138,6 +141,40 @@ class WindowSource:
 
     def close(self) -> None:
         self.recordings = []
+
+
+class _BufferPool:
+    """float32 batch buffers, reused once no tensor made from them is alive.
+
+    A fresh 25 MB batch per step makes the C allocator hand memory back to the kernel and fault
+    it in again, which costs as much as the copy itself. A buffer handed out as
+    ``torch.from_numpy(array)`` is referenced by that tensor's storage (which every view and
+    ``.numpy()`` of it shares) for as long as any of them lives, so ``array``'s reference count
+    says when it is free again. Pinned buffers come from torch's caching host allocator, which
+    already reuses them and waits for the non-blocking copies out of them.
+    """
+
+    def __init__(self, per_shape: int = 4):
+        self.per_shape = per_shape
+        self.pool: dict[tuple[int, ...], list[np.ndarray]] = {}
+        self.lock = threading.Lock()
+        # an array that only a list holds: its count, taken the same way, is that of a free one
+        # (so the test does not depend on how the interpreter counts its own references)
+        self._free = [np.empty(0, np.float32)]
+
+    def get(self, shape: tuple[int, ...], pin_memory: bool = False) -> torch.Tensor:
+        if pin_memory:
+            return torch.empty(shape, dtype=torch.float32, pin_memory=True)
+        with self.lock:
+            arrays = self.pool.setdefault(shape, [])
+            free = sys.getrefcount(self._free[0])
+            for i in range(len(arrays)):
+                if sys.getrefcount(arrays[i]) == free:
+                    return torch.from_numpy(arrays[i])
+            array = np.empty(shape, dtype=np.float32)
+            if len(arrays) < self.per_shape:
+                arrays.append(array)
+            return torch.from_numpy(array)
 
 
 class WindowBatches:

@@ -63,14 +63,19 @@ def _write_at(root: Path, i: int, frames: int, dtype) -> Path:
 
 
 def assert_same_batches(old, new) -> None:
-    old, new = list(old), list(new)
-    assert len(old) == len(new)
-    for a, b in zip(old, new, strict=True):
+    """Compared batch by batch as they come (so the source reuses its buffers), and once more
+    at the end through views kept of every other batch (reuse must not overwrite them)."""
+    kept = []
+    for k, (a, b) in enumerate(zip(old, new, strict=True)):
         assert list(a) == list(b)  # same keys in the same order
         for key in a:
             assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
             assert b[key].is_contiguous(), key
             assert torch.equal(a[key], b[key]), key
+        if k % 2:
+            kept += [(a[key][-1], b[key][-1]) for key in a]
+    for a, b in kept:
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("batch_size", [7, 10])  # 30 windows: a partial last batch, and none
@@ -219,3 +224,15 @@ def test_bad_arguments(paths):
         WindowSource([], WINDOW, HOP)
     with pytest.raises(ValueError, match="positive"):
         WindowBatches(WindowSource(paths, WINDOW, HOP), 0)
+
+
+def test_batch_memory_is_reused_only_once_nothing_holds_it(paths):
+    source = WindowSource(paths, WINDOW, HOP)
+    first = source.batch([0, 1, 2])
+    kept = first["features"][1]  # a view keeps the whole batch's memory
+    expected, address = kept.clone(), first["features"].data_ptr()
+    del first
+    second = source.batch([3, 4, 5])
+    assert second["features"].data_ptr() != address and torch.equal(kept, expected)
+    del second, kept
+    assert source.batch([6, 7, 8])["features"].data_ptr() == address  # free again: reused
