@@ -2,17 +2,21 @@
 
 Writes paper-preset-shaped feature files with the store's own writer (random features of 10
 channels x 96 bins at 100 frames/s, real frame targets of a few events; no audio is extracted)
-and times one epoch at a time of batch 32 x 2 s windows every 0.5 s, page cache warm, after one
-warm-up epoch, for:
+and measures windows/s of batch 32 x 2 s windows every 0.5 s, page cache warm, as the best of
+3 runs of at least 0.7 s over a stream of epochs, after a warm-up of one epoch (or 1 s), for:
 
 * ``old``: ``DataLoader(WindowDataset(...), shuffle=True)`` with 0, 1 and 2 workers (persistent),
   raw, and with the fold's scaler applied as training applies it (``_BatchScaler`` on the
   collated batch); and once with the scaler inside the dataset (``Scaler.apply`` per window);
 * ``new``: :class:`seld.window_source.WindowBatches` over a
   :class:`seld.window_source.WindowSource` with 0, 1 and 2 prefetch threads, raw and with the
-  scaler applied by the source (float32, vectorised over the batch);
-* ``bound``: the same windows sliced from in-memory arrays and stacked (plus the same scaling),
-  the upper bound of any reader; ``new/bound`` is the new path's share of it.
+  scaler applied by the source; and with the mapped pages dropped every 16 batches;
+* ``bound``: the same windows sliced from in-memory arrays into one reused buffer, stacked or
+  standardised with the same arithmetic: the upper bound of any reader; ``new/bound`` is the
+  best new rate's share of it.
+
+The machine's load average is printed before and after: on a shared machine, numbers taken
+under load measure the neighbours too.
 
 Then 4 concurrent fold readers (separate processes, started together behind a barrier), each
 iterating one epoch over the same feature files with the scaler, at 2 dataset sizes, for the
@@ -114,8 +118,9 @@ def windows_per_second(
 
 
 def in_memory_bound(paths: list[Path], scaler: Scaler | None, seed: int) -> float:
-    """Windows sliced from in-memory arrays (read whole beforehand) and stacked into reused
-    batch buffers (features and targets), scaled in place like the source: no reader does less."""
+    """Windows sliced from in-memory arrays (read whole beforehand) into one reused batch
+    buffer, stacked (raw) or standardised window by window with the same float32 arithmetic as
+    the source (scaled), targets likewise: what is left of a reader without its own costs."""
     source = WindowSource(paths, WINDOW, HOP)  # for its index only
     arrays = [rec.features.copy() for rec in source.recordings]
     targets = [rec.targets.copy() for rec in source.recordings]
@@ -123,10 +128,6 @@ def in_memory_bound(paths: list[Path], scaler: Scaler | None, seed: int) -> floa
     generator = torch.Generator().manual_seed(seed)
     features = np.empty((BATCH, 10, WINDOW, CONFIG.n_mels), np.float32)
     frames = np.empty((BATCH, *targets[0].shape[:1], WINDOW, targets[0].shape[2]), np.float32)
-    mean = std = None
-    if scaler is not None:
-        mean = torch.from_numpy(scaler.mean[:, None, :])
-        std = torch.from_numpy(scaler.std[:, None, :])
 
     class Epochs:
         def __iter__(self):
@@ -134,12 +135,15 @@ def in_memory_bound(paths: list[Path], scaler: Scaler | None, seed: int) -> floa
             for i in range(0, len(order), BATCH):
                 chosen = [items[k] for k in order[i : i + BATCH]]
                 n = len(chosen)
-                np.stack([arrays[f][:, s : s + WINDOW] for f, s in chosen], out=features[:n])
+                if scaler is None:
+                    np.stack([arrays[f][:, s : s + WINDOW] for f, s in chosen], out=features[:n])
+                else:
+                    mean, std = scaler.mean[:, None, :], scaler.std[:, None, :]
+                    for b, (f, s) in enumerate(chosen):
+                        np.subtract(arrays[f][:, s : s + WINDOW], mean, out=features[b])
+                        np.divide(features[b], std, out=features[b])
                 np.stack([targets[f][:, s : s + WINDOW] for f, s in chosen], out=frames[:n])
-                batch = torch.from_numpy(features[:n])
-                if mean is not None:
-                    batch.sub_(mean).div_(std)
-                yield {"features": batch, "targets": frames[:n]}
+                yield {"features": torch.from_numpy(features[:n]), "targets": frames[:n]}
 
     return windows_per_second(Epochs(), len(items))
 
@@ -279,6 +283,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     started = time.perf_counter()
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
     folder = args.out / "mic_dev"
     paths = write_dataset(folder, max([args.recordings, *sizes]), args.seconds, args.seed)
     took = time.perf_counter() - started
@@ -299,7 +304,8 @@ def main() -> None:
     memory = []
     for size in sizes:
         memory += concurrent_readers(paths[:size], fit_scaler(paths[:size]))
-    print(f"total {time.perf_counter() - started:.0f} s")
+    took = time.perf_counter() - started
+    print(f"total {took:.0f} s; load average after: {os.getloadavg()[0]:.2f}")
     if args.json is not None:
         args.json.write_text(json.dumps({"throughput": rows, "memory": memory}, indent=2) + "\n")
     if not args.keep:

@@ -49,7 +49,7 @@ class WindowSource:
 
     :meth:`batch` returns what the default collate makes of the same items of a
     ``WindowDataset``: ``features`` (batch, channels, window, bins) float32, standardised when
-    a ``scaler`` is given (in float32 over the whole batch; padding stays zero); ``mask``
+    a ``scaler`` is given (``Scaler.apply``'s float32 arithmetic; padding stays zero); ``mask``
     (batch, window) float32, 0 on padding past a recording's end; with targets ``activity``,
     ``azimuth`` and ``elevation`` (batch, window, classes) float32, directions in degrees.
     """
@@ -87,9 +87,9 @@ class WindowSource:
         self._valid = np.minimum(self._start + window, frames) - self._start
         self.scaler = scaler
         self._mean = self._std = None
-        if scaler is not None:  # (channels, 1, bins), broadcast over (batch, ..., window, ...)
-            self._mean = torch.from_numpy(np.asarray(scaler.mean, np.float32)[:, None, :])
-            self._std = torch.from_numpy(np.asarray(scaler.std, np.float32)[:, None, :])
+        if scaler is not None:  # (channels, 1, bins), broadcast over a window's frames
+            self._mean = np.asarray(scaler.mean, np.float32)[:, None, :]
+            self._std = np.asarray(scaler.std, np.float32)[:, None, :]
         self._buffers = _BufferPool()
 
     def __len__(self) -> int:
@@ -110,23 +110,24 @@ class WindowSource:
             targets = self._buffers.get((3, size, w, classes), pin_memory)
             out_t = targets.numpy()
         # one strided copy per window straight from the mapped pages into the batch (casting a
-        # float16 cache to float32 on the way); windows come from different files, so there is
-        # no single array to index (see seld.window_cache for why caches are per recording)
+        # float16 cache to float32 on the way), standardised while it is still in the CPU's
+        # cache: Scaler.apply's float32 arithmetic, single-threaded, so a busy node does not
+        # stall it the way it stalls many small OpenMP regions. Windows come from different
+        # files, so there is no one array to index (seld.window_cache: why caches are per file).
+        mean, std = self._mean, self._std
         rows = zip(files.tolist(), starts.tolist(), valid.tolist(), strict=True)
         for b, (f, s, v) in enumerate(rows):
-            rec = self.recordings[f]
-            out[b, :, :v] = rec.features[:, s : s + v]
+            rec, window = self.recordings[f], out[b, :, :v]
+            if mean is None:
+                window[...] = rec.features[:, s : s + v]
+            else:
+                np.subtract(rec.features[:, s : s + v], mean, out=window)
+                np.divide(window, std, out=window)
+            if v < w:  # WindowDataset pads after scaling
+                out[b, :, v:] = 0
             if out_t is not None:
                 out_t[:, b, :v] = rec.targets[:, s : s + v]
-        padded = np.flatnonzero(valid < w).tolist()
-        for b in padded:
-            out[b, :, valid[b] :] = 0
-            if out_t is not None:
-                out_t[:, b, valid[b] :] = 0
-        if self._mean is not None:
-            features.sub_(self._mean).div_(self._std)  # Scaler.apply's arithmetic, in place
-            for b in padded:  # WindowDataset pads after scaling
-                out[b, :, valid[b] :] = 0
+                out_t[:, b, v:] = 0
         mask = self._buffers.get((size, w), pin_memory)
         np.less(np.arange(w), valid[:, None], out=mask.numpy(), casting="unsafe")
         result = {"features": features, "mask": mask}
@@ -183,7 +184,8 @@ class WindowBatches:
     Iterating once is one epoch, like iterating a DataLoader. ``threads`` > 0 assembles up to
     ``2 * threads`` batches ahead in a thread pool (numpy and torch copy without the GIL);
     the order and the draws from ``generator`` do not depend on it. ``device``: batches are
-    moved there, from pinned memory with non-blocking copies when it is a CUDA device.
+    moved there, from pinned memory with non-blocking copies when it is a CUDA device
+    (``pin_memory`` overrides whether batches are assembled in pinned memory).
     ``release_every``: drop the mapped pages from this process every that many batches, which
     bounds its RSS whatever the dataset size (costs page faults on the next reads).
     """
@@ -202,6 +204,7 @@ class WindowBatches:
         seed: int = 0,
         threads: int = 0,
         device: torch.device | str | None = None,
+        pin_memory: bool | None = None,
         release_every: int | None = None,
     ):
         if batch_size <= 0:
@@ -216,7 +219,9 @@ class WindowBatches:
             )
         self.threads = threads
         self.device = torch.device(device) if device is not None else None
-        self.pin_memory = self.device is not None and self.device.type == "cuda"
+        cuda = self.device is not None and self.device.type == "cuda"
+        # as the DataLoader does, pin only where there is an accelerator to copy to
+        self.pin_memory = (cuda if pin_memory is None else pin_memory) and torch.cuda.is_available()
         self.release_every = release_every
         self._iterated = False
         self._pool: ThreadPoolExecutor | None = None

@@ -36,6 +36,10 @@ class WindowDataset(Dataset):
     handles). Items: ``features`` (channels, window, bins) float32, standardised when a scaler is
     given; with targets, ``activity`` (window, classes) float32 and ``azimuth`` / ``elevation``
     (window, classes) in degrees; ``mask`` (window,) is 0 on padding past the end of a recording.
+
+    For training at speed, :class:`seld.window_source.WindowSource` with
+    :class:`seld.window_source.WindowBatches` yields the same batches in the same order from
+    memory-mapped caches of the same files.
     """
 
     def __init__(

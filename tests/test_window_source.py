@@ -177,7 +177,12 @@ def test_cpu_device_and_released_pages_give_the_same_batches(paths):
     source = WindowSource(paths, WINDOW, HOP)
     plain = list(WindowBatches(source, 4, generator=torch.Generator().manual_seed(1)))
     moved = WindowBatches(
-        source, 4, generator=torch.Generator().manual_seed(1), device="cpu", release_every=2
+        source,
+        4,
+        generator=torch.Generator().manual_seed(1),
+        device="cpu",
+        release_every=2,
+        pin_memory=True,
     )
     assert_same_batches(plain, moved)
 
