@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -241,3 +242,21 @@ def test_batch_memory_is_reused_only_once_nothing_holds_it(paths):
     assert second["features"].data_ptr() != address and torch.equal(kept, expected)
     del second, kept
     assert source.batch([6, 7, 8])["features"].data_ptr() == address  # free again: reused
+
+
+def test_concurrent_readers_build_each_cache_once(tmp_path: Path):
+    folder = tmp_path / "mic_dev"
+    paths = [_write_at(folder, i, n, np.float32) for i, n in enumerate(FRAMES[:3])]
+    with ThreadPoolExecutor(4) as pool:  # each opens the lock file itself, as processes do
+        sources = list(pool.map(lambda _: WindowSource(paths, WINDOW, HOP), range(4)))
+    assert len(_caches(folder)) == 6
+    assert not list((folder / DEFAULT_CACHE_FOLDER).glob("*.tmp"))
+    # had one reader rebuilt a cache another had mapped, that one would map a deleted file
+    cache = str(folder / DEFAULT_CACHE_FOLDER)
+    mapped = [line for line in Path("/proc/self/maps").read_text().splitlines() if cache in line]
+    assert mapped and not [line for line in mapped if line.endswith("(deleted)")]
+    assert len({line.split()[-1] for line in mapped}) == 6
+    expected = WindowDataset(paths, WINDOW, HOP)
+    for source in sources:
+        old = DataLoader(expected, batch_size=4)
+        assert_same_batches(old, WindowBatches(source, 4, shuffle=False))
