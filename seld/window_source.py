@@ -218,6 +218,8 @@ class WindowBatches:
                 range(len(source)), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed
             )
         self.threads = threads
+        # batches in flight: the prefetched ones, the one being consumed and the one before it
+        source._buffers.per_shape = max(source._buffers.per_shape, 2 * threads + 2)
         self.device = torch.device(device) if device is not None else None
         cuda = self.device is not None and self.device.type == "cuda"
         # as the DataLoader does, pin only where there is an accelerator to copy to
