@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from seld.errors import ClusterError
+
 #: values in the shipped cluster.yaml that a user must replace before ``ray up``
 PLACEHOLDERS = {
     "ami-0123456789abcdef0": "an AMI id of your region",
@@ -26,7 +28,7 @@ PLACEHOLDERS = {
 }
 
 
-class ClusterConfigError(ValueError):
+class ClusterConfigError(ClusterError, ValueError):
     """A cluster definition that ``ray up`` would reject (or that cannot run this project)."""
 
 

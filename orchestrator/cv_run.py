@@ -21,8 +21,8 @@ from mlflow.tracking import MlflowClient
 from orchestrator.cv import CVSettings, run_fold_jobs, settings_fold_data
 from orchestrator.extract import current_inputs
 from orchestrator.fold import method_predictions, references, submission_pairs
+from orchestrator.jsonout import to_json
 from orchestrator.ray_utils import ray_session
-from orchestrator.report import to_json
 from orchestrator.runs import RunLock, check_same_settings, interrupt
 from orchestrator.tracking import (
     flatten,

@@ -15,18 +15,17 @@ interrupted demo continues where it stopped.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
-from rich.live import Live
 
 from orchestrator.cv import CVSettings
 from orchestrator.cv_run import run_cv
 from orchestrator.extract import extract_dataset
 from orchestrator.ray_utils import ray_session
-from orchestrator.report import print_problems, scores_table, to_json
-from orchestrator.search_space import load_search_space
+from orchestrator.search_space import load_search_space, shipped_space
 from orchestrator.synthesize import synthesize_on_ray
 from orchestrator.tracking import default_tracking_uri, provenance_tags
 from orchestrator.tune import load_split, postprocessing, tune_thresholds
@@ -35,13 +34,11 @@ from seld.config import ExperimentConfig, load_config
 from seld.dataset import DatasetLayout, load_events, recording_durations, validate_dataset
 from seld.dcase import num_label_frames
 from seld.inference import submission_rows
-from seld.metrics import ScoreReport, SeldScores, score_files
+from seld.metrics import ScoreReport, score_files
 from seld.submission import events_to_rows
 from seld.synth import SynthConfig, missing_recordings
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 STEPS = 5
-ORACLE_CONSTANT = "baseline: oracle detection + constant direction (0°, 0°)"
 
 
 def _cpu_model() -> str:
@@ -57,6 +54,35 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+class DemoReporter:
+    """What the demo tells whoever shows its progress (the CLI draws it); this one says
+    nothing."""
+
+    def step(self, n: int, total: int, what: str) -> None:
+        """Step ``n`` of ``total`` begins."""
+
+    @contextmanager
+    def items(self, label: str, total: int | None) -> Iterator[Callable[[str], None]]:
+        """A stretch of per-recording work; call the yielded function with each one done."""
+        yield lambda name: None
+
+    @contextmanager
+    def fold_jobs(self) -> Iterator[Callable[[dict[str, dict[str, Any]]], None]]:
+        """The cross-validation; call the yielded function with each new fold-job status."""
+        yield lambda status: None
+
+    def failed(self, lines: list[str]) -> None:
+        """Inputs failed (named, one per line); the demo then exits with code 1."""
+
+
+@dataclass
+class DemoResult:
+    summary: dict[str, Any]
+    before: ScoreReport
+    after: ScoreReport
+    baselines: dict[str, ScoreReport]
+
+
 def run_demo(
     workspace: Path,
     *,
@@ -64,14 +90,13 @@ def run_demo(
     seconds: float,
     seed: int,
     trials: int,
-    console: Console,
     experiment: ExperimentConfig | None = None,
-    json_out: bool = False,
-) -> dict[str, Any]:
+    reporter: DemoReporter | None = None,
+) -> DemoResult:
     """Run (or continue) the whole pipeline with ``experiment`` (the ``tiny`` preset by
-    default; its format decides what is synthesized); print and return its results."""
-    from orchestrator.cli import _status_table, progress_bar  # the CLI owns the look
-
+    default; its format decides what is synthesized) and return its results; ``reporter``
+    hears of its progress."""
+    say = reporter or DemoReporter()
     started = time.perf_counter()
     workspace = workspace.resolve()
     dataset = workspace / "dataset"
@@ -79,39 +104,29 @@ def run_demo(
     fmt = experiment.format
     config = SynthConfig(seconds=seconds, per_split=per_split, formats=(fmt,), seed=seed)
     timings: dict[str, float] = {}
-    err = Console(stderr=True, quiet=json_out)
 
     def step(n: int, what: str) -> None:
         timings[what] = time.perf_counter()
-        err.rule(f"[bold]{n}/{STEPS} {what}")
+        say.step(n, STEPS, what)
 
     with ray_session():
         step(1, "synthesizing")
         todo = missing_recordings(dataset, config)
-        with progress_bar(transient=json_out) as progress:
-            task = progress.add_task("recordings", total=len(todo), current="")
-            synthesize_on_ray(
-                dataset, config, progress=lambda n: progress.update(task, advance=1, current=n.stem)
-            )
+        with say.items("recordings", len(todo)) as done:
+            synthesize_on_ray(dataset, config, progress=lambda name: done(name.stem))
         step(2, "validating")
         report = validate_dataset(dataset, formats=(fmt,))
         if not report.ok:
-            print_problems(err, report.problems)
+            say.failed([f"problem {p.path}: {p.problem}" for p in report.problems])
             raise SystemExit(1)
         step(3, "extracting features")
         features = experiment.features
-        with progress_bar(transient=json_out) as progress:
-            task = progress.add_task("recordings", total=None, current="")
+        with say.items("recordings", None) as done:
             extracted = extract_dataset(
-                dataset,
-                workspace,
-                features,
-                fmt,
-                progress=lambda rec, ok: progress.update(task, advance=1, current=rec.name.stem),
+                dataset, workspace, features, fmt, progress=lambda rec, ok: done(rec.name.stem)
             )
         if not extracted.ok:
-            for reason in extracted.failed.values():
-                err.print(f"[red]failed:[/red] {reason}")
+            say.failed([f"failed: {reason}" for reason in extracted.failed.values()])
             raise SystemExit(1)
         folds = len(experiment.cv.folds)
         step(4, f"cross-validation ({folds} folds, {' then '.join(experiment.stages)} per fold)")
@@ -122,14 +137,10 @@ def run_demo(
             run="demo",
             tracking_uri=default_tracking_uri(workspace),
         )
-        with Live(_status_table({}), console=err, refresh_per_second=2, transient=json_out) as live:
-            cv = run_cv(
-                settings,
-                experiment_name="seld-demo",
-                on_status=lambda st: live.update(_status_table(st)),
-            )
+        with say.fold_jobs() as on_status:
+            cv = run_cv(settings, experiment_name="seld-demo", on_status=on_status)
         step(5, f"tuning thresholds ({trials} trials on the validation predictions)")
-        space = load_search_space(SPACES / "thresholds.yaml")
+        space = load_search_space(shipped_space("thresholds.yaml"))
         tuned = tune_thresholds(settings, space, trials=trials, seed=seed)
 
     test_preds, test_refs = load_split(settings, "test")
@@ -165,11 +176,7 @@ def run_demo(
         "elapsed_s": round(elapsed, 1),
         "step_started_s": {k: round(v - started, 1) for k, v in timings.items()},
     }
-    if json_out:
-        console.print_json(to_json(summary))
-        return summary
-    _print(console, summary, before, after, baselines, workspace)
-    return summary
+    return DemoResult(summary, before, after, baselines)
 
 
 def _score(predictions: dict, refs: dict, config: dict[str, Any]) -> ScoreReport:
@@ -211,51 +218,3 @@ def _groups(report: ScoreReport) -> dict[str, dict[str, float]]:
         if group in ("ov", "ir")
         for key, scores in per_key.items()
     }
-
-
-def _print(
-    console: Console,
-    summary: dict[str, Any],
-    before: ScoreReport,
-    after: ScoreReport,
-    baselines: dict[str, ScoreReport],
-    workspace: Path,
-) -> None:
-    folds = {f"fold {k} (test split {k})": SeldScores(**v) for k, v in summary["folds"].items()}
-    console.print(scores_table("Two-stage SED + DOA, per fold (threshold 0.3)", folds, ""))
-    best = ", ".join(f"{k} {v:.3g}" for k, v in summary["best_postprocessing"].items())
-    rows: dict[str, SeldScores] = {
-        "baseline: silence": baselines["silence"].overall,
-        ORACLE_CONSTANT: baselines["constant-direction"].overall,
-        "two-stage, default": before.overall,
-        "two-stage, tuned": after.overall,
-    }
-    console.print(
-        scores_table("Cross-validated, all four test splits (SELD: lower is better)", rows, "")
-    )
-    console.print(
-        "default: SED threshold 0.3, no median filter; tuned: the best post-processing on the "
-        f"validation splits ({best}). The baselines are for scale: the second one is handed the "
-        "reference events (perfect ER, F and frame recall) and points every one at azimuth 0, "
-        "elevation 0, so its DOA error is what a model that does not localize gets."
-    )
-    groups = {name.replace("ov", "ov ").replace("ir", "ir "): s for name, s in _group_rows(after)}
-    console.print(scores_table("After tuning, per overlap (ov) and impulse response (ir)", groups))
-    search = summary["threshold_search"]
-    console.print(
-        f"Threshold search: {search['trials']} trials, {search['trials_per_s']:.1f} trials/s; "
-        f"validation SELD {search['validation_default']['seld']:.4f} -> "
-        f"{search['validation_tuned']['seld']:.4f}."
-    )
-    console.print(f"Prediction plots: {summary['plots']}")
-    console.print(
-        f"Done in {summary['elapsed_s'] / 60:.1f} min. Everything is in MLflow (experiment "
-        f"'seld-demo'); open it with\n  seld-orch ui --workspace {workspace}\n"
-        "then browse http://127.0.0.1:5000"
-    )
-
-
-def _group_rows(report: ScoreReport):
-    for group in ("ov", "ir"):
-        for key, scores in sorted(report.groups.get(group, {}).items()):
-            yield f"{group}{key}", scores

@@ -18,6 +18,7 @@ import numpy as np
 
 from orchestrator.extract import current_inputs
 from seld.dataset import DatasetLayout
+from seld.errors import MissingArtifactError
 from seld.features import FeatureConfig
 from seld.folds import Fold, make_folds
 from seld.inference import (
@@ -77,7 +78,7 @@ def fold_data(
         stale = {p: why for p, why in stale.items() if why is not None}
         if stale:
             path, why = next(iter(stale.items()))
-            raise FileNotFoundError(
+            raise MissingArtifactError(
                 f"{len(stale)} feature file(s) missing or out of date, e.g. {path} ({why}); "
                 f"run `seld-orch extract --dataset {dataset} --format {fmt}` first"
             )
@@ -104,7 +105,9 @@ def train_fold_stage(
     if config.stage == "doa":
         sed_best = stage_dir(run_dir, data.fold.index, "sed") / "best.pt"
         if not sed_best.exists():
-            raise FileNotFoundError(f"{sed_best} missing: train the sed stage of this fold first")
+            raise MissingArtifactError(
+                f"{sed_best} missing: train the sed stage of this fold first"
+            )
         sed_state = load_checkpoint(sed_best)["model"]
     return train_stage(
         config,
@@ -126,7 +129,10 @@ def predict_split(
     cache = run_dir / f"fold{data.fold.index}" / "predictions" / f"{split}_{stage}.npz"
     if cache.exists():
         return load_predictions(cache)
-    model = load_model(stage_dir(run_dir, data.fold.index, stage) / "best.pt", device)
+    best = stage_dir(run_dir, data.fold.index, stage) / "best.pt"
+    if not best.exists():
+        raise MissingArtifactError(f"{best} missing: train the {stage} stage of this fold first")
+    model = load_model(best, device)
     paths = data.validation if split == "validation" else data.test
     preds = [predict_file(model, p, data.scaler, device=device) for p in paths]
     save_predictions(cache, preds)

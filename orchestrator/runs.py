@@ -23,6 +23,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from seld.errors import SeldError
 from seld.fsutil import atomic_path
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -34,7 +35,7 @@ def interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-class RunError(ValueError):
+class RunError(SeldError, ValueError):
     """A run cannot be started as asked (bad name, in use, other settings); the message says
     why and what to do."""
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,13 @@ import optuna
 import yaml
 
 from seld.dcase import CLASSES
+from seld.errors import SeldError
 
 TYPES = ("float", "logfloat", "int", "categorical")
 _KEYS = {"type", "low", "high", "step", "choices", "per_class", "when"}
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(SeldError, ValueError):
     """A search-space file that does not follow the schema; names the file and the field."""
 
 
@@ -87,6 +89,12 @@ class SearchSpace:
             mode="min",
             sampler=optuna.samplers.TPESampler(seed=seed),
         )
+
+
+def shipped_space(name: str) -> Path:
+    """A search space shipped with the project (``search_spaces/<name>``), found through
+    ``importlib.resources`` so that a wheel install finds it as well as a checkout."""
+    return Path(str(resources.files("search_spaces").joinpath(name)))
 
 
 def load_search_space(path: str | Path) -> SearchSpace:

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from seld.errors import ClusterError
+
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 COMMANDS = ("cv", "tune")
@@ -49,7 +51,7 @@ PATH_OPTIONS = ("--dataset", "--workspace")
 REQUIRED_OPTIONS = ("--workspace",)
 
 
-class SubmitError(RuntimeError):
+class SubmitError(ClusterError, RuntimeError):
     """A job that cannot be submitted or inspected, with the reason."""
 
 

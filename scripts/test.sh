@@ -8,11 +8,14 @@ echo "==> versions"
 "$VENV/bin/python" - <<'PY'
 import importlib.metadata as md
 names = ["torch", "ray", "optuna", "mlflow", "numpy", "scipy", "librosa", "h5py", "soundfile",
-         "soxr", "pyroomacoustics", "typer", "rich", "sed_eval", "pytest", "ruff"]
+         "soxr", "pyroomacoustics", "typer", "rich", "pydantic", "threadpoolctl", "sed_eval",
+         "pytest", "ruff", "import-linter"]
 print("  ".join(f"{n}=={md.version(n)}" for n in names))
 PY
 echo "==> ruff"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
+echo "==> import-linter (layers: pyproject.toml [tool.importlinter])"
+"$VENV/bin/lint-imports" --no-cache
 echo "==> pytest"
 exec "$VENV/bin/pytest" "$@"

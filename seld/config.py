@@ -38,6 +38,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from seld.errors import ConfigError
 from seld.features import FeatureConfig
 from seld.folds import PROTOCOLS
 from seld.models import ModelConfig
@@ -47,11 +48,6 @@ METHODS = ("two-stage", "joint")
 #: the stages each method trains, in order
 METHOD_STAGES = {"two-stage": ("sed", "doa"), "joint": ("joint",)}
 PRESET_PACKAGE = "seld.configs"
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used: names the file (or override), the dotted key and what is
-    allowed."""
 
 
 class _Section(BaseModel):

@@ -20,6 +20,7 @@ import scipy.fft
 import scipy.signal
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import ConfigDict, Field
+from threadpoolctl import threadpool_limits
 
 #: Feature kinds: log-mel + GCC-PHAT (the seed's, for either format) and log-mel + intensity
 #: vectors (the standard SELD feature for first-order ambisonics).
@@ -248,7 +249,16 @@ def extract_features(audio: np.ndarray, config: FeatureConfig) -> np.ndarray:
     Frames are processed in blocks: per block, one STFT of all channels per transform size, and
     every feature derived from those spectra (the whole-recording spectra of a minute of audio
     would take hundreds of MB, which costs more to allocate than to compute).
+
+    The matrix products run on one BLAS thread: a multi-threaded BLAS sums in another order
+    (measured: log-mels 3.8e-6 dB apart between a 2-thread process and a Ray worker), and a
+    feature must not depend on where it was computed. Recordings run in parallel instead.
     """
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _extract_features(audio, config)
+
+
+def _extract_features(audio: np.ndarray, config: FeatureConfig) -> np.ndarray:
     if audio.ndim != 2:
         raise ValueError(f"audio must be (samples, channels), got shape {audio.shape}")
     if config.kind == "logmel_iv" and audio.shape[1] != 4:

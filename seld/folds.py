@@ -6,9 +6,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from seld.dcase import RecordingName, parse_recording_name
+from seld.errors import ConfigError, SeldError
 
 #: The DCASE 2019 baseline's protocol: fold k tests on split k and validates on the next split.
 PROTOCOLS = ("dcase2019", "seed")
+
+
+class FoldError(SeldError, ValueError):
+    """The dataset's recordings cannot make the folds asked for (too few splits, an empty set)."""
 
 
 @dataclass(frozen=True)
@@ -43,12 +48,12 @@ def fold_splits(
     ``seed``: train on all other splits and validate on the test split (leaky).
     """
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     splits = tuple(splits)
     if len(splits) < 3 and protocol == "dcase2019":
-        raise ValueError(f"the dcase2019 protocol needs at least 3 splits, got {splits}")
+        raise FoldError(f"the dcase2019 protocol needs at least 3 splits, got {splits}")
     if not 1 <= fold <= len(splits):
-        raise ValueError(f"fold {fold} out of range 1..{len(splits)}")
+        raise ConfigError(f"fold {fold} out of range 1..{len(splits)}")
     test = splits[fold - 1]
     if protocol == "seed":
         return tuple(s for s in splits if s != test), (test,), (test,)
@@ -84,9 +89,7 @@ def make_folds(
         for role, chosen in (("training", train_s), ("validation", val_s), ("test", test_s)):
             members = tuple(n for s in chosen for n in by_split[s])
             if not members:
-                raise ValueError(
-                    f"fold {k}: no {role} recordings (splits {list(chosen)} are empty)"
-                )
+                raise FoldError(f"fold {k}: no {role} recordings (splits {list(chosen)} are empty)")
             parts.append(members)
         result.append(Fold(k, protocol, train_s, val_s, test_s, *parts))
     return result

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from seld.dcase import CLASS_INDEX, CLASSES, METADATA_HEADER, NUM_CLASSES
+from seld.errors import SeldError
 from seld.fsutil import atomic_path
 
 
-class DatasetError(ValueError):
+class DatasetError(SeldError, ValueError):
     """A problem with one file of a dataset; the message names the file and the problem."""
 
     def __init__(self, path: str | os.PathLike[str], problem: str):

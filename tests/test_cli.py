@@ -223,3 +223,17 @@ def test_score_warns_about_what_it_repairs_and_strict_rejects_it(synth_root, tmp
     assert "frame past the recording's last frame 199 (dropped)" in warned
     strict = invoke("score", "--ref", synth_root / "metadata_dev", "--pred", pred, "--strict")
     assert strict.exit_code == 2 and "azimuth outside" in strict.output
+
+
+def test_bad_input_is_one_line_and_exit_2_but_a_bug_keeps_its_traceback(tmp_path: Path):
+    """A SeldError (here: a missing run) is a message and exit 2; anything else is not caught,
+    so it cannot pass for bad input (here: a run's config.json that is not JSON)."""
+    missing = invoke("tune", "thresholds", "--run", "nope", "--workspace", tmp_path)
+    assert missing.exit_code == 2 and missing.exception is not None
+    assert "runs/nope/config.json missing: is 'nope' a finished cv run?" in missing.output
+    run = tmp_path / "runs" / "broken"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{not json")
+    broken = invoke("tune", "thresholds", "--run", "broken", "--workspace", tmp_path)
+    assert broken.exit_code == 1 and isinstance(broken.exception, json.JSONDecodeError)
+    assert "error:" not in broken.output

@@ -85,7 +85,7 @@ def test_four_fold_cv_is_tracked_and_rescorable(local_ray, tmp_path: Path):
     assert "mlflow.source.git.commit" in parent.data.tags or "version.ray" in parent.data.tags
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"metrics.json", "config.json", "submissions", "checkpoints", "plots"} <= artifacts
-    assert json.loads((s.run_dir / "config.json").read_text())["train_sed"]["epochs"] == 2
+    assert json.loads((s.run_dir / "config.json").read_text())["config"]["train"]["epochs"] == 2
     assert len(list((s.run_dir / "plots").glob("*.png"))) == 4
 
     submissions = s.run_dir / "submissions"

@@ -21,7 +21,7 @@ from orchestrator.cli import app
 from orchestrator.cv import CVSettings
 from orchestrator.cv_run import claimed_run
 from orchestrator.extract import extract_dataset
-from orchestrator.report import to_json
+from orchestrator.jsonout import to_json
 from orchestrator.runs import RunError, RunLock, validate_run_name
 from orchestrator.tracking import default_tracking_uri
 from seld.audio import read_audio

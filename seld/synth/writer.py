@@ -18,6 +18,7 @@ import numpy as np
 import soundfile as sf
 
 from seld.dcase import NUM_CHANNELS, RecordingName
+from seld.errors import SeldError
 from seld.fsutil import atomic_path
 from seld.metadata import write_metadata
 from seld.synth.config import SynthConfig
@@ -26,7 +27,7 @@ from seld.synth.scene import plan_recordings, synthesize_recording
 logger = logging.getLogger(__name__)
 
 
-class SynthesisError(RuntimeError):
+class SynthesisError(SeldError, RuntimeError):
     """A recording could not be made; the message names it, the cause says why."""
 
 

@@ -1,0 +1,24 @@
+"""``seld-orch``: one entry point whose subcommands share option names.
+
+A command parses its options, calls one library function and renders the result; the work lives
+in ``seld`` and the orchestrator modules. One module per command group:
+
+    common.py     the Typer apps, shared options, options -> config/settings
+    render.py     consoles, progress, tables (nothing below the CLI imports it)
+    data.py       synth, validate, score, folds, extract
+    training.py   train, evaluate, cv, demo, config list/show
+    tuning.py     tune thresholds, tune hparams
+    jobs.py       cluster-check, submit, status, logs
+    ui.py         ui
+"""
+
+from __future__ import annotations
+
+from orchestrator.cli import data, jobs, training, tuning, ui  # noqa: F401  (registers commands)
+from orchestrator.cli.common import app, config_app, submit_app, tune_app
+
+app.add_typer(config_app, name="config")
+app.add_typer(tune_app, name="tune")
+app.add_typer(submit_app, name="submit")
+
+__all__ = ["app"]

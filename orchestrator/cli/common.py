@@ -1,0 +1,260 @@
+"""What the command modules share: the Typer apps, the option types, and the steps from
+options to library objects (experiment config, cv settings, a fold's data).
+
+A :class:`seld.errors.SeldError` raised by any command ends it with its one-line message and exit
+code 2 (:class:`_Group`); any other exception shows its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from orchestrator.cli.render import err_console, print_redone
+from seld.errors import MissingArtifactError, SeldError
+from seld.folds import PROTOCOLS
+
+
+class _Group(TyperGroup):
+    """Bad input (a :class:`SeldError`) becomes ``error: MESSAGE`` and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SeldError as exc:
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    name="seld-orch",
+    help="Cross-validation and tuning of two-stage SELD (DCASE 2019 Task 3) on Ray, in MLflow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    cls=_Group,
+)
+config_app = typer.Typer(
+    help="Experiment configs: presets and resolved configs.", no_args_is_help=True
+)
+tune_app = typer.Typer(help="Searches on Ray Tune with an Optuna searcher.", no_args_is_help=True)
+submit_app = typer.Typer(
+    help="Run cv or tune as a Ray job on a cluster (through its dashboard's Jobs API).",
+    no_args_is_help=True,
+)
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+StorageOpt = Annotated[
+    str,
+    typer.Option(
+        "--storage",
+        help="Ray Train/Tune checkpoints: a path or URI all nodes reach (s3://..., NFS); "
+        "default <workspace>/ray_results.",
+    ),
+]
+
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+
+
+def _writable_workspace(workspace: Path) -> Path:
+    """The workspace, created if needed; a one-line error naming it when it cannot be
+    written (read-only file system, no permission, a file in the way)."""
+    import tempfile
+
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workspace):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        err_console.print(
+            f"[red]error:[/red] cannot write to workspace {workspace}: {reason}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
+    return workspace
+
+
+WorkspaceOpt = Annotated[
+    Path,
+    typer.Option(
+        "--workspace",
+        help="Everything a run writes: features, models, MLflow.",
+        callback=_writable_workspace,
+    ),
+]
+
+AddressOpt = Annotated[
+    str | None, typer.Option("--address", help="Ray cluster address; a local Ray when absent.")
+]
+
+DatasetOpt = Annotated[Path, typer.Option("--dataset", help="Dataset root (DCASE 2019 layout).")]
+
+FormatOpt = Annotated[str, typer.Option("--format", help="mic or foa.")]
+
+ConfigOpt = Annotated[
+    str,
+    typer.Option(
+        "--config",
+        help="Experiment config: a preset (paper-mic, paper-foa, paper-foa-iv, paper-joint-mic, "
+        "paper-cnn-mic, tiny) or a YAML file.",
+    ),
+]
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a config key, section.key=value (repeatable), e.g. --set train.lr=5e-4.",
+    ),
+]
+
+EpochsOpt = Annotated[
+    int | None,
+    typer.Option("--epochs", help="Epochs per stage (train.epochs, replacing a step budget)."),
+]
+
+ConfigFormatOpt = Annotated[
+    str | None, typer.Option("--format", help="mic or foa (data.format; default: the config's).")
+]
+
+ConfigSeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (seed).")]
+
+NumCpusOpt = Annotated[
+    int | None, typer.Option("--num-cpus", help="CPUs of the local Ray (default: all).")
+]
+
+GpuOpt = Annotated[bool, typer.Option("--gpu/--no-gpu", help="One GPU per fold job.")]
+
+TrackingUriOpt = Annotated[
+    str | None, typer.Option("--tracking-uri", help="MLflow store (default: in workspace).")
+]
+
+FoldOpt = Annotated[int, typer.Option("--fold", min=1, help="Fold number (tests on that split).")]
+
+
+def run_name(name: str) -> str:
+    from orchestrator.runs import RunError, validate_run_name
+
+    try:
+        return validate_run_name(name)
+    except RunError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+RunOpt = Annotated[
+    str, typer.Option("--run", help="Run name under <workspace>/runs.", callback=run_name)
+]
+
+ProtocolOpt = Annotated[
+    str | None,
+    typer.Option("--protocol", help=f"One of {', '.join(PROTOCOLS)} (cv.protocol; seed is leaky)."),
+]
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    _interrupt_on_sigterm()
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM ends a command the way Ctrl-C does: every ``with`` block unwinds, so the local
+    Ray is shut down, MLflow runs are marked KILLED and temporary files are removed (SIGTERM's
+    default would end the process on the spot)."""
+    import signal
+
+    from orchestrator.runs import interrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def experiment_config(
+    config: str,
+    sets: list[str] | None,
+    *,
+    fmt: str | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+    threshold: float | None = None,
+    folds: str | None = None,
+    protocol: str | None = None,
+):
+    """The command's experiment config: ``--config``, then ``--set``, then the shortcut options
+    that were given. A bad config ends the command (exit 2) naming the key."""
+    from seld.config import load_config
+
+    shortcuts = {
+        "data.format": fmt,
+        "seed": seed,
+        "inference.threshold": threshold,
+        "cv.protocol": protocol,
+        "cv.folds": None if folds is None else list(fold_numbers(folds)),
+    }
+    overrides = [*(sets or [])]
+    overrides += [f"{k}={json.dumps(v)}" for k, v in shortcuts.items() if v is not None]
+    if epochs is not None:  # an epoch count replaces a step budget
+        overrides += [f"train.epochs={epochs}", "train.steps=null"]
+    return load_config(config, overrides)
+
+
+def fold_data(dataset: Path, workspace: Path, experiment, fold: int):
+    """A fold's feature files and scaler under the experiment's features and protocol."""
+    from orchestrator import fold as folds
+
+    features, fmt, protocol = experiment.features, experiment.format, experiment.cv.protocol
+    return folds.fold_data(dataset, workspace, features, fmt, fold, protocol)
+
+
+def fold_numbers(text: str) -> tuple[int, ...]:
+    return tuple(int(k) for k in text.split(","))
+
+
+def new_cv_settings(dataset: Path, workspace: Path, experiment, tracking_uri: str | None, **fields):
+    """A new cv run's (or search's) settings from the command line's options."""
+    from orchestrator.cv import CVSettings
+    from orchestrator.tracking import resolve_tracking_uri
+
+    return CVSettings(
+        dataset=str(dataset.resolve()),
+        workspace=str(workspace.resolve()),
+        config=experiment.to_dict(),
+        tracking_uri=resolve_tracking_uri(workspace, tracking_uri),
+        **fields,
+    )
+
+
+def extract_missing(dataset: Path, workspace: Path, experiment) -> None:
+    """Extract the features a training command needs; exit 1 naming every failed recording."""
+    from orchestrator.extract import extract_dataset
+
+    summary = extract_dataset(dataset, workspace, experiment.features, experiment.format)
+    print_redone(summary.redone)
+    if summary.failed:
+        for reason in summary.failed.values():
+            err_console.print(f"[red]failed:[/red] {reason}")
+        err_console.print("[red]error:[/red] fix or remove the recordings above first")
+        raise typer.Exit(1)
+
+
+def cv_settings(workspace: Path, run: str):
+    """The settings of an existing cv run of the workspace."""
+    from orchestrator.cv import CVSettings
+
+    path = workspace / "runs" / run / "config.json"
+    if not path.exists():
+        raise MissingArtifactError(f"{path} missing: is {run!r} a finished cv run?")
+    return CVSettings.from_run(path.parent)

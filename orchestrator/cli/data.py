@@ -1,0 +1,296 @@
+"""Data commands: synthesize, validate, score, show folds, extract features."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator.cli.common import (
+    AddressOpt,
+    ConfigFormatOpt,
+    ConfigOpt,
+    DatasetOpt,
+    FormatOpt,
+    JsonOpt,
+    NumCpusOpt,
+    SeedOpt,
+    SetOpt,
+    WorkspaceOpt,
+    app,
+    experiment_config,
+)
+from orchestrator.cli.render import (
+    console,
+    err_console,
+    print_problems,
+    print_redone,
+    print_score_report,
+    progress_bar,
+)
+from orchestrator.jsonout import to_json
+from orchestrator.synthesize import synthesize_on_ray
+from seld.dataset import DatasetLayout, recording_durations, validate_dataset
+from seld.dcase import FORMATS
+from seld.folds import PROTOCOLS, make_folds
+from seld.metadata import DatasetError
+from seld.metrics import score_directories
+from seld.synth import SynthConfig, SynthesisError, missing_recordings, plan_recordings
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Dataset root to write.")],
+    per_split: Annotated[int, typer.Option("--per-split", min=1, help="Recordings per split.")] = 2,
+    seconds: Annotated[float, typer.Option("--seconds", min=1.0, help="Recording length.")] = 10.0,
+    seed: SeedOpt = 0,
+    formats: Annotated[
+        str, typer.Option("--formats", help="Comma-separated: mic,foa.")
+    ] = "mic,foa",
+    splits: Annotated[
+        str, typer.Option("--splits", help="Comma-separated split numbers.")
+    ] = "1,2,3,4",
+    address: AddressOpt = None,
+    num_cpus: NumCpusOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Synthesize a dataset in the DCASE 2019 development layout (rooms by image sources)."""
+    fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
+    unknown = [f for f in fmts if f not in FORMATS]
+    if unknown or not fmts:
+        raise typer.BadParameter(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    config = SynthConfig(
+        seconds=seconds,
+        per_split=per_split,
+        splits=tuple(int(s) for s in splits.split(",")),
+        formats=fmts,
+        seed=seed,
+    )
+    todo = missing_recordings(out, config)
+    started = time.perf_counter()
+    with progress_bar() as progress:
+        task = progress.add_task("synthesizing", total=len(todo), current="")
+        try:
+            synthesize_on_ray(
+                out,
+                config,
+                address=address,
+                num_cpus=num_cpus,
+                progress=lambda name: progress.update(task, advance=1, current=name.stem),
+            )
+        except SynthesisError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+    elapsed = time.perf_counter() - started
+    names = plan_recordings(config)
+    summary = {
+        "out": str(out),
+        "recordings": len(names),
+        "written": len(todo),
+        "formats": list(fmts),
+        "seconds_per_recording": seconds,
+        "elapsed_s": round(elapsed, 2),
+    }
+    if json_out:
+        console.print_json(to_json(summary))
+    else:
+        console.print(
+            f"Wrote {len(todo)} of {len(names)} recordings ({len(names) - len(todo)} already "
+            f"complete) x {len(fmts)} format(s) of {seconds:g} s to {out} in {elapsed:.1f} s"
+        )
+
+
+@app.command()
+def validate(
+    dataset: Annotated[Path, typer.Argument(help="Dataset root (DCASE 2019 layout).")],
+    fmt: Annotated[str | None, typer.Option("--format", help="Check one format only.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check every file of a dataset; name every problem; exit 1 if there is any."""
+    with progress_bar(transient=True) as progress:
+        task = progress.add_task("checking", total=None, current="")
+        report = validate_dataset(
+            dataset,
+            formats=None if fmt is None else (fmt,),
+            progress=lambda path: progress.update(task, advance=1, current=path.name),
+        )
+    if json_out:
+        console.print_json(
+            to_json(
+                {
+                    "root": str(report.root),
+                    "checked": report.checked,
+                    "accepted": [str(p) for p in report.accepted],
+                    "problems": [
+                        {"file": str(p.path), "problem": p.problem} for p in report.problems
+                    ],
+                    "warnings": [
+                        {"file": str(p.path), "warning": p.problem} for p in report.warnings
+                    ],
+                }
+            )
+        )
+    else:
+        if report.problems:
+            print_problems(console, report.problems)
+        for warning in report.warnings:
+            err_console.print(
+                f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True
+            )
+        console.print(
+            f"{report.checked} audio file(s) checked, {len(report.accepted)} accepted, "
+            f"{len(report.problems)} problem(s), {len(report.warnings)} warning(s)"
+        )
+    if report.problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def score(
+    ref: Annotated[Path, typer.Option("--ref", help="Reference metadata folder (metadata_dev).")],
+    pred: Annotated[Path, typer.Option("--pred", help="Folder of submission CSVs.")],
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            "--duration",
+            help="Recording length in seconds; default: read from the dataset's audio next to "
+            "--ref, else 60.",
+        ),
+    ] = None,
+    corrected_blocks: Annotated[
+        bool,
+        typer.Option(
+            "--corrected-blocks",
+            help="Use whole one-second blocks "
+            "(the official code ignores the last frame of each second).",
+        ),
+    ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Reject impossible directions and frames past the end instead of warning.",
+        ),
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Score DCASE 2019 submission CSVs like the official script: all, per split, ov and ir."""
+    durations = None
+    if duration is None:
+        try:
+            durations = recording_durations(ref.parent)
+        except DatasetError:
+            durations = None  # a bare metadata folder: one-minute recordings, as in DCASE 2019
+    warnings: list[DatasetError] = []
+    report = score_directories(
+        ref,
+        pred,
+        durations=durations,
+        default_duration_s=duration if duration is not None else 60.0,
+        official_blocks=not corrected_blocks,
+        strict=strict,
+        warnings=warnings,
+    )
+    for warning in warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    if json_out:
+        console.print_json(to_json(report.as_dict()))
+    else:
+        print_score_report(console, report, f"DCASE 2019 scores of {pred}")
+
+
+@app.command()
+def folds(
+    dataset: DatasetOpt,
+    fmt: FormatOpt = "mic",
+    protocol: Annotated[
+        str, typer.Option("--protocol", help=f"One of {', '.join(PROTOCOLS)} (seed is leaky).")
+    ] = "dcase2019",
+    json_out: JsonOpt = False,
+) -> None:
+    """Show each fold's training, validation and test recordings."""
+    layout = DatasetLayout.discover(dataset)
+    fold_list = make_folds([r.name for r in layout.recordings(fmt)], protocol=protocol)
+    rows = [
+        {
+            "fold": f.index,
+            "protocol": f.protocol,
+            "leaky": f.leaky,
+            "train_splits": list(f.train_splits),
+            "validation_splits": list(f.validation_splits),
+            "test_splits": list(f.test_splits),
+            "train": [n.stem for n in f.train],
+            "validation": [n.stem for n in f.validation],
+            "test": [n.stem for n in f.test],
+        }
+        for f in fold_list
+    ]
+    if json_out:
+        console.print_json(to_json(rows))
+        return
+    for row in rows:
+        warn = " [red](leaky: validation = test)[/red]" if row["leaky"] else ""
+        console.print(
+            f"fold {row['fold']}{warn}: train splits {row['train_splits']} "
+            f"({len(row['train'])} rec.), validation {row['validation_splits']} "
+            f"({len(row['validation'])}), test {row['test_splits']} ({len(row['test'])})"
+        )
+
+
+@app.command()
+def extract(
+    dataset: DatasetOpt,
+    config: ConfigOpt = "tiny",
+    sets: SetOpt = None,
+    fmt: ConfigFormatOpt = None,
+    workspace: WorkspaceOpt = Path("workspace"),
+    address: AddressOpt = None,
+    num_cpus: NumCpusOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Extract features of every recording into HDF5, one Ray task per recording.
+
+    Complete files are skipped, so a rerun after a crash only does what is missing. A bad
+    recording is reported with its reason, the rest finish, and the exit code is 1.
+    """
+    from orchestrator.extract import extract_dataset, plan_extraction
+
+    experiment = experiment_config(config, sets, fmt=fmt)
+    features, fmt = experiment.features, experiment.format
+    _, todo, _ = plan_extraction(dataset, workspace, features, fmt)
+    with progress_bar() as progress:
+        task = progress.add_task(f"extracting {fmt}", total=len(todo), current="")
+        summary = extract_dataset(
+            dataset,
+            workspace,
+            features,
+            fmt,
+            address=address,
+            num_cpus=num_cpus,
+            progress=lambda rec, ok: progress.update(
+                task, advance=1, current=rec.stem if ok else f"[red]failed {rec.stem}"
+            ),
+        )
+    result = {
+        "features": str(summary.root),
+        "config_hash": features.hash(),
+        "written": len(summary.written),
+        "skipped": len(summary.skipped),
+        "redone": summary.redone,
+        "failed": summary.failed,
+        "elapsed_s": round(summary.elapsed_s, 2),
+    }
+    if json_out:
+        console.print_json(to_json(result))
+    else:
+        for reason in summary.failed.values():
+            err_console.print(f"[red]failed:[/red] {reason}")
+        print_redone(summary.redone)
+        console.print(
+            f"{len(summary.written)} written, {len(summary.skipped)} already complete, "
+            f"{len(summary.failed)} failed, in {summary.elapsed_s:.1f} s -> {summary.root}"
+        )
+    if summary.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,325 @@
+"""Training commands: one stage, one fold's evaluation, the cross-validation, the demo, and
+the experiment configs they take."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from orchestrator.cli.common import (
+    AddressOpt,
+    ConfigFormatOpt,
+    ConfigOpt,
+    ConfigSeedOpt,
+    DatasetOpt,
+    EpochsOpt,
+    FoldOpt,
+    GpuOpt,
+    JsonOpt,
+    ProtocolOpt,
+    RunOpt,
+    SeedOpt,
+    SetOpt,
+    StorageOpt,
+    TrackingUriOpt,
+    WorkspaceOpt,
+    app,
+    config_app,
+    experiment_config,
+    extract_missing,
+    fold_data,
+    new_cv_settings,
+)
+from orchestrator.cli.render import (
+    DemoConsole,
+    console,
+    err_console,
+    print_demo,
+    print_score_report,
+    scores_table,
+    status_table,
+)
+from orchestrator.jsonout import to_json
+from seld.metrics import SeldScores
+
+
+@app.command()
+def train(
+    dataset: DatasetOpt,
+    fold: FoldOpt,
+    stage: Annotated[
+        str | None,
+        typer.Option("--stage", help="sed, doa (after sed) or joint; default: the method's first."),
+    ] = None,
+    config: ConfigOpt = "tiny",
+    sets: SetOpt = None,
+    fmt: ConfigFormatOpt = None,
+    workspace: WorkspaceOpt = Path("workspace"),
+    run: RunOpt = "default",
+    protocol: ProtocolOpt = None,
+    epochs: EpochsOpt = None,
+    seed: ConfigSeedOpt = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Train one stage of one fold on this machine (resumes an interrupted run)."""
+    from orchestrator.fold import train_fold_stage
+
+    experiment = experiment_config(
+        config, sets, fmt=fmt, epochs=epochs, seed=seed, protocol=protocol
+    )
+    stage = stage or experiment.stages[0]
+    data = fold_data(dataset, workspace, experiment, fold)
+    try:
+        train_config = experiment.train_config(stage)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    def show(metrics: dict[str, float], _: Path) -> None:
+        if not json_out:
+            console.print(
+                f"{stage} fold {fold} epoch {metrics['epoch']:>3}/{train_config.epochs}  "
+                f"loss {metrics['train_loss']:.4f}  val ER {metrics['val_er']:.3f}  "
+                f"F {metrics['val_f']:.3f}  DOA {metrics['val_doa_error']:.1f}°  "
+                f"FR {metrics['val_frame_recall']:.3f}  SELD {metrics['val_seld']:.4f}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    result = train_fold_stage(
+        data, train_config, workspace / "runs" / run, report=show, device=device
+    )
+    summary = {
+        "best_checkpoint": str(result.best_checkpoint),
+        "best_epoch": result.best_epoch,
+        "best_selection": result.best_score,
+        "history": result.history,
+        "elapsed_s": round(result.elapsed_s, 1),
+    }
+    if json_out:
+        console.print_json(to_json(summary))
+    else:
+        console.print(
+            f"best epoch {result.best_epoch} ({result.best_checkpoint}), {result.elapsed_s:.1f} s"
+        )
+
+
+@app.command()
+def evaluate(
+    dataset: DatasetOpt,
+    fold: FoldOpt,
+    config: ConfigOpt = "tiny",
+    sets: SetOpt = None,
+    fmt: ConfigFormatOpt = None,
+    workspace: WorkspaceOpt = Path("workspace"),
+    run: RunOpt = "default",
+    protocol: ProtocolOpt = None,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="SED threshold (inference.threshold).")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    json_out: JsonOpt = False,
+) -> None:
+    """Two-stage inference of one fold: SED detections, DOA directions, scored on its test
+    split, next to the same detections with a constant direction."""
+    from orchestrator.fold import (
+        constant_direction_report,
+        method_predictions,
+        references,
+        score_predictions,
+    )
+
+    experiment = experiment_config(config, sets, fmt=fmt, threshold=threshold, protocol=protocol)
+    threshold = experiment.inference.threshold
+    data = fold_data(dataset, workspace, experiment, fold)
+    run_dir = workspace / "runs" / run
+    preds = method_predictions(data, run_dir, "test", experiment.stages, device)
+    refs = references(data, "test")
+    submissions = run_dir / f"fold{fold}" / "submissions"
+    report = score_predictions(preds, refs, threshold, submissions)
+    constant = constant_direction_report(preds, refs, threshold)
+    if json_out:
+        console.print_json(
+            to_json(
+                {
+                    "two_stage": report.as_dict(),
+                    "constant_direction": constant.overall.as_dict(),
+                    "submissions": str(submissions),
+                }
+            )
+        )
+        return
+    console.print(
+        scores_table(
+            f"fold {fold} test split {list(data.fold.test_splits)} (threshold {threshold})",
+            {"two-stage": report.overall, "same SED, constant direction": constant.overall},
+            "system",
+        )
+    )
+    print_score_report(console, report, "two-stage, per split / ov / ir")
+    console.print(f"submissions: {submissions}")
+
+
+@app.command()
+def cv(
+    dataset: DatasetOpt,
+    config: ConfigOpt = "tiny",
+    sets: SetOpt = None,
+    fmt: ConfigFormatOpt = None,
+    folds: Annotated[
+        str | None, typer.Option("--folds", help="Comma-separated folds (cv.folds).")
+    ] = None,
+    workspace: WorkspaceOpt = Path("workspace"),
+    run: RunOpt = "cv",
+    protocol: ProtocolOpt = None,
+    epochs: EpochsOpt = None,
+    seed: ConfigSeedOpt = None,
+    address: AddressOpt = None,
+    gpu: GpuOpt = False,
+    workers_per_fold: Annotated[
+        int, typer.Option("--workers-per-fold", min=1, help="Data-parallel workers per fold job.")
+    ] = 1,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="SED threshold (inference.threshold).")
+    ] = None,
+    tracking_uri: TrackingUriOpt = None,
+    storage: StorageOpt = "",
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Start an existing run of other settings from scratch."),
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Four-fold cross-validation: per fold SED then DOA on Ray Train, tracked in MLflow.
+
+    Features are extracted first where missing. Rerunning the same command after a crash skips
+    finished stages and resumes unfinished ones. A run folder has one writer at a time, and a
+    run name already used with other settings is refused (unless --overwrite).
+    """
+    from rich.live import Live
+
+    from orchestrator.cv_run import run_cv
+    from orchestrator.ray_utils import ray_session
+
+    experiment = experiment_config(
+        config,
+        sets,
+        fmt=fmt,
+        epochs=epochs,
+        seed=seed,
+        threshold=threshold,
+        folds=folds,
+        protocol=protocol,
+    )
+    settings = new_cv_settings(
+        dataset,
+        workspace,
+        experiment,
+        tracking_uri,
+        run=run,
+        use_gpu=gpu,
+        workers_per_fold=workers_per_fold,
+        storage=storage,
+    )
+    with ray_session(address):
+        extract_missing(dataset, workspace, experiment)
+        with Live(
+            status_table({}), console=err_console, refresh_per_second=2, transient=json_out
+        ) as live:
+            result = run_cv(
+                settings,
+                on_status=lambda st: live.update(status_table(st)),
+                overwrite=overwrite,
+            )
+    if json_out:
+        console.print_json(to_json(result))
+        return
+    rows = {f"fold {k}": SeldScores(**v) for k, v in result["folds"].items()}
+    rows["all test splits"] = SeldScores(**result["overall"])
+    title = f"cross-validation {run} ({experiment.name or config}, {experiment.format})"
+    console.print(scores_table(title, rows, ""))
+    grouped = {
+        f"{g} {k}": SeldScores(**v)
+        for g, d in result["groups"].items()
+        for k, v in d.items()
+        if g != "split"
+    }
+    console.print(scores_table("per ov and ir, all folds", grouped, ""))
+    console.print(
+        f"MLflow: run {result['mlflow_parent_run']} in {result['tracking_uri']} "
+        f"({result['elapsed_s']:.0f} s); `seld-orch ui --workspace {workspace}`"
+    )
+
+
+DEMO_PER_SPLIT, DEMO_SECONDS = 8, 20.0
+
+
+@app.command()
+def demo(
+    workspace: Annotated[
+        Path, typer.Option("--workspace", help="Everything the demo writes.")
+    ] = Path("workspace"),
+    per_split: Annotated[int, typer.Option("--per-split", min=1)] = DEMO_PER_SPLIT,
+    seconds: Annotated[float, typer.Option("--seconds", min=1.0)] = DEMO_SECONDS,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs per stage.")] = 5,
+    trials: Annotated[int, typer.Option("--trials", min=1, help="Threshold-search trials.")] = 300,
+    seed: SeedOpt = 0,
+    config: ConfigOpt = "tiny",
+    sets: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The main job: synthesize a small dataset, extract features, four-fold two-stage cv,
+    threshold tuning, the final table, plots, all tracked in a local MLflow store."""
+    from orchestrator.demo import run_demo
+
+    result = run_demo(
+        workspace,
+        per_split=per_split,
+        seconds=seconds,
+        seed=seed,
+        trials=trials,
+        experiment=experiment_config(config, sets, epochs=epochs, seed=seed),
+        reporter=DemoConsole(quiet=json_out),
+    )
+    if json_out:
+        console.print_json(to_json(result.summary))
+        return
+    print_demo(console, result.summary, result.before, result.after, result.baselines, workspace)
+
+
+@config_app.command("list")
+def config_list(json_out: JsonOpt = False) -> None:
+    """The shipped presets, with what each one is."""
+    from seld.config import load_config, preset_names
+
+    rows = {name: load_config(name) for name in preset_names()}
+    if json_out:
+        console.print_json(
+            to_json({n: {"description": c.description, "hash": c.hash()} for n, c in rows.items()})
+        )
+        return
+    table = Table(title="config presets (--config NAME)", title_justify="left")
+    for column in ("name", "method", "format", "model", "description"):
+        table.add_column(column)
+    for name, c in rows.items():
+        table.add_row(name, c.method, c.format, c.model.name, c.description)
+    console.print(table)
+
+
+@config_app.command("show")
+def config_show(
+    config: Annotated[str, typer.Argument(help="A preset name or a YAML file.")] = "tiny",
+    sets: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print a config resolved (extends merged, --set applied, defaults filled) and checked: the
+    YAML a run writes as config.yaml, and that --config FILE accepts."""
+    experiment = experiment_config(config, sets)
+    if json_out:
+        console.print_json(to_json(experiment.to_dict()))
+        return
+    print(f"# {experiment.name or config}: hash {experiment.hash()}")
+    print(experiment.to_yaml(), end="")
