@@ -29,7 +29,7 @@ import numpy as np
 from seld.dcase import num_label_frames
 from seld.inference import Prediction
 from seld.metadata import Event, events_to_targets
-from seld.metrics import events_to_rows
+from seld.submission import events_to_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -105,7 +105,7 @@ def one_trial_times(preds, refs, repeats: int = 5) -> dict:
     ``score_files``) and the new way (a prepared ``ThresholdScorer``); the numbers must agree."""
     from orchestrator.tune import postprocessing
     from seld.inference import ThresholdScorer, submission_rows
-    from seld.metrics import score_files
+    from seld.metrics.reference import score_files
 
     start = time.perf_counter()
     scorer = ThresholdScorer(preds, refs)
@@ -152,7 +152,7 @@ def _legacy_trial(config, data) -> None:
 
     from orchestrator.tune import postprocessing
     from seld.inference import submission_rows
-    from seld.metrics import score_files
+    from seld.metrics.reference import score_files
 
     preds, refs = data
     thresholds, median = postprocessing(config)

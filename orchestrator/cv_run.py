@@ -35,7 +35,8 @@ from orchestrator.tracking import (
 from seld.dataset import DatasetLayout
 from seld.fingerprint import combined
 from seld.fsutil import atomic_path
-from seld.metrics import ScoreReport, score_files
+from seld.metrics.reference import score_files
+from seld.metrics.scores import ScoreReport
 from seld.plots import plot_recording
 
 

@@ -34,7 +34,8 @@ from seld.config import ExperimentConfig, load_config
 from seld.dataset import DatasetLayout, load_events, recording_durations, validate_dataset
 from seld.dcase import num_label_frames
 from seld.inference import submission_rows
-from seld.metrics import ScoreReport, score_files
+from seld.metrics.reference import score_files
+from seld.metrics.scores import ScoreReport
 from seld.submission import events_to_rows
 from seld.synth import SynthConfig, missing_recordings
 

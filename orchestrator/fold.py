@@ -29,7 +29,8 @@ from seld.inference import (
     save_predictions,
     submission_rows,
 )
-from seld.metrics import ScoreReport, score_files
+from seld.metrics.reference import score_files
+from seld.metrics.scores import ScoreReport
 from seld.store import (
     Scaler,
     feature_path,

@@ -45,7 +45,7 @@ from orchestrator.search_space import SearchSpace, SearchSpaceError
 from orchestrator.tracking import HEAD_NODE, flatten, get_experiment, log_scores, start_sink
 from seld.config import ConfigError, ExperimentConfig
 from seld.fsutil import atomic_path
-from seld.metrics import score_files
+from seld.metrics.reference import score_files
 
 METRIC = "val_seld"
 

@@ -37,7 +37,7 @@ from orchestrator.tracking import flatten, log_scores
 from seld.dcase import CLASSES, NUM_CLASSES
 from seld.fsutil import atomic_path
 from seld.inference import Prediction, ThresholdScorer
-from seld.metrics import ScoreReport, report_from_counts
+from seld.metrics.scores import ScoreReport, report_from_counts
 
 DEFAULT_THRESHOLD = 0.3
 #: (predictions, references) of some recordings: ``references`` maps a name to (rows, frames)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from seld.metadata import Event
-from seld.metrics import events_to_rows
+from seld.submission import events_to_rows
 
 
 def oracle(events: Sequence[Event], num_frames: int) -> np.ndarray:

@@ -22,16 +22,9 @@ from scipy.ndimage import median_filter
 
 from seld.dcase import LABEL_FRAMES_PER_SECOND, num_label_frames
 from seld.fsutil import atomic_path
-from seld.metrics import (
-    ScoreReport,
-    SeldCounts,
-    SeldScores,
-    count_masks,
-    pooled_counts,
-    predicted_cells,
-    prepare_references,
-    report_from_counts,
-)
+from seld.metrics.batched import count_masks, pooled_counts, prepare_references
+from seld.metrics.grid import predicted_cells
+from seld.metrics.scores import ScoreReport, SeldCounts, SeldScores, report_from_counts
 from seld.store import Scaler
 from seld.submission import predictions_to_rows
 
@@ -209,8 +202,9 @@ class ThresholdScorer:
     ``scorer.counts(thresholds, median_frames)`` equals, number for number, ``count_file`` of
     ``submission_rows(p, thresholds, median_frames=median_frames)`` against each recording's
     reference, and ``report`` equals ``score_files`` of them: the references
-    (:func:`seld.metrics.prepare_references`) and the grid cells of the rounded directions are
-    prepared once, and each call only thresholds, filters and counts, all recordings at once.
+    (:func:`seld.metrics.batched.prepare_references`) and the grid cells of the rounded
+    directions are prepared once, and each call only thresholds, filters and counts, all
+    recordings at once.
 
     ``predictions``: name -> :class:`Prediction`; ``refs``: name -> ``(ref_rows, num_frames)``
     for at least those names. Recordings keep the order of ``predictions``. An instance holds
@@ -272,7 +266,7 @@ class ThresholdScorer:
     def masks(
         self, thresholds: float | Sequence[float] | np.ndarray = 0.3, median_frames: int = 1
     ) -> np.ndarray:
-        """(reference frames,) uint16 class masks (:func:`seld.metrics.class_masks`) of the
+        """(reference frames,) uint16 class masks (:func:`seld.metrics.batched.class_masks`) of the
         detections that :func:`submission_rows` makes."""
         limits = np.asarray(thresholds, dtype=np.float32)
         active = self.sed > (limits[:, None] if limits.ndim == 1 else limits)

@@ -26,7 +26,8 @@ from seld.augment import BatchAugmenter
 from seld.fsutil import atomic_path
 from seld.inference import predict_file, submission_rows
 from seld.losses import stage_loss
-from seld.metrics import SeldCounts, count_file
+from seld.metrics.reference import count_file
+from seld.metrics.scores import SeldCounts
 from seld.models import build_model, doa_model_from_sed
 from seld.store import Scaler, reference_rows
 from seld.windows import WindowDataset

@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from seld.metrics import read_submission, score_directories, write_submission
+from seld.metrics.reference import score_directories
+from seld.submission import read_submission, write_submission
 
 runner = CliRunner()
 

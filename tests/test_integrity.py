@@ -160,7 +160,7 @@ def test_reusing_a_run_name_with_other_settings_is_refused(tmp_path: Path):
 
 
 def test_scores_without_references_are_missing_not_infinite():
-    from seld.metrics import count_file
+    from seld.metrics.reference import count_file
 
     rows = np.array([[0, 1, 10, 0]])
     scores = count_file(np.zeros((0, 4), int), rows, 50).scores()

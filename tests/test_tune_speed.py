@@ -16,7 +16,10 @@ from orchestrator.tune import postprocessing, search_folds
 from seld.dcase import CLASSES, NUM_CLASSES
 from seld.inference import Prediction, ThresholdScorer, _binary_median, submission_rows
 from seld.metadata import Event
-from seld.metrics import SeldCounts, count_file, events_to_rows, prepare_references, score_files
+from seld.metrics.batched import prepare_references
+from seld.metrics.reference import count_file, score_files
+from seld.metrics.scores import SeldCounts
+from seld.submission import events_to_rows
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 

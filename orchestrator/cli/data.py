@@ -36,7 +36,7 @@ from seld.dataset import DatasetLayout, recording_durations, validate_dataset
 from seld.dcase import FORMATS
 from seld.folds import PROTOCOLS, make_folds
 from seld.metadata import DatasetError
-from seld.metrics import score_directories
+from seld.metrics.reference import score_directories
 from seld.synth import SynthConfig, SynthesisError, missing_recordings, plan_recordings
 
 

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from seld.metadata import DatasetError
-from seld.metrics import ScoreReport, SeldScores
+from seld.metrics.scores import ScoreReport, SeldScores
 
 console = Console()
 err_console = Console(stderr=True)

@@ -43,7 +43,7 @@ from orchestrator.cli.render import (
     status_table,
 )
 from orchestrator.jsonout import to_json
-from seld.metrics import SeldScores
+from seld.metrics.scores import SeldScores
 
 
 @app.command()

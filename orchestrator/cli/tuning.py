@@ -34,7 +34,7 @@ from orchestrator.cli.common import (
 from orchestrator.cli.render import console, err_console, hparams_table, scores_table
 from orchestrator.jsonout import to_json
 from orchestrator.search_space import shipped_space
-from seld.metrics import SeldScores
+from seld.metrics.scores import SeldScores
 
 THRESHOLDS_SPACE = shipped_space("thresholds.yaml")
 HPARAMS_SPACE = shipped_space("hparams.yaml")
