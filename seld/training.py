@@ -30,6 +30,7 @@ from seld.metrics.reference import count_file
 from seld.metrics.scores import SeldCounts
 from seld.models import build_model, doa_model_from_sed
 from seld.store import Scaler, reference_rows
+from seld.window_source import WindowBatches, WindowSource
 from seld.windows import WindowDataset
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class TrainSettings:
     augment: bool = False
     num_workers: Annotated[int, Field(ge=0)] = 0
     max_batches_per_epoch: Annotated[int, Field(ge=1)] | None = None
+    #: where training windows come from: memory-mapped caches ("mmap") or lazy HDF5 reads
+    windows: Literal["mmap", "hdf5"] = "mmap"
     amp: bool = True
     channels_last: bool = True
     #: ``torch.compile`` the model for training (CUDA only; the first epoch pays the compile)
@@ -274,9 +277,6 @@ def train_stage(
         in_channels = h5["features"].shape[0]
         fmt = str(h5.attrs["format"])
     window, hop = round(config.window_s * fps), round(config.hop_s * fps)
-    # raw windows: augmentation acts on unscaled features, then the batch is standardised
-    dataset = WindowDataset(train_paths, window=window, hop=hop)
-
     rank, world_size = world()
     torch.manual_seed(config.seed)
     model = build_stage_model(config, in_channels, sed_state).to(dev)
@@ -289,21 +289,9 @@ def train_stage(
     if use_cuda and config.compile:
         net = torch.compile(net)
     generator = torch.Generator().manual_seed(config.seed)
-    sampler = None
-    if world_size > 1:
-        sampler = DistributedSampler(
-            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed
-        )
-    loader = DataLoader(
-        dataset,
-        batch_size=rank_batch_size(config.batch_size, world_size),
-        shuffle=sampler is None,
-        sampler=sampler,
-        drop_last=False,
-        num_workers=config.num_workers,
-        generator=generator,
-        pin_memory=use_cuda,
-        persistent_workers=config.num_workers > 0,
+    # raw windows: augmentation acts on unscaled features, then the batch is standardised
+    loader = training_batches(
+        config, train_paths, (window, hop), generator, (rank, world_size), dev
     )
     total_steps, epochs = step_budget(config, len(loader))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, amsgrad=config.amsgrad)
@@ -336,8 +324,7 @@ def train_stage(
         "cuda", enabled=use_cuda and config.amp and amp_dtype == torch.float16
     )
     while state["epoch"] < epochs and state["step"] < total_steps:
-        if sampler is not None:
-            sampler.set_epoch(state["epoch"])
+        loader.set_epoch(state["epoch"])
         net.train()
         losses = []
         for i, batch in enumerate(loader):
@@ -419,7 +406,9 @@ def train_stage(
         log.info("%s epoch %d: %s", config.stage, state["epoch"], metrics)
         if report is not None:
             report(metrics, out_dir)
-    dataset.close()
+    loader.close()
+    if isinstance(loader, WindowBatches):  # the source is the caller's to close
+        loader.source.close()
     return StageResult(
         out_dir / "best.pt",
         state["best_epoch"],
@@ -427,6 +416,77 @@ def train_stage(
         state["history"],
         time.perf_counter() - started,
     )
+
+
+class _LazyBatches:
+    """The lazy HDF5 path (``train.windows: hdf5``): a DataLoader over a WindowDataset, with
+    the interface of :class:`~seld.window_source.WindowBatches`."""
+
+    def __init__(self, dataset: WindowDataset, loader: DataLoader, sampler):
+        self.dataset, self.loader, self.sampler = dataset, loader, sampler
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+
+    def close(self) -> None:
+        self.dataset.close()
+
+
+def training_batches(
+    config: TrainConfig,
+    paths: Sequence[Path],
+    window_hop: tuple[int, int],
+    generator: torch.Generator,
+    rank_world: tuple[int, int],
+    device: torch.device,
+):
+    """Shuffled batches of raw training windows, each rank's share of the global batch.
+
+    ``train.windows: mmap`` (default): memory-mapped per-recording caches, a batch gathered per
+    call, pinned and copied without blocking to a GPU (:mod:`seld.window_source`); ``hdf5``:
+    lazy HDF5 reads through a DataLoader, for data that should not be cached. Both give the same
+    windows in the same order from the same generator (``tests/test_window_source.py``)."""
+    window, hop = window_hop
+    rank, world_size = rank_world
+    batch_size = rank_batch_size(config.batch_size, world_size)
+    if config.windows == "mmap":
+        source = WindowSource(paths, window=window, hop=hop)
+        return WindowBatches(
+            source,
+            batch_size,
+            generator=generator,
+            world_size=world_size,
+            rank=rank,
+            seed=config.seed,
+            persistent_workers=config.num_workers > 0,
+            threads=config.num_workers,
+            device=device,
+        )
+    dataset = WindowDataset(paths, window=window, hop=hop)
+    sampler = None
+    if world_size > 1:
+        sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed
+        )
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=False,
+        num_workers=config.num_workers,
+        generator=generator,
+        pin_memory=device.type == "cuda",
+        persistent_workers=config.num_workers > 0,
+    )
+    return _LazyBatches(dataset, loader, sampler)
 
 
 def feature_kind(channels: int) -> str:

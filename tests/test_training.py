@@ -92,6 +92,20 @@ def test_selection_last_hands_on_the_last_epoch_and_amsgrad_reaches_adam(
     assert "max_exp_avg_sq" in next(iter(last["optimizer"]["state"].values()))
 
 
+def test_both_window_readers_train_the_same_model(fold_setup, tmp_path: Path):
+    """The memory-mapped source (default) and the lazy HDF5 reader give the same windows in the
+    same order, so the same seed trains the same weights."""
+    data_dir, ws = fold_setup
+    data = fold_data(data_dir, ws, FEATURES, "mic", 1)
+    states = {}
+    for windows in ("mmap", "hdf5"):
+        result = train_fold_stage(data, tiny("sed", windows=windows), tmp_path / windows)
+        states[windows] = load_checkpoint(result.best_checkpoint)["model"]
+    assert states["mmap"].keys() == states["hdf5"].keys()
+    for key, value in states["mmap"].items():
+        assert torch.equal(value, states["hdf5"][key]), key
+
+
 def test_the_global_batch_is_split_among_data_parallel_workers():
     assert rank_batch_size(32, 1) == 32 and rank_batch_size(32, 4) == 8
     with pytest.raises(ValueError, match="does not divide among 3 data-parallel workers"):
