@@ -16,9 +16,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from orchestrator.hparams import check_space, iteration_metrics, trial_config
 from orchestrator.search_space import SearchSpaceError, load_search_space
 from orchestrator.tracking import default_tracking_uri
+from orchestrator.trial import check_space, iteration_metrics, trial_config
 from seld.config import ConfigError, load_config
 from seld.models import build_model
 from seld.synth import SynthConfig, synthesize_dataset

@@ -132,9 +132,10 @@ def tune_hparams_command(
 ) -> None:
     """Search training hyperparameters: each trial a cross-validation of the two-stage method,
     early-stopped by ASHA on validation SELD; then a cv of the best config on the test splits."""
-    from orchestrator.hparams import check_space, tune_hparams
+    from orchestrator.hparams import tune_hparams
     from orchestrator.ray_utils import ray_session
     from orchestrator.search_space import load_search_space
+    from orchestrator.trial import check_space
 
     experiment = experiment_config(
         config, sets, fmt=fmt, epochs=epochs, seed=seed, folds=folds, protocol=protocol
