@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -53,8 +53,6 @@ class CVSettings:
     storage: str = ""
     #: the splits each fold job predicts once trained (search trials leave out the test split)
     predict_splits: tuple[str, ...] = ("validation", "test")
-    #: for the failure test only: the worker kills itself once after this epoch of this job
-    kill_once_after: tuple[int, str, int] | None = None
 
     def __post_init__(self) -> None:
         validate_run_name(self.run, nested=True)
@@ -104,16 +102,13 @@ class CVSettings:
         data = dict(data)
         if "predict_splits" in data:
             data["predict_splits"] = tuple(data["predict_splits"])
-        if data.get("kill_once_after") is not None:
-            data["kill_once_after"] = tuple(data["kill_once_after"])
         return cls(**data)
 
     @classmethod
     def from_run(cls, run_dir: Path) -> CVSettings:
-        """The settings a cv run was made with, from its ``config.json`` (without the failure
-        test's hook, which is never carried over)."""
+        """The settings a cv run was made with, from its ``config.json``."""
         saved = json.loads((Path(run_dir) / "config.json").read_text())
-        return cls.from_dict({**saved["run"], "config": saved["config"], "kill_once_after": None})
+        return cls.from_dict({**saved["run"], "config": saved["config"]})
 
     def with_config(self, experiment: ExperimentConfig, **changes: Any) -> CVSettings:
         return replace(self, config=experiment.to_dict(), **changes)
@@ -155,6 +150,9 @@ def _train_loop(config: dict[str, Any]) -> None:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "node.txt").write_text(ray.get_runtime_context().get_node_id())
+    if ray.train.get_context().get_world_rank() == 0:  # who trains this stage now, for ops
+        worker = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        (out_dir / "worker.json").write_text(json.dumps(worker))
 
     rank = ray.train.get_context().get_world_rank()
     if rank == 0 and sink is not None and (out_dir / "last.pt").exists():
@@ -170,15 +168,6 @@ def _train_loop(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copyfile(folder / "last.pt", Path(tmp) / "last.pt")
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
-        kill = s.kill_once_after
-        marker = folder / "killed_once"
-        if (
-            kill
-            and (kill[0], kill[1], kill[2]) == (fold, stage, metrics["epoch"])
-            and not (marker.exists())
-        ):
-            marker.touch()
-            os.kill(os.getpid(), signal.SIGKILL)
 
     import torch
 

@@ -56,9 +56,8 @@ def resolved_config(s: CVSettings) -> dict[str, Any]:
 
 def _compared(config: dict[str, Any]) -> dict[str, Any]:
     """What must match for a run to be continued, keyed as the user writes it (``train.lr``,
-    ``run.workers_per_fold``): everything but the failure test's hook."""
-    run = {k: v for k, v in config["run"].items() if k != "kill_once_after"}
-    return {**config["config"], "run": run, "inputs": config["inputs"]}
+    ``run.workers_per_fold``)."""
+    return {**config["config"], "run": config["run"], "inputs": config["inputs"]}
 
 
 def settings_params(s: CVSettings) -> dict[str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -130,16 +132,45 @@ def test_four_fold_cv_is_tracked_and_rescorable(local_ray, tmp_path: Path):
     assert again["overall"] == pytest.approx(summary["overall"], nan_ok=True)
 
 
+def _kill_worker_after_epoch(stage_dir: Path, epoch: int, killed: dict) -> threading.Thread:
+    """Test-only failure injection: once the stage has checkpointed ``epoch`` (and is not done),
+    SIGKILL the Ray Train worker training it (its pid is in the stage's ``worker.json``)."""
+
+    def watch() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (stage_dir / "done.json").exists():
+            try:
+                seen = load_checkpoint(stage_dir / "last.pt")["epoch"]
+                pid = json.loads((stage_dir / "worker.json").read_text())["pid"]
+            except (FileNotFoundError, RuntimeError, EOFError, ValueError, KeyError):
+                time.sleep(0.02)
+                continue
+            if seen >= epoch:
+                os.kill(pid, signal.SIGKILL)
+                killed.update(pid=pid, epoch=seen)
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_killed_worker_resumes_from_its_checkpoint(local_ray, tmp_path: Path):
     data = make_data(tmp_path, per_split=1, seconds=5)
     ws = tmp_path / "ws"
     extract_dataset(data, ws, TINY_FEATURES, "mic")
-    s = settings(data, ws, folds=(1,), kill_once_after=(1, "sed", 1))
-    run_cv(s)
+    s = settings(data, ws, folds=(1,), epochs=4)
     sed = s.run_dir / "fold1" / "sed"
-    assert (sed / "killed_once").exists()  # the worker did die after epoch 1
+    killed: dict = {}
+    watcher = _kill_worker_after_epoch(sed, 1, killed)
+    run_cv(s)
+    watcher.join(timeout=5)
+    assert killed and 1 <= killed["epoch"] < 4  # the worker died in the middle of the stage
+    restarted = json.loads((sed / "worker.json").read_text())["pid"]
+    assert restarted != killed["pid"]  # Ray Train started another worker, which finished
     last = load_checkpoint(sed / "last.pt")
-    assert last["epoch"] == 2 and [h["epoch"] for h in last["history"]] == [1, 2]
+    assert last["epoch"] == 4 and [h["epoch"] for h in last["history"]] == [1, 2, 3, 4]
     assert (s.run_dir / "fold1" / "doa" / "done.json").exists()
 
 
