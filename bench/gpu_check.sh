@@ -23,7 +23,7 @@ run nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 run "$VENV/bin/python" -c "import torch; print(torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name(0))"
 
 say "== 1. GPU tests"
-run timeout 300 "$VENV/bin/pytest" -q -m gpu tests/test_gpu.py -p no:cacheprovider
+run timeout 300 "$VENV/bin/pytest" -q -m gpu tests/seld/test_gpu.py -p no:cacheprovider
 
 say "== 2-3. training step and input pipeline"
 run timeout 300 "$VENV/bin/python" bench/gpu_check.py --device cuda --steps 30 --json "$OUT/gpu_check.json"

@@ -27,7 +27,8 @@ import ray.train
 from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from orchestrator.fold import FoldData, fold_data, predict_split, stage_dir, train_fold_stage
+from orchestrator.fold import FoldData, fold_data, predict_split, train_fold_stage
+from orchestrator.layout import RunLayout, ray_storage
 from orchestrator.runs import validate_run_name
 from seld.config import ExperimentConfig, load_config, validate_config
 from seld.training import TrainConfig, load_checkpoint
@@ -87,11 +88,15 @@ class CVSettings:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.workspace) / "runs" / self.run
+        return self.layout.root
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout.named(self.workspace, self.run)
 
     @property
     def storage_path(self) -> str:
-        return self.storage or str((Path(self.workspace) / "ray_results").resolve())
+        return ray_storage(self.workspace, self.storage)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"config": dict(self.config)}
@@ -107,7 +112,7 @@ class CVSettings:
     @classmethod
     def from_run(cls, run_dir: Path) -> CVSettings:
         """The settings a cv run was made with, from its ``config.json``."""
-        saved = json.loads((Path(run_dir) / "config.json").read_text())
+        saved = json.loads(RunLayout(Path(run_dir)).config_json.read_text())
         return cls.from_dict({**saved["run"], "config": saved["config"]})
 
     def with_config(self, experiment: ExperimentConfig, **changes: Any) -> CVSettings:
@@ -140,7 +145,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     s = CVSettings.from_dict(config["settings"])
     fold, stage, run_id, sink = config["fold"], config["stage"], config["run_id"], config["sink"]
     job = f"fold{fold}/{stage}"
-    out_dir = stage_dir(s.run_dir, fold, stage)
+    out_dir = s.layout.stage(fold, stage)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None and not (out_dir / "last.pt").exists():
         with checkpoint.as_directory() as folder:  # restarted on a node without the local copy
@@ -184,8 +189,8 @@ def fold_job(settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, 
     s = CVSettings.from_dict(settings)
     records = {}
     for stage in s.stages:
-        out_dir = stage_dir(s.run_dir, fold, stage)
-        done = out_dir / "done.json"
+        out_dir = s.layout.stage(fold, stage)
+        done = s.layout.done(fold, stage)
         job = f"fold{fold}/{stage}"
         if done.exists():
             records[stage] = json.loads(done.read_text())
@@ -222,8 +227,8 @@ def fold_job(settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, 
         )
         start = time.time()
         trainer.fit()
-        best = load_checkpoint(out_dir / "best.pt")
-        history = load_checkpoint(out_dir / "last.pt")["history"]
+        best = load_checkpoint(s.layout.checkpoint(fold, stage, "best"))
+        history = load_checkpoint(s.layout.checkpoint(fold, stage, "last"))["history"]
         record = StageRecord(
             fold,
             stage,

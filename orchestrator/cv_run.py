@@ -83,7 +83,7 @@ def claimed_run(s: CVSettings, overwrite: bool = False) -> Iterator[Path]:
     ``config.json`` before any work; an existing one with other settings is refused (or, with
     ``overwrite``, emptied first)."""
     with RunLock(s.run_dir):
-        config_path = s.run_dir / "config.json"
+        config_path = s.layout.config_json
         config = resolved_config(s)
         if overwrite:
             for child in s.run_dir.iterdir():
@@ -94,7 +94,7 @@ def claimed_run(s: CVSettings, overwrite: bool = False) -> Iterator[Path]:
             check_same_settings(old, _compared(config), s.run, s.run_dir)
         with atomic_path(config_path) as tmp:
             tmp.write_text(json.dumps(config, indent=2))
-        with atomic_path(s.run_dir / "config.yaml") as tmp:
+        with atomic_path(s.layout.config_yaml) as tmp:
             tmp.write_text(s.experiment.to_yaml())
         yield s.run_dir
 
@@ -127,7 +127,7 @@ def create_cv_runs(
     """Create the cv run (its config as params) and a child run per fold and stage, or reuse
     those of an interrupted run of the same name. ``tags`` may nest the cv run under another
     (``mlflow.parentRunId``) and set its ``kind`` (``cv`` by default)."""
-    path = s.run_dir / "mlflow_runs.json"
+    path = s.layout.mlflow_runs
     if path.exists():
         return json.loads(path.read_text())
     parent = client.create_run(
@@ -159,7 +159,7 @@ def cross_validated_scores(s: CVSettings) -> tuple[ScoreReport, dict[int, ScoreR
     """Score every fold's test predictions and all folds together; write the submissions and
     a prediction-versus-reference figure of each fold's first test recording."""
 
-    submissions = s.run_dir / "submissions"
+    submissions = s.layout.submissions
     per_fold: dict[int, ScoreReport] = {}
     everything = {}
     for k in s.folds:
@@ -172,9 +172,7 @@ def cross_validated_scores(s: CVSettings) -> tuple[ScoreReport, dict[int, ScoreR
         everything.update(pairs)
         stem = sorted(pairs)[0]
         ref, rows, frames = pairs[stem]
-        plot_recording(
-            ref, rows, frames, f"{stem} (fold {k} test)", s.run_dir / "plots" / f"{stem}.png"
-        )
+        plot_recording(ref, rows, frames, f"{stem} (fold {k} test)", s.layout.plots / f"{stem}.png")
     return score_files(everything), per_fold
 
 
@@ -235,17 +233,17 @@ def _run_cv(
         "stages": {str(r["fold"]): r["stages"] for r in fold_results},
         "elapsed_s": time.time() - started,
     }
-    metrics_path = settings.run_dir / "metrics.json"
+    metrics_path = settings.layout.metrics_json
     with atomic_path(metrics_path) as tmp:
         tmp.write_text(to_json(summary))
     client.log_artifact(pid, str(metrics_path))
-    client.log_artifact(pid, str(settings.run_dir / "config.json"))
-    client.log_artifact(pid, str(settings.run_dir / "config.yaml"))
-    client.log_artifacts(pid, str(settings.run_dir / "submissions"), "submissions")
-    client.log_artifacts(pid, str(settings.run_dir / "plots"), "plots")
+    client.log_artifact(pid, str(settings.layout.config_json))
+    client.log_artifact(pid, str(settings.layout.config_yaml))
+    client.log_artifacts(pid, str(settings.layout.submissions), "submissions")
+    client.log_artifacts(pid, str(settings.layout.plots), "plots")
     for k in settings.folds:
         for stage in settings.stages:
-            best = settings.run_dir / f"fold{k}" / stage / "best.pt"
+            best = settings.layout.checkpoint(k, stage)
             client.log_artifact(pid, str(best), f"checkpoints/fold{k}/{stage}")
     for stages in runs["children"].values():  # stages read back from an earlier run
         for run_id in stages.values():

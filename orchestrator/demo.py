@@ -173,7 +173,7 @@ def run_demo(
         },
         "groups_after_tuning": _groups(after),
         "baselines": {name: rep.overall.as_dict() for name, rep in baselines.items()},
-        "plots": str(settings.run_dir / "plots"),
+        "plots": str(settings.layout.plots),
         "elapsed_s": round(elapsed, 1),
         "step_started_s": {k: round(v - started, 1) for k, v in timings.items()},
     }

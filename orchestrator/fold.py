@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.extract import current_inputs
+from orchestrator.layout import RunLayout
 from seld.dataset import DatasetLayout
 from seld.errors import MissingArtifactError
 from seld.features import FeatureConfig
@@ -90,7 +91,7 @@ def fold_data(
 
 
 def stage_dir(run_dir: Path, fold: int, stage: str) -> Path:
-    return run_dir / f"fold{fold}" / stage
+    return RunLayout(run_dir).stage(fold, stage)
 
 
 def train_fold_stage(
@@ -104,7 +105,7 @@ def train_fold_stage(
     """Train one stage of a fold; the DOA stage starts from this fold's best SED model."""
     sed_state = None
     if config.stage == "doa":
-        sed_best = stage_dir(run_dir, data.fold.index, "sed") / "best.pt"
+        sed_best = RunLayout(run_dir).checkpoint(data.fold.index, "sed")
         if not sed_best.exists():
             raise MissingArtifactError(
                 f"{sed_best} missing: train the sed stage of this fold first"
@@ -127,10 +128,10 @@ def predict_split(
 ) -> dict[str, Prediction]:
     """Cached per-frame predictions of one stage's best model on the fold's ``validation`` or
     ``test`` recordings (computed once, then read from the cache)."""
-    cache = run_dir / f"fold{data.fold.index}" / "predictions" / f"{split}_{stage}.npz"
+    cache = RunLayout(run_dir).predictions(data.fold.index, split, stage)
     if cache.exists():
         return load_predictions(cache)
-    best = stage_dir(run_dir, data.fold.index, stage) / "best.pt"
+    best = RunLayout(run_dir).checkpoint(data.fold.index, stage)
     if not best.exists():
         raise MissingArtifactError(f"{best} missing: train the {stage} stage of this fold first")
     model = load_model(best, device)

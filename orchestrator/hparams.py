@@ -37,6 +37,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from orchestrator.cv import CVSettings
 from orchestrator.cv_run import resolved_config, run_cv
+from orchestrator.layout import RunLayout
 from orchestrator.search_space import SearchSpace
 from orchestrator.tracking import HEAD_NODE, flatten, get_experiment, log_scores
 from orchestrator.trial import (
@@ -84,7 +85,7 @@ def tune_hparams(
     say = on_progress or (lambda _msg: None)
     check_space(space, base.experiment)
     started = time.time()
-    out_dir = Path(base.workspace) / "runs" / name
+    out_dir = RunLayout.named(base.workspace, name).root
     out_dir.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(base.tracking_uri)
     experiment = get_experiment(
@@ -275,7 +276,7 @@ def _close_trial_runs(
 ) -> None:
     """Trials stopped by ASHA (or failed) end their MLflow runs here; the best is tagged."""
     for row in rows:
-        path = Path(base.workspace) / "runs" / name / row["trial_id"] / "mlflow_runs.json"
+        path = RunLayout.named(base.workspace, name).child(row["trial_id"]).mlflow_runs
         if not path.exists():
             continue
         runs = json.loads(path.read_text())
@@ -295,9 +296,9 @@ def _close_trial_runs(
 def _reuse_trained_folds(base: CVSettings, name: str, trial_id: str, final: CVSettings) -> None:
     """The best trial already trained its folds with this exact config and seed: copy those
     stages (checkpoints, ``done.json``) into the final run instead of training them again."""
-    trial_dir = Path(base.workspace) / "runs" / name / trial_id
+    trial = RunLayout.named(base.workspace, name).child(trial_id)
     for k in set(base.folds) & set(final.folds):
         for stage in final.stages:
-            source, target = trial_dir / f"fold{k}" / stage, final.run_dir / f"fold{k}" / stage
-            if (source / "done.json").exists() and not target.exists():
+            source, target = trial.stage(k, stage), final.layout.stage(k, stage)
+            if trial.done(k, stage).exists() and not target.exists():
                 shutil.copytree(source, target)

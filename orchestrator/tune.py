@@ -31,6 +31,7 @@ from ray import tune
 
 from orchestrator.cv import CVSettings, settings_fold_data
 from orchestrator.fold import method_predictions, references
+from orchestrator.layout import ray_storage
 from orchestrator.search_space import SearchSpace
 from orchestrator.study import export_study, results_frame
 from orchestrator.tracking import flatten, log_scores
@@ -250,7 +251,7 @@ def tune_thresholds(
     test = {k: load_split(settings, "test", (k,)) for k in settings.folds}
     summary, frames = search_folds(
         validation, test, space, trials=trials, seed=seed, concurrency=concurrency,
-        per_fold=per_fold, storage=(Path(settings.workspace) / "ray_results").resolve(),
+        per_fold=per_fold, storage=Path(ray_storage(settings.workspace)),
         name=f"{settings.run}-{experiment}-{int(started)}",
     )  # fmt: skip
     out_dir = settings.run_dir / experiment
@@ -279,7 +280,7 @@ def _log(
     artifacts: list[tuple[Path, str | None]],
 ) -> None:
     """A child run of the cv run for the search, and the tuned test scores on the cv run."""
-    runs = json.loads((settings.run_dir / "mlflow_runs.json").read_text())
+    runs = json.loads(settings.layout.mlflow_runs.read_text())
     client = MlflowClient(settings.tracking_uri)
     parent = client.get_run(runs["parent"])
     child = client.create_run(

@@ -452,7 +452,7 @@ def training_batches(
     ``train.windows: mmap`` (default): memory-mapped per-recording caches, a batch gathered per
     call, pinned and copied without blocking to a GPU (:mod:`seld.window_source`); ``hdf5``:
     lazy HDF5 reads through a DataLoader, for data that should not be cached. Both give the same
-    windows in the same order from the same generator (``tests/test_window_source.py``)."""
+    windows in the same order from the same generator (``tests/seld/test_window_source.py``)."""
     window, hop = window_hop
     rank, world_size = rank_world
     batch_size = rank_batch_size(config.batch_size, world_size)

@@ -16,6 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from orchestrator.cli.render import err_console, print_redone
+from orchestrator.layout import RunLayout
 from seld.errors import MissingArtifactError, SeldError
 from seld.folds import PROTOCOLS
 
@@ -254,7 +255,7 @@ def cv_settings(workspace: Path, run: str):
     """The settings of an existing cv run of the workspace."""
     from orchestrator.cv import CVSettings
 
-    path = workspace / "runs" / run / "config.json"
-    if not path.exists():
-        raise MissingArtifactError(f"{path} missing: is {run!r} a finished cv run?")
-    return CVSettings.from_run(path.parent)
+    layout = RunLayout.named(workspace, run)
+    if not layout.config_json.exists():
+        raise MissingArtifactError(f"{layout.config_json} missing: is {run!r} a finished cv run?")
+    return CVSettings.from_run(layout.root)

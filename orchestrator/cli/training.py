@@ -43,6 +43,7 @@ from orchestrator.cli.render import (
     status_table,
 )
 from orchestrator.jsonout import to_json
+from orchestrator.layout import RunLayout
 from seld.metrics.scores import SeldScores
 
 
@@ -90,7 +91,7 @@ def train(
             )
 
     result = train_fold_stage(
-        data, train_config, workspace / "runs" / run, report=show, device=device
+        data, train_config, RunLayout.named(workspace, run).root, report=show, device=device
     )
     summary = {
         "best_checkpoint": str(result.best_checkpoint),
@@ -135,10 +136,11 @@ def evaluate(
     experiment = experiment_config(config, sets, fmt=fmt, threshold=threshold, protocol=protocol)
     threshold = experiment.inference.threshold
     data = fold_data(dataset, workspace, experiment, fold)
-    run_dir = workspace / "runs" / run
+    layout = RunLayout.named(workspace, run)
+    run_dir = layout.root
     preds = method_predictions(data, run_dir, "test", experiment.stages, device)
     refs = references(data, "test")
-    submissions = run_dir / f"fold{fold}" / "submissions"
+    submissions = layout.fold_submissions(fold)
     report = score_predictions(preds, refs, threshold, submissions)
     constant = constant_direction_report(preds, refs, threshold)
     if json_out:

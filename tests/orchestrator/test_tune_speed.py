@@ -21,7 +21,7 @@ from seld.metrics.reference import count_file, score_files
 from seld.metrics.scores import SeldCounts
 from seld.submission import events_to_rows
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 
 
 def random_recording(

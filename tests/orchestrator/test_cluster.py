@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from orchestrator.cli import app
 from orchestrator.cluster import ClusterConfigError, check_cluster_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = ROOT / "cluster.yaml"
 BIN = Path(sys.executable).parent
 

@@ -105,7 +105,7 @@ def test_four_fold_cv_is_tracked_and_rescorable(local_ray, tmp_path: Path):
     from orchestrator.search_space import load_search_space
     from orchestrator.tune import tune_thresholds
 
-    space = load_search_space(Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml")
+    space = load_search_space(Path(__file__).resolve().parents[2] / "search_spaces" / "tiny.yaml")
     first = tune_thresholds(s, space, trials=12, seed=3)
     second = tune_thresholds(s, space, trials=12, seed=3)
     assert first["best_config"] == second["best_config"]
@@ -252,7 +252,7 @@ def test_folds_spread_over_nodes_and_doa_follows_its_own_sed(tmp_path: Path):
 def test_search_space_errors_name_the_field(tmp_path: Path):
     from orchestrator.search_space import SearchSpaceError, load_search_space
 
-    spaces = Path(__file__).resolve().parents[1] / "search_spaces"
+    spaces = Path(__file__).resolve().parents[2] / "search_spaces"
     for path in spaces.glob("*.yaml"):
         assert load_search_space(path).params  # every shipped space is valid
     bad = {

@@ -194,7 +194,7 @@ def test_readme_cli_reference_is_generated_from_the_cli():
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     check = subprocess.run(
         [sys.executable, "scripts/cli_reference.py", "--check"],
         cwd=root,

@@ -23,7 +23,7 @@ from seld.config import ConfigError, load_config
 from seld.models import build_model
 from seld.synth import SynthConfig, synthesize_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPACES = ROOT / "search_spaces"
 
 

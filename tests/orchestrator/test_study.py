@@ -14,7 +14,7 @@ from ray.tune.search.optuna import OptunaSearch
 from orchestrator.search_space import load_search_space
 from orchestrator.study import build_study, export_study, results_frame
 
-SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 TINY = load_search_space(SPACES / "tiny.yaml")  # threshold, smooth, median_frames if smooth
 
 
