@@ -91,7 +91,7 @@ def synthetic_folds(per_split: int, seconds: float, seed: int) -> tuple[dict, di
 def run_folds(run_dir: Path) -> tuple[dict, dict]:
     """A finished cv run's cached validation and test predictions, per fold."""
     from orchestrator.cv import CVSettings
-    from orchestrator.tune import load_split
+    from orchestrator.evaluation import load_split
 
     s = CVSettings.from_run(run_dir)
     return (

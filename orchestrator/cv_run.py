@@ -18,9 +18,9 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from orchestrator.cv import CVSettings, run_fold_jobs, settings_fold_data
+from orchestrator.cv import CVSettings, run_fold_jobs
+from orchestrator.evaluation import evaluate_split
 from orchestrator.extract import current_inputs
-from orchestrator.fold import method_predictions, references, submission_pairs
 from orchestrator.jsonout import to_json
 from orchestrator.ray_utils import ray_session
 from orchestrator.runs import RunLock, check_same_settings, interrupt
@@ -35,7 +35,6 @@ from orchestrator.tracking import (
 from seld.dataset import DatasetLayout
 from seld.fingerprint import combined
 from seld.fsutil import atomic_path
-from seld.metrics.reference import score_files
 from seld.metrics.scores import ScoreReport
 from seld.plots import plot_recording
 
@@ -159,21 +158,12 @@ def cross_validated_scores(s: CVSettings) -> tuple[ScoreReport, dict[int, ScoreR
     """Score every fold's test predictions and all folds together; write the submissions and
     a prediction-versus-reference figure of each fold's first test recording."""
 
-    submissions = s.layout.submissions
-    per_fold: dict[int, ScoreReport] = {}
-    everything = {}
-    for k in s.folds:
-        data = settings_fold_data(s, k)
-        preds = method_predictions(data, s.run_dir, "test", s.stages)
-        pairs = submission_pairs(
-            preds, references(data, "test"), s.threshold, submissions, s.median_frames
-        )
-        per_fold[k] = score_files(pairs)
-        everything.update(pairs)
+    result = evaluate_split(s, "test", submissions=s.layout.submissions)
+    for k, pairs in result.pairs.items():
         stem = sorted(pairs)[0]
         ref, rows, frames = pairs[stem]
         plot_recording(ref, rows, frames, f"{stem} (fold {k} test)", s.layout.plots / f"{stem}.png")
-    return score_files(everything), per_fold
+    return result.overall, result.per_fold
 
 
 def run_cv(

@@ -23,17 +23,17 @@ from typing import Any
 
 from orchestrator.cv import CVSettings
 from orchestrator.cv_run import run_cv
+from orchestrator.evaluation import Postprocessing, evaluate_split
 from orchestrator.extract import extract_dataset
 from orchestrator.ray_utils import ray_session
 from orchestrator.search_space import load_search_space, shipped_space
 from orchestrator.synthesize import synthesize_on_ray
 from orchestrator.tracking import default_tracking_uri, provenance_tags
-from orchestrator.tune import load_split, postprocessing, tune_thresholds
+from orchestrator.tune import tune_thresholds
 from seld.baselines import BASELINES
 from seld.config import ExperimentConfig, load_config
 from seld.dataset import DatasetLayout, load_events, recording_durations, validate_dataset
 from seld.dcase import num_label_frames
-from seld.inference import submission_rows
 from seld.metrics.reference import score_files
 from seld.metrics.scores import ScoreReport
 from seld.submission import events_to_rows
@@ -144,11 +144,10 @@ def run_demo(
         space = load_search_space(shipped_space("thresholds.yaml"))
         tuned = tune_thresholds(settings, space, trials=trials, seed=seed)
 
-    test_preds, test_refs = load_split(settings, "test")
-    after = _score(test_preds, test_refs, tuned["best_config"])
-    default = {"threshold": settings.threshold, "median_frames": settings.median_frames}
-    before = _score(test_preds, test_refs, default)
-    baselines = _baselines(dataset, set(test_preds), fmt)
+    after = evaluate_split(settings, "test", Postprocessing.from_params(tuned["best_config"]))
+    before = evaluate_split(settings, "test")  # the run's own post-processing
+    stems = {stem for pairs in before.pairs.values() for stem in pairs}
+    baselines = _baselines(dataset, stems, fmt)
     elapsed = time.perf_counter() - started
     summary = {
         "seed": seed,
@@ -162,8 +161,8 @@ def run_demo(
             "cv_run": cv["mlflow_parent_run"],
         },
         "folds": cv["folds"],
-        "cv_before_tuning": before.overall.as_dict(),
-        "cv_after_tuning": after.overall.as_dict(),
+        "cv_before_tuning": before.overall.overall.as_dict(),
+        "cv_after_tuning": after.overall.overall.as_dict(),
         "best_postprocessing": tuned["best_config"],
         "threshold_search": {
             "trials": tuned["trials"],
@@ -171,24 +170,13 @@ def run_demo(
             "validation_default": tuned["scores"]["validation_default"],
             "validation_tuned": tuned["scores"]["validation_tuned"],
         },
-        "groups_after_tuning": _groups(after),
+        "groups_after_tuning": _groups(after.overall),
         "baselines": {name: rep.overall.as_dict() for name, rep in baselines.items()},
         "plots": str(settings.layout.plots),
         "elapsed_s": round(elapsed, 1),
         "step_started_s": {k: round(v - started, 1) for k, v in timings.items()},
     }
-    return DemoResult(summary, before, after, baselines)
-
-
-def _score(predictions: dict, refs: dict, config: dict[str, Any]) -> ScoreReport:
-    """Per-ov/ir scores of the test splits under one post-processing setting, through the
-    submission rows (the path every submission CSV takes)."""
-    thresholds, median = postprocessing(config)
-    pairs = {}
-    for stem, prediction in predictions.items():
-        rows = submission_rows(prediction, thresholds, median_frames=median)
-        pairs[stem] = (refs[stem][0], rows, refs[stem][1])
-    return score_files(pairs)
+    return DemoResult(summary, before.overall, after.overall, baselines)
 
 
 def _baselines(dataset: Path, stems: set[str], fmt: str = "mic") -> dict[str, ScoreReport]:

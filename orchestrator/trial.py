@@ -18,13 +18,12 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from orchestrator.cv import CVSettings, run_fold_jobs, settings_fold_data
+from orchestrator.cv import CVSettings, run_fold_jobs
 from orchestrator.cv_run import create_cv_runs
-from orchestrator.fold import method_predictions, references, submission_pairs
+from orchestrator.evaluation import evaluate_split
 from orchestrator.search_space import SearchSpace, SearchSpaceError
 from orchestrator.tracking import flatten, log_scores, start_sink
 from seld.config import ConfigError, ExperimentConfig
-from seld.metrics.reference import score_files
 
 
 def check_space(space: SearchSpace, base: ExperimentConfig, path: str | Path = "") -> None:
@@ -69,13 +68,7 @@ def stage_epochs(s: CVSettings) -> int:
 
 def validation_scores(s: CVSettings) -> dict[str, float]:
     """Two-stage SELD scores of the validation splits of the run's folds, together."""
-    pairs = {}
-    for k in s.folds:
-        data = settings_fold_data(s, k)
-        preds = method_predictions(data, s.run_dir, "validation", s.stages)
-        refs = references(data, "validation")
-        pairs.update(submission_pairs(preds, refs, s.threshold, median_frames=s.median_frames))
-    return score_files(pairs).overall.as_dict()
+    return evaluate_split(s, "validation").overall.overall.as_dict()
 
 
 def iteration_metrics(

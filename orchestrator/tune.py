@@ -29,20 +29,17 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from orchestrator.cv import CVSettings, settings_fold_data
-from orchestrator.fold import method_predictions, references
+from orchestrator.cv import CVSettings
+from orchestrator.evaluation import Postprocessing, Split, load_split
 from orchestrator.layout import ray_storage
 from orchestrator.search_space import SearchSpace
 from orchestrator.study import export_study, results_frame
 from orchestrator.tracking import flatten, log_scores
-from seld.dcase import CLASSES, NUM_CLASSES
 from seld.fsutil import atomic_path
-from seld.inference import Prediction, ThresholdScorer
+from seld.inference import ThresholdScorer
 from seld.metrics.scores import ScoreReport, report_from_counts
 
 DEFAULT_THRESHOLD = 0.3
-#: (predictions, references) of some recordings: ``references`` maps a name to (rows, frames)
-Split = tuple[dict[str, Prediction], dict[str, tuple[np.ndarray, int]]]
 
 #: Ray Tune settings for thousands of trials of a few milliseconds each (read by the driver
 #: when a search starts; set only for the search, then restored).
@@ -57,13 +54,10 @@ FAST_TUNE_ENV = {
 
 
 def postprocessing(config: dict[str, Any]) -> tuple[np.ndarray, int]:
-    """(per-class thresholds, median filter length) from a trial's parameters: ``threshold``
-    or ``threshold_<class>``, and ``median_frames`` (1 = off)."""
-    if f"threshold_{CLASSES[0]}" in config:
-        thresholds = np.array([config[f"threshold_{c}"] for c in CLASSES], dtype=np.float32)
-    else:
-        thresholds = np.full(NUM_CLASSES, config.get("threshold", DEFAULT_THRESHOLD), np.float32)
-    return thresholds, int(config.get("median_frames", 1))
+    """(per-class thresholds, median filter length) from a trial's parameters (see
+    :meth:`orchestrator.evaluation.Postprocessing.from_params`)."""
+    post = Postprocessing.from_params(config, DEFAULT_THRESHOLD)
+    return post.thresholds, post.median_frames
 
 
 def score_with(scorer: ThresholdScorer, config: dict[str, Any]) -> ScoreReport:
@@ -71,17 +65,6 @@ def score_with(scorer: ThresholdScorer, config: dict[str, Any]) -> ScoreReport:
     of the thresholded submissions gives them)."""
     thresholds, median = postprocessing(config)
     return scorer.report(thresholds, median)
-
-
-def load_split(s: CVSettings, split: str, folds: tuple[int, ...] | None = None) -> Split:
-    """Two-stage predictions and references of the ``validation`` or ``test`` splits of the
-    given folds (all of the run's by default)."""
-    predictions, refs = {}, {}
-    for k in folds or s.folds:
-        data = settings_fold_data(s, k)
-        predictions.update(method_predictions(data, s.run_dir, split, s.stages))
-        refs.update(references(data, split))
-    return predictions, refs
 
 
 def _trial(config: dict[str, Any], scorer: ThresholdScorer) -> None:

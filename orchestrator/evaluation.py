@@ -1,0 +1,107 @@
+"""One evaluation path: a split (validation or test) of a cv run under given post-processing.
+
+A fold's cached predictions of the run's method (:func:`orchestrator.fold.method_predictions`)
+are thresholded and median-filtered into submission rows, exactly as the submission CSVs are
+written, and scored with the official-equal scorer per fold and all folds together. ``cv``
+(its test splits), ``tune hparams`` (a trial's validation splits), ``tune thresholds`` (the
+predictions its searches start from) and the demo (before and after tuning) all go through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orchestrator.cv import CVSettings, settings_fold_data
+from orchestrator.fold import method_predictions, references, submission_pairs
+from seld.dcase import CLASSES, NUM_CLASSES
+from seld.inference import Prediction
+from seld.metrics.reference import score_files
+from seld.metrics.scores import ScoreReport
+
+#: (predictions, references) of some recordings: ``references`` maps a name to (rows, frames)
+Split = tuple[dict[str, Prediction], dict[str, tuple[np.ndarray, int]]]
+#: a recording's (reference rows, submission rows, label frames), as ``score_files`` takes them
+Pair = tuple[np.ndarray, np.ndarray, int]
+
+
+@dataclass(frozen=True)
+class Postprocessing:
+    """How probabilities become detections: a threshold per class, and a median filter over
+    ``median_frames`` label frames (20 ms each; 1 = off) of each class's activity."""
+
+    thresholds: np.ndarray
+    median_frames: int = 1
+
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, Any], default_threshold: float = 0.3
+    ) -> Postprocessing:
+        """From a search's parameters: ``threshold`` (one for every class) or
+        ``threshold_<class>``, and ``median_frames``."""
+        if f"threshold_{CLASSES[0]}" in params:
+            values = [params[f"threshold_{c}"] for c in CLASSES]
+        else:
+            values = [params.get("threshold", default_threshold)] * NUM_CLASSES
+        thresholds = np.asarray(values, dtype=np.float32)
+        return cls(thresholds, int(params.get("median_frames", 1)))
+
+    @classmethod
+    def of(cls, s: CVSettings) -> Postprocessing:
+        """The run's own: its experiment config's ``inference`` section."""
+        return cls.from_params({"threshold": s.threshold, "median_frames": s.median_frames})
+
+
+@dataclass
+class SplitEvaluation:
+    """The scores of one split of a run: all folds together, each fold, and the scored rows
+    (fold -> recording -> :data:`Pair`)."""
+
+    split: str
+    overall: ScoreReport
+    per_fold: dict[int, ScoreReport]
+    pairs: dict[int, dict[str, Pair]]
+
+
+def fold_split(s: CVSettings, k: int, split: str) -> Split:
+    """Fold ``k``'s cached predictions of the run's method on its ``split`` recordings, and
+    their references."""
+    data = settings_fold_data(s, k)
+    return method_predictions(data, s.run_dir, split, s.stages), references(data, split)
+
+
+def load_split(s: CVSettings, split: str, folds: tuple[int, ...] | None = None) -> Split:
+    """Predictions and references of the ``split`` recordings of the given folds (all of the
+    run's by default), together."""
+    predictions, refs = {}, {}
+    for k in folds or s.folds:
+        preds, fold_refs = fold_split(s, k, split)
+        predictions.update(preds)
+        refs.update(fold_refs)
+    return predictions, refs
+
+
+def evaluate_split(
+    s: CVSettings,
+    split: str,
+    post: Postprocessing | None = None,
+    *,
+    folds: tuple[int, ...] | None = None,
+    submissions: Path | None = None,
+) -> SplitEvaluation:
+    """Score the ``split`` of the given folds (all of the run's by default) under ``post``
+    (the run's own by default); with ``submissions``, write each recording's CSV there."""
+    post = post or Postprocessing.of(s)
+    per_fold, pairs, everything = {}, {}, {}
+    for k in folds or s.folds:
+        predictions, refs = fold_split(s, k, split)
+        pairs[k] = submission_pairs(
+            predictions, refs, post.thresholds, submissions, post.median_frames
+        )
+        per_fold[k] = score_files(pairs[k])
+        everything.update(pairs[k])
+    return SplitEvaluation(split, score_files(everything), per_fold, pairs)
