@@ -17,7 +17,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from orchestrator.fold import FoldData, fold_data, predict_split, train_fold_sta
 from orchestrator.layout import RunLayout, ray_storage
 from orchestrator.runs import validate_run_name
 from seld.config import ExperimentConfig, load_config, validate_config
+from seld.fsutil import atomic_path
 from seld.training import TrainConfig, load_checkpoint
 
 
@@ -99,7 +100,7 @@ class CVSettings:
         return ray_storage(self.workspace, self.storage)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)} | {"config": dict(self.config)}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CVSettings:
@@ -155,11 +156,11 @@ def _train_loop(config: dict[str, Any]) -> None:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "node.txt").write_text(ray.get_runtime_context().get_node_id())
-    if ray.train.get_context().get_world_rank() == 0:  # who trains this stage now, for ops
-        worker = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-        (out_dir / "worker.json").write_text(json.dumps(worker))
-
     rank = ray.train.get_context().get_world_rank()
+    if rank == 0:  # who trains this stage now, for ops (and the failure test)
+        worker = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        with atomic_path(out_dir / "worker.json") as tmp:
+            tmp.write_text(json.dumps(worker))
     if rank == 0 and sink is not None and (out_dir / "last.pt").exists():
         # resuming: the epochs before the crash are known to whoever follows the curves
         ray.get(sink.set_history.remote(job, load_checkpoint(out_dir / "last.pt")["history"]))

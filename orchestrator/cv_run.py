@@ -62,8 +62,7 @@ def _compared(config: dict[str, Any]) -> dict[str, Any]:
 def settings_params(s: CVSettings) -> dict[str, str]:
     """MLflow params of a cv run: every leaf of its experiment config under its dotted path
     (``train.lr``, ``features.n_mels``), how it ran (``run.*``) and its data (``inputs.*``)."""
-    config = resolved_config(s)
-    return flatten({**config["config"], "run": config["run"], "inputs": config["inputs"]})
+    return flatten(_compared(resolved_config(s)))
 
 
 def settings_tags(s: CVSettings) -> dict[str, str]:

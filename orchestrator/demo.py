@@ -151,6 +151,13 @@ def run_demo(
     elapsed = time.perf_counter() - started
     summary = {
         "seed": seed,
+        "config": {
+            "name": experiment.name,
+            "hash": experiment.hash(),
+            "method": experiment.method,
+            "threshold": experiment.inference.threshold,
+            "median_frames": experiment.inference.median_frames,
+        },
         "provenance": provenance_tags(),
         "cpu": _cpu_model(),
         "workspace": str(workspace),

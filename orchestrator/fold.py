@@ -90,10 +90,6 @@ def fold_data(
     return FoldData(chosen, fmt, root, fold_scaler(root, fmt, chosen), train, val, test)
 
 
-def stage_dir(run_dir: Path, fold: int, stage: str) -> Path:
-    return RunLayout(run_dir).stage(fold, stage)
-
-
 def train_fold_stage(
     data: FoldData,
     config: TrainConfig,
@@ -116,7 +112,7 @@ def train_fold_stage(
         data.train,
         data.validation,
         data.scaler,
-        stage_dir(run_dir, data.fold.index, config.stage),
+        RunLayout(run_dir).stage(data.fold.index, config.stage),
         sed_state=sed_state,
         report=report,
         device=device,

@@ -39,7 +39,7 @@ from orchestrator.cv import CVSettings
 from orchestrator.cv_run import resolved_config, run_cv
 from orchestrator.layout import RunLayout
 from orchestrator.search_space import SearchSpace
-from orchestrator.tracking import HEAD_NODE, flatten, get_experiment, log_scores
+from orchestrator.tracking import HEAD_NODE, flatten, get_experiment, log_params, log_scores
 from orchestrator.trial import (
     TRIAL_CPUS,
     check_space,
@@ -200,8 +200,7 @@ def tune_hparams(
         "search_s": search_s,
     }
     client.log_metric(parent_run, f"best_{METRIC}", best["val_seld"])
-    for key, value in flatten(best["config"], "best.").items():
-        client.log_param(parent_run, key, value)
+    log_params(client, parent_run, flatten(best["config"], "best."))
     client.set_tag(parent_run, "best_trial", best["trial_id"])
     for key in ("trials_csv", "importance_png"):
         if exported.get(key):
@@ -260,8 +259,7 @@ def _parent_run(
         "folds": list(base.folds),
         **{f"base.{k}": v for k, v in flatten(resolved_config(base)).items()},
     }
-    for key, value in flatten(params).items():
-        client.log_param(run_id, key, str(value)[:500])
+    log_params(client, run_id, flatten(params))
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps({"mlflow_parent_run": run_id, "settings": base.to_dict()}))
     return run_id

@@ -22,6 +22,8 @@ import mlflow
 import ray
 from mlflow.tracking import MlflowClient
 
+from seld.config import flatten as dotted_leaves
+
 PACKAGES = ("torch", "ray", "optuna", "mlflow", "numpy", "librosa", "h5py", "seld-orchestrator")
 
 
@@ -78,15 +80,12 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, str]) -> 
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config to MLflow params (``a.b = value``), values as short strings."""
-    out = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
-    return out
+    """Nested config to MLflow params (``a.b = value``, the dotted leaves of
+    :func:`seld.config.flatten`), values as short strings (lists as JSON)."""
+    return {
+        name: json.dumps(value) if isinstance(value, list | tuple) else str(value)
+        for name, value in dotted_leaves(params, prefix).items()
+    }
 
 
 def log_scores(

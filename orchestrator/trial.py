@@ -22,7 +22,7 @@ from orchestrator.cv import CVSettings, run_fold_jobs
 from orchestrator.cv_run import create_cv_runs
 from orchestrator.evaluation import evaluate_split
 from orchestrator.search_space import SearchSpace, SearchSpaceError
-from orchestrator.tracking import flatten, log_scores, start_sink
+from orchestrator.tracking import flatten, log_params, log_scores, start_sink
 from seld.config import ConfigError, ExperimentConfig
 
 
@@ -119,8 +119,7 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], name: str, parent_ru
         tags={"mlflow.parentRunId": parent_run, "kind": "trial", "trial_id": trial_id},
     )
     trial_run = runs["parent"]
-    for key, value in flatten(config, "hparam.").items():
-        client.log_param(trial_run, key, value)
+    log_params(client, trial_run, flatten(config, "hparam."))
     # a trial restarted by Tuner.restore continues after the iterations it already reported
     reported = _reported_iterations(tune.get_checkpoint())
     # a driver killed between logging an iteration and checkpointing it: log each step once

@@ -34,7 +34,7 @@ from orchestrator.evaluation import Postprocessing, Split, load_split
 from orchestrator.layout import ray_storage
 from orchestrator.search_space import SearchSpace
 from orchestrator.study import export_study, results_frame
-from orchestrator.tracking import flatten, log_scores
+from orchestrator.tracking import flatten, log_params, log_scores
 from seld.fsutil import atomic_path
 from seld.inference import ThresholdScorer
 from seld.metrics.scores import ScoreReport, report_from_counts
@@ -277,8 +277,7 @@ def _log(
         },
     )
     run_id = child.info.run_id
-    for key, value in flatten(summary["best_config"], "best.").items():
-        client.log_param(run_id, key, value)
+    log_params(client, run_id, flatten(summary["best_config"], "best."))
     for name, scores in summary["scores"].items():
         log_scores(client, run_id, f"{name}_", scores)
     client.log_metric(run_id, "trials_per_s", summary["trials_per_s"])

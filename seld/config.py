@@ -44,7 +44,6 @@ from seld.folds import PROTOCOLS
 from seld.models import ModelConfig
 from seld.training import TrainConfig, TrainSettings
 
-METHODS = ("two-stage", "joint")
 #: the stages each method trains, in order
 METHOD_STAGES = {"two-stage": ("sed", "doa"), "joint": ("joint",)}
 PRESET_PACKAGE = "seld.configs"

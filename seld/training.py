@@ -37,9 +37,6 @@ log = logging.getLogger(__name__)
 
 STAGES = ("sed", "doa", "joint")
 LR_SCHEDULES = ("step", "cosine")
-
-
-LOSSES = ("mae", "mse")
 SELECTIONS = ("best", "last")
 
 

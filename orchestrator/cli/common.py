@@ -128,6 +128,9 @@ ConfigFormatOpt = Annotated[
 ]
 
 ConfigSeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (seed).")]
+ThresholdOpt = Annotated[
+    float | None, typer.Option("--threshold", help="SED threshold (inference.threshold).")
+]
 
 NumCpusOpt = Annotated[
     int | None, typer.Option("--num-cpus", help="CPUs of the local Ray (default: all).")

@@ -179,20 +179,28 @@ def print_demo(
     baselines: dict[str, ScoreReport],
     workspace: Path,
 ) -> None:
+    config = summary["config"]
+    method = "Two-stage SED + DOA" if config["method"] == "two-stage" else "Joint SED and DOA"
+    label = config["method"]
+    median = config["median_frames"]
+    default = f"SED threshold {config['threshold']:g}, " + (
+        "no median filter" if median == 1 else f"median filter of {median} frames"
+    )
     folds = {f"fold {k} (test split {k})": SeldScores(**v) for k, v in summary["folds"].items()}
-    console.print(scores_table("Two-stage SED + DOA, per fold (threshold 0.3)", folds, ""))
+    title = f"{method}, per fold (threshold {config['threshold']:g})"
+    console.print(scores_table(title, folds, ""))
     best = ", ".join(f"{k} {v:.3g}" for k, v in summary["best_postprocessing"].items())
     rows: dict[str, SeldScores] = {
         "baseline: silence": baselines["silence"].overall,
         ORACLE_CONSTANT: baselines["constant-direction"].overall,
-        "two-stage, default": before.overall,
-        "two-stage, tuned": after.overall,
+        f"{label}, default": before.overall,
+        f"{label}, tuned": after.overall,
     }
     console.print(
         scores_table("Cross-validated, all four test splits (SELD: lower is better)", rows, "")
     )
     console.print(
-        "default: SED threshold 0.3, no median filter; tuned: the best post-processing on the "
+        f"default: {default}; tuned: the best post-processing on the "
         f"validation splits ({best}). The baselines are for scale: the second one is handed the "
         "reference events (perfect ER, F and frame recall) and points every one at azimuth 0, "
         "elevation 0, so its DOA error is what a model that does not localize gets."

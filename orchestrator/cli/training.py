@@ -24,6 +24,7 @@ from orchestrator.cli.common import (
     SeedOpt,
     SetOpt,
     StorageOpt,
+    ThresholdOpt,
     TrackingUriOpt,
     WorkspaceOpt,
     app,
@@ -118,9 +119,7 @@ def evaluate(
     workspace: WorkspaceOpt = Path("workspace"),
     run: RunOpt = "default",
     protocol: ProtocolOpt = None,
-    threshold: Annotated[
-        float | None, typer.Option("--threshold", help="SED threshold (inference.threshold).")
-    ] = None,
+    threshold: ThresholdOpt = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
     json_out: JsonOpt = False,
 ) -> None:
@@ -184,9 +183,7 @@ def cv(
     workers_per_fold: Annotated[
         int, typer.Option("--workers-per-fold", min=1, help="Data-parallel workers per fold job.")
     ] = 1,
-    threshold: Annotated[
-        float | None, typer.Option("--threshold", help="SED threshold (inference.threshold).")
-    ] = None,
+    threshold: ThresholdOpt = None,
     tracking_uri: TrackingUriOpt = None,
     storage: StorageOpt = "",
     overwrite: Annotated[
