@@ -58,6 +58,51 @@ def make_dataset(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+#: the shared end-to-end dataset: one 5 s mic recording per split (4 folds), synthesized once
+TINY_DATA = {"seconds": 5, "per_split": 1, "formats": ("mic",), "seed": 5}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """The session's tiny DCASE-layout mic dataset, shared by the end-to-end tests.
+
+    Tests read it and never change it: its files are read-only, so a test that tried would
+    fail rather than corrupt the others' data. A test that needs other data makes its own."""
+    from seld.synth import SynthConfig, synthesize_dataset
+
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    synthesize_dataset(root, SynthConfig(**TINY_DATA), workers=2)
+    for path in root.rglob("*"):
+        if path.is_file():
+            path.chmod(0o444)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_extracted(tiny_data: Path, tmp_path_factory) -> Path:
+    """A workspace holding ``tiny_data``'s features under the ``tiny`` preset, extracted once
+    (copy it with ``tiny_ws`` before writing into it)."""
+    from seld.dataset import DatasetLayout
+    from seld.extraction import extract_recording
+    from seld.store import feature_root
+
+    ws = tmp_path_factory.mktemp("tiny-ws") / "ws"
+    features = tiny_features("mic")
+    for rec in DatasetLayout.discover(tiny_data).recordings("mic"):
+        extract_recording(rec, features, feature_root(ws, features))
+    return ws
+
+
+@pytest.fixture
+def tiny_ws(tiny_extracted: Path, tmp_path: Path) -> Path:
+    """A test's own workspace that starts with ``tiny_data``'s extracted features."""
+    import shutil
+
+    ws = tmp_path / "ws"
+    shutil.copytree(tiny_extracted, ws)
+    return ws
+
+
 @pytest.fixture
 def local_ray():
     """A local Ray of 2 CPUs for one test, started as the commands start theirs."""

@@ -290,15 +290,10 @@ def seld_orch(*args: str, env: dict[str, str], timeout: float = 120) -> subproce
 
 
 @pytest.mark.slow
-def test_submitted_cv_joins_the_cluster_and_is_tracked(tmp_path: Path):
+def test_submitted_cv_joins_the_cluster_and_is_tracked(tiny_data: Path, tmp_path: Path):
     from mlflow.tracking import MlflowClient
 
-    from seld.synth import SynthConfig, synthesize_dataset
-
-    data = tmp_path / "data"
-    synthesize_dataset(
-        data, SynthConfig(seconds=5, per_split=1, formats=("mic",), seed=5), workers=2
-    )
+    data = tiny_data
     workspace = tmp_path / "ws"
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cluster = LocalCluster(head_cpus=1, workers=(1,))

@@ -34,6 +34,7 @@ os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"
 
 
 def make_data(root: Path, per_split: int, seconds: float, drop: dict[int, int] | None = None):
+    """A dataset of its own (most tests share the session's ``tiny_data``)."""
     data = root / "data"
     synthesize_dataset(
         data, SynthConfig(seconds=seconds, per_split=per_split, formats=("mic",), seed=5), workers=2
@@ -59,10 +60,9 @@ def settings(data: Path, ws: Path, *sets: str, epochs=2, folds=None, **kw) -> CV
 TINY_FEATURES = load_config("tiny").features
 
 
-def test_four_fold_cv_is_tracked_and_rescorable(local_ray, tmp_path: Path):
-    data = make_data(tmp_path, per_split=1, seconds=5)
-    ws = tmp_path / "ws"
-    assert extract_dataset(data, ws, TINY_FEATURES, "mic").ok
+def test_four_fold_cv_is_tracked_and_rescorable(local_ray, tiny_data: Path, tiny_ws: Path):
+    data, ws = tiny_data, tiny_ws
+    assert extract_dataset(data, ws, TINY_FEATURES, "mic").ok  # the shared features are reused
     summary = run_cv(settings(data, ws))
     s = settings(data, ws)
 
@@ -156,10 +156,8 @@ def _kill_worker_after_epoch(stage_dir: Path, epoch: int, killed: dict) -> threa
     return thread
 
 
-def test_killed_worker_resumes_from_its_checkpoint(local_ray, tmp_path: Path):
-    data = make_data(tmp_path, per_split=1, seconds=5)
-    ws = tmp_path / "ws"
-    extract_dataset(data, ws, TINY_FEATURES, "mic")
+def test_killed_worker_resumes_from_its_checkpoint(local_ray, tiny_data: Path, tiny_ws: Path):
+    data, ws = tiny_data, tiny_ws
     s = settings(data, ws, folds=(1,), epochs=4)
     sed = s.run_dir / "fold1" / "sed"
     killed: dict = {}
@@ -174,10 +172,8 @@ def test_killed_worker_resumes_from_its_checkpoint(local_ray, tmp_path: Path):
     assert (s.run_dir / "fold1" / "doa" / "done.json").exists()
 
 
-def test_data_parallel_workers_per_fold(local_ray, tmp_path: Path):
-    data = make_data(tmp_path, per_split=1, seconds=5)
-    ws = tmp_path / "ws"
-    extract_dataset(data, ws, TINY_FEATURES, "mic")
+def test_data_parallel_workers_per_fold(local_ray, tiny_data: Path, tiny_ws: Path):
+    data, ws = tiny_data, tiny_ws
     s = settings(data, ws, folds=(2,), workers_per_fold=2, epochs=1)
     summary = run_cv(s)
     for stage in ("sed", "doa"):
@@ -191,16 +187,14 @@ def _reserved_placement_groups() -> list[str]:
     return [pg for pg, info in table.items() if info["state"] in ("PENDING", "CREATED")]
 
 
-def test_a_killed_fold_job_gives_its_cpus_back(tmp_path: Path):
+def test_a_killed_fold_job_gives_its_cpus_back(tiny_data: Path, tiny_ws: Path):
     """What ASHA does to a trial: its fold jobs are killed in the middle of a stage. Ray
     Train's cleaner must then remove the stage's placement group, or its CPUs stay reserved
     and every later trial waits for them forever (this hung the resumed search of issue 6)."""
-    data = make_data(tmp_path, per_split=1, seconds=5)
-    ws = tmp_path / "ws"
+    data, ws = tiny_data, tiny_ws
     s = settings(data, ws, folds=(1,), epochs=500)
     with ray_session(num_cpus=2, dashboard=True) as dashboard_url:
         assert dashboard_url and dashboard_url.startswith("127.0.0.1:")
-        extract_dataset(data, ws, TINY_FEATURES, "mic")
         gcs = ray.get_runtime_context().gcs_address
         job = fold_job.options(runtime_env={"env_vars": {"RAY_ADDRESS": gcs}})
         ref = job.remote(s.to_dict(), 1, None, {"sed": "", "doa": ""})
@@ -272,11 +266,10 @@ def test_search_space_errors_name_the_field(tmp_path: Path):
         assert str(path) in str(info.value)
 
 
-def test_the_joint_method_trains_through_cv_with_set_overrides(tmp_path: Path):
+def test_the_joint_method_trains_through_cv_with_set_overrides(tiny_data: Path, tmp_path: Path):
     """`cv --config paper-joint-mic --set ...` made tiny: one joint stage per fold, and a
     --set value reaches the training loop, the run folder and MLflow."""
-    data = make_data(tmp_path, per_split=1, seconds=5)
-    ws = tmp_path / "ws"
+    data, ws = tiny_data, tmp_path / "ws"
     sets = [
         *("features.sample_rate=16000", "features.n_fft=512", "features.hop_length=160"),
         *("features.n_mels=64", "model.channels=[16,32,32,32]", "model.rnn_hidden=16"),

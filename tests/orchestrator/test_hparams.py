@@ -21,7 +21,6 @@ from orchestrator.tracking import default_tracking_uri
 from orchestrator.trial import check_space, iteration_metrics, trial_config
 from seld.config import ConfigError, load_config
 from seld.models import build_model
-from seld.synth import SynthConfig, synthesize_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACES = ROOT / "search_spaces"
@@ -132,11 +131,8 @@ def _search(ws: Path, data: Path, name: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_tiny_search_with_asha_resumes_after_the_driver_dies(tmp_path: Path):
-    data = tmp_path / "data"
-    synthesize_dataset(
-        data, SynthConfig(seconds=5, per_split=1, formats=("mic",), seed=5), workers=2
-    )
+def test_tiny_search_with_asha_resumes_after_the_driver_dies(tiny_data: Path, tmp_path: Path):
+    data = tiny_data
     ws = tmp_path / "ws"
     env = os.environ | {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
     # first attempt: killed (with its local Ray) once a trial has finished its SED stages
