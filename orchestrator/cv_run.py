@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -172,14 +173,16 @@ def run_cv(
     experiment_name: str | None = None,
     on_status: Callable[[dict[str, dict[str, Any]]], None] | None = None,
     overwrite: bool = False,
+    tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) a cross-validation and return its summary.
 
     The run folder is locked for the whole run; continuing a run made with other settings is
     refused unless ``overwrite`` (which starts it again from scratch). SIGTERM or Ctrl-C marks
-    its MLflow runs KILLED."""
+    its MLflow runs KILLED. ``tags`` go on its MLflow run (a sweep's cell: its parent run,
+    variant and seed)."""
     with claimed_run(settings, overwrite):
-        return _run_cv(settings, address, experiment_name, on_status)
+        return _run_cv(settings, address, experiment_name, on_status, tags)
 
 
 def _run_cv(
@@ -187,6 +190,7 @@ def _run_cv(
     address: str | None,
     experiment_name: str | None,
     on_status: Callable[[dict[str, dict[str, Any]]], None] | None,
+    tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     started = time.time()
     client = MlflowClient(settings.tracking_uri)
@@ -195,7 +199,7 @@ def _run_cv(
         experiment_name or f"seld-{Path(settings.dataset).resolve().name}",
         Path(settings.workspace),
     )
-    runs = create_cv_runs(client, settings, experiment)
+    runs = create_cv_runs(client, settings, experiment, tags=tags)
     with killed_on_interrupt(client, runs), ray_session(address):
         sink = start_sink(settings.tracking_uri)
         fold_results = run_fold_jobs(
@@ -222,7 +226,9 @@ def _run_cv(
         "stages": {str(r["fold"]): r["stages"] for r in fold_results},
         "elapsed_s": time.time() - started,
     }
-    metrics_path = settings.layout.metrics_json
+    with atomic_path(settings.layout.test_counts) as tmp:
+        tmp.write_text(json.dumps({name: asdict(c) for name, c in overall.counts.items()}))
+    metrics_path = settings.layout.metrics_json  # last: a run with metrics.json is complete
     with atomic_path(metrics_path) as tmp:
         tmp.write_text(to_json(summary))
     client.log_artifact(pid, str(metrics_path))

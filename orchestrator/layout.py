@@ -10,6 +10,9 @@
     fold<k>/submissions/            one fold's test submissions (`seld-orch evaluate`)
     submissions/, plots/            all test recordings' CSVs and figures
     metrics.json                    the cross-validated scores
+    test_counts.json                each test recording's metric counts (paired comparisons)
+  runs/<sweep>/                     a sweep: sweep.json, summary.json, comparison.{csv,md,png,json}
+    <variant>-seed<seed>/           its cells, each a cv run as above
     <search>/                       a threshold search of the run (trials.csv, ...)
   features/<config hash>/...        seld.store.feature_root
   ray_results/                      Ray Train/Tune storage unless --storage names another
@@ -47,6 +50,20 @@ class RunLayout:
     @property
     def metrics_json(self) -> Path:
         return self.root / "metrics.json"
+
+    @property
+    def test_counts(self) -> Path:
+        """Each test recording's metric counts, for paired comparisons (``compare``)."""
+        return self.root / "test_counts.json"
+
+    @property
+    def sweep_json(self) -> Path:
+        """A sweep's spec and MLflow run (its cells are the child runs of this folder)."""
+        return self.root / "sweep.json"
+
+    @property
+    def summary_json(self) -> Path:
+        return self.root / "summary.json"
 
     @property
     def submissions(self) -> Path:

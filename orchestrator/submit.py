@@ -26,7 +26,7 @@ from seld.errors import ClusterError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
-COMMANDS = ("cv", "tune")
+COMMANDS = ("cv", "sweep", "tune")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 #: never uploaded with the job (gitignore-style patterns, as Ray's runtime_env excludes)
 EXCLUDES = [
@@ -143,6 +143,13 @@ def check_args(command: str, args: Sequence[str]) -> None:
             raise SubmitError(
                 f"{name} is required: an absolute path that every node of the cluster shares "
                 "(for example /mnt/seld/workspace)"
+            )
+    if command == "sweep" and args and not args[0].startswith("-"):
+        spec = args[0]
+        if (spec.endswith((".yaml", ".yml")) or "/" in spec) and not Path(spec).is_absolute():
+            raise SubmitError(
+                f"sweep file {spec}: a relative path would resolve in the job's temporary "
+                "working directory; give an absolute path on storage the nodes share"
             )
     for name in PATH_OPTIONS:
         for value in _option_values(args, name):

@@ -36,15 +36,59 @@ def resolve_tracking_uri(workspace: Path, uri: str | None = None) -> str:
 
 
 def get_experiment(client: MlflowClient, name: str, workspace: Path) -> str:
-    """The experiment's id, created with its artifacts in the workspace when missing."""
+    """The experiment's id, created with its artifacts in the workspace when missing, and
+    tagged so that the UI opens it on its runs table (:data:`EXPERIMENT_TAGS`)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
-        return found.experiment_id
-    if client.tracking_uri.startswith(("http://", "https://", "databricks")):
+        experiment_id = found.experiment_id
+        if all(found.tags.get(k) == v for k, v in EXPERIMENT_TAGS.items()):
+            return experiment_id
+    elif client.tracking_uri.startswith(("http://", "https://", "databricks")):
         # a tracking server decides where artifacts go (its --artifacts-destination: S3, ...)
-        return client.create_experiment(name)
-    location = (Path(workspace) / "mlartifacts").resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+        experiment_id = client.create_experiment(name)
+    else:
+        location = (Path(workspace) / "mlartifacts").resolve().as_uri()
+        experiment_id = client.create_experiment(name, artifact_location=location)
+    for key, value in EXPERIMENT_TAGS.items():
+        client.set_experiment_tag(experiment_id, key, value)
+    return experiment_id
+
+
+#: the name of the saved runs-table view of every experiment (``?viewStateShareKey=...``)
+RUNS_VIEW = "seld-runs"
+#: the runs table's columns in that view: what a comparison of cv runs reads first
+RUNS_VIEW_COLUMNS = [
+    "tags.`variant`",
+    "tags.`method`",
+    "tags.`seed`",
+    "metrics.`cv_seld`",
+    "metrics.`cv_doa_error`",
+    "metrics.`cv_f`",
+    "metrics.`cv_er`",
+    "metrics.`cv_frame_recall`",
+    "tags.`config`",
+]
+#: MLflow 3's UI opens an experiment of kind "custom model development" on its runs table (not
+#: the GenAI overview), and a ``mlflow.sharedViewState.<key>`` tag is a saved view of it, as
+#: the UI's own "share" button stores one (the state is JSON: columns, order, grouping)
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    f"mlflow.sharedViewState.{RUNS_VIEW}": json.dumps(
+        {
+            "selectedColumns": RUNS_VIEW_COLUMNS,
+            "orderByKey": "metrics.`cv_seld`",
+            "orderByAsc": True,
+            "runsExpanded": {},
+            "viewMaximized": False,
+            "runListHidden": False,
+        }
+    ),
+}
+
+
+def experiment_url(ui: str, experiment_id: str) -> str:
+    """The UI address of an experiment's runs table in the saved view."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={RUNS_VIEW}"
 
 
 def provenance_tags() -> dict[str, str]:

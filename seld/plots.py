@@ -51,3 +51,49 @@ def plot_recording(
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
     return path
+
+
+#: the metrics of a comparison figure, with their axis labels (lower is better except F, FR)
+COMPARED_METRICS = {
+    "er": "ER",
+    "f": "F",
+    "doa_error": "DOA error (°)",
+    "frame_recall": "frame recall",
+    "seld": "SELD score",
+}
+
+
+def plot_comparison(
+    values: dict[str, dict[str, list[float]]],
+    title: str,
+    path: Path,
+    published: dict[str, dict[str, float]] | None = None,
+) -> Path:
+    """Write a PNG comparing variants: one panel per metric, each seed's value as a dot, the
+    mean over seeds with ± one standard deviation as a bar, and a published value (when given
+    for a variant) as a star.
+
+    ``values``: variant -> metric -> one value per seed (NaN values are left out)."""
+    names = list(values)
+    fig, axes = plt.subplots(1, len(COMPARED_METRICS), figsize=(3.2 * len(COMPARED_METRICS), 4))
+    positions = np.arange(len(names))
+    for ax, (metric, label) in zip(axes, COMPARED_METRICS.items(), strict=True):
+        for i, name in enumerate(names):
+            seeds = np.asarray(values[name].get(metric, []), dtype=float)
+            seeds = seeds[np.isfinite(seeds)]
+            if seeds.size:
+                ax.scatter(np.full(seeds.size, i), seeds, s=14, color="0.55", zorder=2)
+                sd = seeds.std(ddof=1) if seeds.size > 1 else 0.0
+                ax.errorbar(i, seeds.mean(), yerr=sd, fmt="o", color="C0", capsize=4, zorder=3)
+            paper = (published or {}).get(name, {}).get(metric)
+            if paper is not None:
+                ax.scatter(i, paper, marker="*", s=90, color="C3", zorder=4)
+        ax.set_title(label, fontsize=10)
+        ax.set_xticks(positions, names, rotation=45, ha="right", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title + ("   (★ published)" if published else ""), fontsize=11)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path

@@ -1,4 +1,5 @@
-"""Cluster commands: check a `ray up` definition, submit cv or tune as Ray jobs, follow them."""
+"""Cluster commands: check a `ray up` definition, submit cv, sweep or tune as Ray jobs, follow
+them."""
 
 from __future__ import annotations
 
@@ -74,6 +75,15 @@ def submit_cv(ctx: typer.Context, address: JobAddressOpt = None, follow: FollowO
     """Submit `seld-orch cv ARGS` as a Ray job and print its id. Paths (--dataset, --workspace)
     must be absolute and on storage every node shares."""
     _submit("cv", ctx, address, follow)
+
+
+@submit_app.command("sweep", context_settings=PASS_THROUGH)
+def submit_sweep(
+    ctx: typer.Context, address: JobAddressOpt = None, follow: FollowOpt = False
+) -> None:
+    """Submit `seld-orch sweep SWEEP ARGS` as a Ray job and print its id. A sweep file must be
+    an absolute path on storage every node shares (or a shipped sweep's name)."""
+    _submit("sweep", ctx, address, follow)
 
 
 @submit_app.command("tune", context_settings=PASS_THROUGH)

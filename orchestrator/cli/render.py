@@ -225,3 +225,66 @@ def _group_rows(report: ScoreReport):
     for group in ("ov", "ir"):
         for key, scores in sorted(report.groups.get(group, {}).items()):
             yield f"{group}{key}", scores
+
+
+def comparison_tables(comparison: Mapping, title: str, by: str | None = None) -> list[Table]:
+    """The comparison (``orchestrator.compare.Comparison.to_dict``) as tables: variants with
+    mean ± sd over seeds (and the published row beneath), then per ``by`` value (ov or ir),
+    then the paired bootstrap of SELD."""
+    from orchestrator.compare import METRICS, fmt, verdict_text
+
+    headers = ("ER", "F", "DOA error", "frame recall", "SELD")
+    main = Table(title=f"{title}: test splits, mean ± sd over seeds", title_justify="left")
+    main.add_column("variant", no_wrap=True)
+    for column in ("method", "format", "seeds"):
+        main.add_column(column)
+    for header in headers:
+        main.add_column(header, justify="right")
+    for row in comparison["rows"]:
+        seeds = str(len(row["seeds"])) + (f" ({row['failed']} failed)" if row["failed"] else "")
+        values = [fmt(m, _num(row["mean"][m]), _num(row["sd"][m])) for m in METRICS]
+        main.add_row(row["variant"], row["method"], row["format"], seeds, *values)
+        if row.get("published"):
+            paper = [fmt(m, _num(row["published"][m]), float("nan")) for m in METRICS]
+            main.add_row("  published", "", "", "", *paper, style="dim")
+    for failed in comparison["failed"]:
+        main.add_row(failed["variant"], "", "", f"seed {failed['seed']}", "FAILED", style="red")
+    tables = [main]
+    if by is not None:
+        per = Table(title=f"{title}: per {by}", title_justify="left")
+        per.add_column("variant", no_wrap=True)
+        per.add_column(by, no_wrap=True, min_width=2)
+        for header in headers:
+            per.add_column(header, justify="right")
+        for row in comparison["rows"]:
+            for key, stats in row["groups"].get(by, {}).items():
+                values = [fmt(m, _num(stats[m][0]), _num(stats[m][1])) for m in METRICS]
+                per.add_row(row["variant"], key, *values)
+        tables.append(per)
+    if comparison["pairs"]:
+        pairs = Table(
+            title="paired bootstrap over recordings and seeds: SELD difference",
+            title_justify="left",
+        )
+        for column in ("variant", "against", "ΔSELD", "95% interval", "verdict"):
+            pairs.add_column(column)
+        for p in comparison["pairs"]:
+            interval = f"[{_num(p['low']):+.3f}, {_num(p['high']):+.3f}]"
+            pairs.add_row(
+                p["a"], p["b"], f"{_num(p['difference']):+.3f}", interval, verdict_text(p)
+            )
+        tables.append(pairs)
+    return tables
+
+
+def print_comparison(console: Console, comparison: Mapping, title: str, by: str | None = None):
+    """The comparison's tables, then its notes (why a pair has no paired comparison)."""
+    for table in comparison_tables(comparison, title, by):
+        console.print(table)
+    for note in comparison.get("notes", []):
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+
+
+def _num(value) -> float:
+    """A JSON number (null where it was NaN) as a float."""
+    return float("nan") if value is None else float(value)

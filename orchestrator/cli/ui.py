@@ -11,6 +11,20 @@ from orchestrator.cli.common import WorkspaceOpt, app
 from orchestrator.cli.render import console, err_console
 
 
+def experiment_views(uri: str, ui: str) -> list[tuple[str, str]]:
+    """(name, address of its runs table in the saved view) of the store's experiments."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.tracking import RUNS_VIEW, experiment_url
+
+    experiments = MlflowClient(uri).search_experiments()
+    return [
+        (e.name, experiment_url(ui, e.experiment_id))
+        for e in experiments
+        if f"mlflow.sharedViewState.{RUNS_VIEW}" in e.tags
+    ]
+
+
 @app.command()
 def ui(
     workspace: WorkspaceOpt = Path("workspace"),
@@ -41,6 +55,8 @@ def ui(
             )
             raise typer.Exit(2) from None
     console.print(f"MLflow UI for {uri} at http://127.0.0.1:{port} (Ctrl-C stops it)")
+    for name, url in experiment_views(uri, f"http://127.0.0.1:{port}"):
+        console.print(f"  {name}: {url}", highlight=False, soft_wrap=True)
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]

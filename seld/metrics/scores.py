@@ -90,24 +90,41 @@ class SeldCounts:
 
     def scores(self) -> SeldScores:
         """ER, F, DOA error, frame recall and SELD score, with the official formulas and eps."""
-        er = _ratio(self.S + self.D + self.I, self.Nref)
-        precision = self.TP / (self.Nsys + _EPS)
-        recall = self.TP / (self.Nref + _EPS)
-        f = 2 * precision * recall / (precision + recall + _EPS)
-        doa_error = _ratio(self.doa_cost_deg, self.n_pred_doa)
-        frame_recall = _ratio(self.n_good_frames, self.n_frames)
-        seld = (er + (1 - f) + doa_error / 180 + (1 - frame_recall)) / 4
-        return SeldScores(float(er), float(f), float(doa_error), float(frame_recall), float(seld))
+        values = scores_of_arrays(self.as_array())
+        return SeldScores(*(float(values[name]) for name in SeldScores.__dataclass_fields__))
+
+    def as_array(self) -> np.ndarray:
+        """The counts as one float vector, in the order of the dataclass fields."""
+        return np.array([getattr(self, name) for name in _COUNT_FIELDS], dtype=np.float64)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, float]) -> SeldCounts:
+        return cls(**{name: type(getattr(cls(), name))(data[name]) for name in _COUNT_FIELDS})
+
+
+def scores_of_arrays(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """The five scores of pooled counts, vectorised: ``counts[..., i]`` is the ``i``-th field
+    of :class:`SeldCounts` (as :meth:`SeldCounts.as_array` orders them), so a bootstrap can
+    score thousands of resampled poolings at once. NaN where a denominator is zero."""
+    c = {name: counts[..., i] for i, name in enumerate(_COUNT_FIELDS)}
+    er = _ratio(c["S"] + c["D"] + c["I"], c["Nref"])
+    precision = c["TP"] / (c["Nsys"] + _EPS)
+    recall = c["TP"] / (c["Nref"] + _EPS)
+    f = 2 * precision * recall / (precision + recall + _EPS)
+    doa_error = _ratio(c["doa_cost_deg"], c["n_pred_doa"])
+    frame_recall = _ratio(c["n_good_frames"], c["n_frames"])
+    seld = (er + (1 - f) + doa_error / 180 + (1 - frame_recall)) / 4
+    return {"er": er, "f": f, "doa_error": doa_error, "frame_recall": frame_recall, "seld": seld}
 
 
 _COUNT_FIELDS = tuple(SeldCounts.__dataclass_fields__)
 
 
-def _ratio(numerator: float, denominator: float) -> float:
-    """``numerator / denominator``; NaN (not computable) for a zero denominator."""
-    if denominator == 0:
-        return math.nan
-    return numerator / denominator
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator``; NaN (not computable) where the denominator is zero."""
+    numerator, denominator = np.asarray(numerator, float), np.asarray(denominator, float)
+    safe = np.where(denominator == 0, 1.0, denominator)
+    return np.where(denominator == 0, math.nan, numerator / safe)
 
 
 @dataclass
@@ -117,6 +134,8 @@ class ScoreReport:
     overall: SeldScores
     per_file: dict[str, SeldScores] = field(default_factory=dict)
     groups: dict[str, dict[int, SeldScores]] = field(default_factory=dict)
+    #: each recording's counts, from which any pooling of them can be scored again
+    counts: dict[str, SeldCounts] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """JSON-ready nesting of plain dicts (NaN stays a float NaN)."""
@@ -149,4 +168,5 @@ def report_from_counts(counts: Mapping[str, SeldCounts]) -> ScoreReport:
             group: {key: c.scores() for key, c in sorted(per_key.items())}
             for group, per_key in grouped.items()
         },
+        counts=dict(counts),
     )

@@ -1,0 +1,336 @@
+"""``seld-orch compare``: cv runs and sweeps side by side, as mean ± sd over seeds, with paired
+bootstrap intervals so that a difference within noise reads as such.
+
+A target is a sweep (``runs/<sweep>/sweep.json``: every variant x seed cell) or a single cv run
+(its own variant, its config's seed). Each cv run contributes its cross-validated test scores
+(``metrics.json``, per ov and ir too) and, for the paired comparison, each test recording's
+metric counts (``test_counts.json``). Published numbers (``orchestrator/sweeps/published.yaml``)
+stand beside the variants a sweep maps to them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from orchestrator.jsonout import to_json
+from orchestrator.layout import RunLayout
+from seld.errors import MissingArtifactError
+from seld.fsutil import atomic_path
+from seld.metrics.bootstrap import PairedDifference, paired_bootstrap
+from seld.metrics.scores import SeldCounts
+from seld.plots import COMPARED_METRICS, plot_comparison
+
+METRICS = tuple(COMPARED_METRICS)
+GROUPS = ("ov", "ir")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One cv run of a comparison: which variant and seed it is, and its folder."""
+
+    variant: str
+    seed: int
+    layout: RunLayout
+
+
+@dataclass
+class VariantRow:
+    variant: str
+    method: str
+    format: str
+    seeds: list[int]
+    per_seed: dict[str, list[float]]
+    mean: dict[str, float]
+    sd: dict[str, float]
+    #: "ov" -> "1" -> metric -> (mean, sd)
+    groups: dict[str, dict[str, dict[str, tuple[float, float]]]] = field(default_factory=dict)
+    failed: int = 0
+    published: dict[str, float] | None = None
+
+
+@dataclass
+class Pair:
+    a: str
+    b: str
+    difference: PairedDifference
+
+
+@dataclass
+class Comparison:
+    rows: list[VariantRow]
+    pairs: list[Pair]
+    failed: list[tuple[str, int, str]]
+    published_source: str = ""
+    #: why a pair of variants has no paired comparison
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": [asdict(r) for r in self.rows],
+            "pairs": [
+                {
+                    "a": p.a,
+                    "b": p.b,
+                    **asdict(p.difference),
+                    "within_noise": p.difference.within_noise,
+                }
+                for p in self.pairs
+            ],
+            "failed": [{"variant": v, "seed": s, "error": e} for v, s, e in self.failed],
+            "published_source": self.published_source,
+            "notes": self.notes,
+        }
+
+
+def published_table() -> tuple[str, dict[str, dict[str, float]]]:
+    """(source, key -> er/f/doa_error/frame_recall/seld) of the shipped published numbers."""
+    data = yaml.safe_load(
+        resources.files("orchestrator.sweeps").joinpath("published.yaml").read_text()
+    )
+    rows = {}
+    for key, row in data["rows"].items():
+        seld = (row["er"] + 1 - row["f"] + row["doa_error"] / 180 + 1 - row["frame_recall"]) / 4
+        rows[key] = {**row, "seld": seld}
+    return str(data["source"]), rows
+
+
+def sweep_entries(
+    layout: RunLayout,
+) -> tuple[list[Entry], list[tuple[str, int, str]], dict[str, str]]:
+    """A sweep's finished cells, its unfinished or failed ones (variant, seed, why), and its
+    variants' published keys."""
+    spec = json.loads(layout.sweep_json.read_text())["sweep"]
+    entries, missing = [], []
+    for variant in spec["variants"]:
+        for seed in spec["seeds"]:
+            cell = layout.child(f"{variant['name']}-seed{seed}")
+            if cell.metrics_json.exists():
+                entries.append(Entry(variant["name"], int(seed), cell))
+            else:
+                missing.append((variant["name"], int(seed), "no scores (failed or unfinished)"))
+    published = {v["name"]: v["published"] for v in spec["variants"] if v.get("published")}
+    return entries, missing, published
+
+
+def resolve(
+    workspace: Path, names: list[str]
+) -> tuple[list[Entry], list[tuple[str, int, str]], dict[str, str]]:
+    """Sweeps and cv runs of a workspace, by name, as comparison entries."""
+    entries, missing, published = [], [], {}
+    for name in names:
+        layout = RunLayout.named(workspace, name)
+        if layout.sweep_json.exists():
+            e, m, p = sweep_entries(layout)
+            entries += e
+            missing += m
+            published |= p
+        elif layout.metrics_json.exists():
+            seed = int(json.loads(layout.config_json.read_text())["config"].get("seed", 0))
+            entries.append(Entry(name, seed, layout))
+        else:
+            raise MissingArtifactError(
+                f"{layout.root}: neither a sweep (sweep.json) nor a finished cv run "
+                "(metrics.json); `seld-orch sweep` or `seld-orch cv` makes them"
+            )
+    return entries, missing, published
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
+
+
+def _counts(layout: RunLayout) -> dict[str, SeldCounts] | None:
+    if not layout.test_counts.exists():
+        return None
+    counts = json.loads(layout.test_counts.read_text())
+    return {name: SeldCounts.from_dict(c) for name, c in counts.items()}
+
+
+def compare_runs(
+    entries: list[Entry],
+    *,
+    published: dict[str, str] | None = None,
+    failed: list[tuple[str, int, str]] | None = None,
+    baseline: str | None = None,
+    samples: int = 2000,
+    seed: int = 0,
+) -> Comparison:
+    """Group ``entries`` by variant (in order of appearance), average over seeds, and compare
+    each variant with ``baseline`` (default: the lowest mean SELD) by a paired bootstrap over
+    the recordings and seeds both have."""
+    failed = list(failed or [])
+    source, table = published_table() if published else ("", {})
+    by_variant: dict[str, list[tuple[Entry, dict[str, Any]]]] = {}
+    for entry in entries:
+        metrics = json.loads(entry.layout.metrics_json.read_text())
+        by_variant.setdefault(entry.variant, []).append((entry, metrics))
+    rows = []
+    for variant, runs in by_variant.items():
+        config = json.loads(runs[0][0].layout.config_json.read_text())["config"]
+        per_seed = {m: [float(r["overall"][m]) for _, r in runs] for m in METRICS}
+        stats = {m: _mean_sd(v) for m, v in per_seed.items()}
+        groups: dict[str, dict[str, dict[str, tuple[float, float]]]] = {}
+        for group in GROUPS:
+            keys = sorted({k for _, r in runs for k in r.get("groups", {}).get(group, {})})
+            groups[group] = {
+                key: {
+                    m: _mean_sd([r["groups"][group].get(key, {}).get(m, math.nan) for _, r in runs])
+                    for m in METRICS
+                }
+                for key in keys
+            }
+        key = (published or {}).get(variant)
+        rows.append(
+            VariantRow(
+                variant,
+                str(config.get("method", "")),
+                str(config.get("data", {}).get("format", "")),
+                [e.seed for e, _ in runs],
+                per_seed,
+                {m: s[0] for m, s in stats.items()},
+                {m: s[1] for m, s in stats.items()},
+                groups,
+                sum(1 for v, _, _ in failed if v == variant),
+                table.get(key) if key else None,
+            )
+        )
+    notes: list[str] = []
+    pairs = _pairs(by_variant, rows, baseline, samples, seed, notes)
+    return Comparison(rows, pairs, failed, source, notes)
+
+
+def _pairs(by_variant, rows, baseline, samples, seed, notes: list[str]) -> list[Pair]:
+    finite = [r for r in rows if math.isfinite(r.mean["seld"])]
+    if len(rows) < 2 or not finite:
+        return []
+    if baseline is not None and baseline not in by_variant:
+        raise MissingArtifactError(f"--baseline {baseline!r}: not a compared variant")
+    base = baseline or min(finite, key=lambda r: r.mean["seld"]).variant
+    base_runs = {e.seed: _counts(e.layout) for e, _ in by_variant[base]}
+    pairs = []
+    for row in rows:
+        if row.variant == base:
+            continue
+        other = {e.seed: _counts(e.layout) for e, _ in by_variant[row.variant]}
+        shared = sorted(s for s in set(base_runs) & set(other) if base_runs[s] and other[s])
+        if not shared:
+            notes.append(
+                f"no paired comparison of {row.variant} and {base}: no shared seed with "
+                "per-recording counts"
+            )
+            continue
+        try:
+            diff = paired_bootstrap(
+                [other[s] for s in shared],
+                [base_runs[s] for s in shared],
+                samples=samples,
+                seed=seed,
+            )
+        except ValueError as exc:  # fewer than two recordings in common
+            notes.append(f"no paired comparison of {row.variant} and {base}: {exc}")
+            continue
+        pairs.append(Pair(row.variant, base, diff))
+    return pairs
+
+
+def fmt(metric: str, mean: float, sd: float) -> str:
+    """``0.312 ± 0.021`` (DOA error in degrees with one decimal); ``-`` when not computable."""
+    if not math.isfinite(mean):
+        return "-"
+    digits = 1 if metric == "doa_error" else 3
+    return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if math.isfinite(sd) else "")
+
+
+def to_csv(c: Comparison) -> str:
+    out = io.StringIO()
+    fields = ["variant", "method", "format", "seeds", "failed"]
+    fields += [f"{m}_{k}" for m in METRICS for k in ("mean", "sd")]
+    fields += [f"{g}{key}_{m}_mean" for g in GROUPS for key in _group_keys(c, g) for m in METRICS]
+    fields += [f"published_{m}" for m in METRICS]
+    writer = csv.DictWriter(out, fields, lineterminator="\n")
+    writer.writeheader()
+    for r in c.rows:
+        row: dict[str, Any] = {
+            "variant": r.variant, "method": r.method, "format": r.format,
+            "seeds": " ".join(map(str, r.seeds)), "failed": r.failed,
+        }  # fmt: skip
+        for m in METRICS:
+            row[f"{m}_mean"], row[f"{m}_sd"] = r.mean[m], r.sd[m]
+            if r.published:
+                row[f"published_{m}"] = r.published[m]
+        for g in GROUPS:
+            for key, stats in r.groups.get(g, {}).items():
+                for m in METRICS:
+                    row[f"{g}{key}_{m}_mean"] = stats[m][0]
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def _group_keys(c: Comparison, group: str) -> list[str]:
+    return sorted({k for r in c.rows for k in r.groups.get(group, {})})
+
+
+def to_markdown(c: Comparison, title: str) -> str:
+    head = "| variant | method | format | seeds | ER | F | DOA error (°) | frame recall | SELD |"
+    lines = [f"# {title}", "", "Test splits of every fold together; mean ± sd over seeds.", ""]
+    lines += [head, "|" + "---|" * 9]
+    for r in c.rows:
+        cells = [fmt(m, r.mean[m], r.sd[m]) for m in METRICS]
+        seeds = f"{len(r.seeds)}" + (f" ({r.failed} failed)" if r.failed else "")
+        lines.append(f"| {r.variant} | {r.method} | {r.format} | {seeds} | {' | '.join(cells)} |")
+        if r.published:
+            paper = [fmt(m, r.published[m], math.nan) for m in METRICS]
+            lines.append(f"| ↳ published | | | | {' | '.join(paper)} |")
+    if c.published_source:
+        lines += ["", f"Published: {c.published_source}."]
+    if c.pairs:
+        lines += ["", "Paired bootstrap over recordings (and seeds) of the SELD difference:", ""]
+        lines += ["| variant | against | ΔSELD | 95% interval | verdict |", "|---|---|---|---|---|"]
+        for p in c.pairs:
+            d = p.difference
+            interval = f"[{d.low:+.3f}, {d.high:+.3f}]"
+            lines.append(f"| {p.a} | {p.b} | {d.difference:+.3f} | {interval} | {verdict(p)} |")
+    lines += [f"\nNote: {note}." for note in c.notes]
+    for variant, seed, error in c.failed:
+        lines.append(f"\nFAILED: {variant} seed {seed}: {error}")
+    return "\n".join(lines) + "\n"
+
+
+def verdict(p: Pair) -> str:
+    return verdict_text({"a": p.a, "difference": p.difference.difference,
+                         "within_noise": p.difference.within_noise})  # fmt: skip
+
+
+def verdict_text(pair: dict[str, Any]) -> str:
+    """What a paired difference says (lower SELD is better): within noise, better or worse."""
+    if pair["within_noise"]:
+        return "within noise"
+    return f"{pair['a']} worse" if pair["difference"] > 0 else f"{pair['a']} better"
+
+
+def write_comparison(c: Comparison, folder: Path, title: str) -> dict[str, Path]:
+    """``comparison.csv``, ``comparison.md``, ``comparison.png`` and ``comparison.json``."""
+    paths = {k: Path(folder) / f"comparison.{k}" for k in ("csv", "md", "png", "json")}
+    for key, text in (
+        ("csv", to_csv(c)),
+        ("md", to_markdown(c, title)),
+        ("json", to_json(c.to_dict())),
+    ):
+        with atomic_path(paths[key]) as tmp:
+            tmp.write_text(text)
+    published = {r.variant: r.published for r in c.rows if r.published}
+    plot_comparison({r.variant: r.per_seed for r in c.rows}, title, paths["png"], published or None)
+    return paths
