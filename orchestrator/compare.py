@@ -10,8 +10,6 @@ stand beside the variants a sweep maps to them.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -22,13 +20,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from orchestrator.jsonout import to_json
 from orchestrator.layout import RunLayout
 from seld.errors import MissingArtifactError
-from seld.fsutil import atomic_path
 from seld.metrics.bootstrap import PairedDifference, paired_bootstrap
 from seld.metrics.scores import SeldCounts
-from seld.plots import COMPARED_METRICS, plot_comparison
+from seld.plots import COMPARED_METRICS
 
 METRICS = tuple(COMPARED_METRICS)
 GROUPS = ("ov", "ir")
@@ -244,93 +240,3 @@ def _pairs(by_variant, rows, baseline, samples, seed, notes: list[str]) -> list[
             continue
         pairs.append(Pair(row.variant, base, diff))
     return pairs
-
-
-def fmt(metric: str, mean: float, sd: float) -> str:
-    """``0.312 ± 0.021`` (DOA error in degrees with one decimal); ``-`` when not computable."""
-    if not math.isfinite(mean):
-        return "-"
-    digits = 1 if metric == "doa_error" else 3
-    return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if math.isfinite(sd) else "")
-
-
-def to_csv(c: Comparison) -> str:
-    out = io.StringIO()
-    fields = ["variant", "method", "format", "seeds", "failed"]
-    fields += [f"{m}_{k}" for m in METRICS for k in ("mean", "sd")]
-    fields += [f"{g}{key}_{m}_mean" for g in GROUPS for key in _group_keys(c, g) for m in METRICS]
-    fields += [f"published_{m}" for m in METRICS]
-    writer = csv.DictWriter(out, fields, lineterminator="\n")
-    writer.writeheader()
-    for r in c.rows:
-        row: dict[str, Any] = {
-            "variant": r.variant, "method": r.method, "format": r.format,
-            "seeds": " ".join(map(str, r.seeds)), "failed": r.failed,
-        }  # fmt: skip
-        for m in METRICS:
-            row[f"{m}_mean"], row[f"{m}_sd"] = r.mean[m], r.sd[m]
-            if r.published:
-                row[f"published_{m}"] = r.published[m]
-        for g in GROUPS:
-            for key, stats in r.groups.get(g, {}).items():
-                for m in METRICS:
-                    row[f"{g}{key}_{m}_mean"] = stats[m][0]
-        writer.writerow(row)
-    return out.getvalue()
-
-
-def _group_keys(c: Comparison, group: str) -> list[str]:
-    return sorted({k for r in c.rows for k in r.groups.get(group, {})})
-
-
-def to_markdown(c: Comparison, title: str) -> str:
-    head = "| variant | method | format | seeds | ER | F | DOA error (°) | frame recall | SELD |"
-    lines = [f"# {title}", "", "Test splits of every fold together; mean ± sd over seeds.", ""]
-    lines += [head, "|" + "---|" * 9]
-    for r in c.rows:
-        cells = [fmt(m, r.mean[m], r.sd[m]) for m in METRICS]
-        seeds = f"{len(r.seeds)}" + (f" ({r.failed} failed)" if r.failed else "")
-        lines.append(f"| {r.variant} | {r.method} | {r.format} | {seeds} | {' | '.join(cells)} |")
-        if r.published:
-            paper = [fmt(m, r.published[m], math.nan) for m in METRICS]
-            lines.append(f"| ↳ published | | | | {' | '.join(paper)} |")
-    if c.published_source:
-        lines += ["", f"Published: {c.published_source}."]
-    if c.pairs:
-        lines += ["", "Paired bootstrap over recordings (and seeds) of the SELD difference:", ""]
-        lines += ["| variant | against | ΔSELD | 95% interval | verdict |", "|---|---|---|---|---|"]
-        for p in c.pairs:
-            d = p.difference
-            interval = f"[{d.low:+.3f}, {d.high:+.3f}]"
-            lines.append(f"| {p.a} | {p.b} | {d.difference:+.3f} | {interval} | {verdict(p)} |")
-    lines += [f"\nNote: {note}." for note in c.notes]
-    for variant, seed, error in c.failed:
-        lines.append(f"\nFAILED: {variant} seed {seed}: {error}")
-    return "\n".join(lines) + "\n"
-
-
-def verdict(p: Pair) -> str:
-    return verdict_text({"a": p.a, "difference": p.difference.difference,
-                         "within_noise": p.difference.within_noise})  # fmt: skip
-
-
-def verdict_text(pair: dict[str, Any]) -> str:
-    """What a paired difference says (lower SELD is better): within noise, better or worse."""
-    if pair["within_noise"]:
-        return "within noise"
-    return f"{pair['a']} worse" if pair["difference"] > 0 else f"{pair['a']} better"
-
-
-def write_comparison(c: Comparison, folder: Path, title: str) -> dict[str, Path]:
-    """``comparison.csv``, ``comparison.md``, ``comparison.png`` and ``comparison.json``."""
-    paths = {k: Path(folder) / f"comparison.{k}" for k in ("csv", "md", "png", "json")}
-    for key, text in (
-        ("csv", to_csv(c)),
-        ("md", to_markdown(c, title)),
-        ("json", to_json(c.to_dict())),
-    ):
-        with atomic_path(paths[key]) as tmp:
-            tmp.write_text(text)
-    published = {r.variant: r.published for r in c.rows if r.published}
-    plot_comparison({r.variant: r.per_seed for r in c.rows}, title, paths["png"], published or None)
-    return paths

@@ -31,7 +31,8 @@ from typing import Any
 import ray
 from mlflow.tracking import MlflowClient
 
-from orchestrator.compare import Entry, compare_runs, write_comparison
+from orchestrator.compare import Entry, compare_runs
+from orchestrator.compare_report import write_comparison
 from orchestrator.cv import CVSettings
 from orchestrator.cv_run import run_cv
 from orchestrator.extract import extract_dataset

@@ -231,7 +231,8 @@ def comparison_tables(comparison: Mapping, title: str, by: str | None = None) ->
     """The comparison (``orchestrator.compare.Comparison.to_dict``) as tables: variants with
     mean ± sd over seeds (and the published row beneath), then per ``by`` value (ov or ir),
     then the paired bootstrap of SELD."""
-    from orchestrator.compare import METRICS, fmt, verdict_text
+    from orchestrator.compare import METRICS
+    from orchestrator.compare_report import fmt, verdict_text
 
     headers = ("ER", "F", "DOA error", "frame recall", "SELD")
     main = Table(title=f"{title}: test splits, mean ± sd over seeds", title_justify="left")

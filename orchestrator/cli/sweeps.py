@@ -122,7 +122,8 @@ def compare(
     """Cv runs and sweeps side by side: ER, F, DOA error, frame recall and SELD as mean ± sd
     over seeds, published numbers beside a paper sweep, and a paired bootstrap of SELD over the
     recordings (a difference whose interval holds 0 is shown as within noise)."""
-    from orchestrator.compare import GROUPS, compare_runs, resolve, to_csv
+    from orchestrator.compare import GROUPS, compare_runs, resolve
+    from orchestrator.compare_report import to_csv
     from seld.errors import ConfigError
 
     if by is not None and by not in GROUPS:
