@@ -120,13 +120,21 @@ def _sweep_run(client: MlflowClient, experiment: str, sweep: Sweep, layout: RunL
     return run.info.run_id
 
 
-def _mark_failed(client: MlflowClient, s: CVSettings, error: str) -> None:
-    """A failed cell's cv run and its unfinished stage runs end FAILED, with the reason."""
-    if not s.layout.mlflow_runs.exists():
-        return
-    runs = json.loads(s.layout.mlflow_runs.read_text())
-    client.set_tag(runs["parent"], "error", error[:5000])
-    for run_id in [runs["parent"], *(r for st in runs["children"].values() for r in st.values())]:
+def _mark_failed(
+    client: MlflowClient, experiment: str, s: CVSettings, tags: dict[str, str], error: str
+) -> None:
+    """A failed cell's cv run and its unfinished stage runs end FAILED, with the reason; a cell
+    that failed before its cv run existed (its data, say) gets one, so the tree shows it."""
+    if s.layout.mlflow_runs.exists():
+        runs = json.loads(s.layout.mlflow_runs.read_text())
+        stage_runs = [r for stages in runs["children"].values() for r in stages.values()]
+        run_ids = [runs["parent"], *stage_runs]
+    else:
+        run = client.create_run(experiment, run_name=s.run, tags={**tags, "kind": "cv"})
+        log_params(client, run.info.run_id, flatten(dict(s.config)))
+        run_ids = [run.info.run_id]
+    client.set_tag(run_ids[0], "error", error[:5000])
+    for run_id in run_ids:
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_terminated(run_id, "FAILED")
 
@@ -157,6 +165,15 @@ def run_sweep(
         resources=HEAD_NODE,  # next to the tracking store, as the cv driver would be
         runtime_env={"env_vars": {"RAY_ADDRESS": gcs}},
     )
+
+    def cell_tags(cell: Cell) -> dict[str, str]:
+        tags = {"mlflow.parentRunId": sweep_run, "sweep": sweep.name}
+        return tags | {
+            "variant": cell.variant,
+            "seed": str(cell.seed),
+            "method": cell.experiment.method,
+        }
+
     results: dict[str, CellResult] = {}
     todo = []
     for cell in sweep.cells:
@@ -173,9 +190,7 @@ def run_sweep(
         while todo or pending:
             while todo and len(pending) < limit:
                 cell, s = todo.pop(0)
-                tags = {"mlflow.parentRunId": sweep_run, "sweep": sweep.name}
-                tags |= {"variant": cell.variant, "seed": str(cell.seed)}
-                pending[task.remote(s.to_dict(), name, tags)] = (cell, s)
+                pending[task.remote(s.to_dict(), name, cell_tags(cell))] = (cell, s)
                 say(f"{cell.run}: started")
             ready, _ = ray.wait(list(pending), num_returns=1)
             cell, s = pending.pop(ready[0])
@@ -188,7 +203,7 @@ def run_sweep(
             except (ray.exceptions.RayError, Exception) as exc:  # one cell fails, not the sweep
                 error = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
                 results[cell.run] = CellResult(cell.variant, cell.seed, s.run, "failed", error)
-                _mark_failed(client, s, str(exc))
+                _mark_failed(client, experiment, s, cell_tags(cell), str(exc))
                 say(f"{cell.run}: FAILED: {error}")
     except BaseException:
         for ref in pending:

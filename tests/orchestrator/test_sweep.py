@@ -193,7 +193,9 @@ def test_sweep_fold_jobs_spread_over_two_gpu_nodes(tiny_data: Path, tiny_ws: Pat
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
     for _ in range(2):
         cluster.add_node(num_cpus=2, num_gpus=1)
-    spec = write_sweep(tmp_path / "gpu.yaml", name="gpu", variants=[{"name": "crnn"}],
+    # the foa variant is valid but the dataset has no foa recordings: its cells fail at run time
+    variants = [{"name": "crnn"}, {"name": "foa", "set": {"data.format": "foa"}}]
+    spec = write_sweep(tmp_path / "gpu.yaml", name="gpu", variants=variants,
                        set={"cv.folds": [1], "train.epochs": 1,
                             "train.max_batches_per_epoch": 2})  # fmt: skip
     sweep = load_sweep(spec)
@@ -207,7 +209,29 @@ def test_sweep_fold_jobs_spread_over_two_gpu_nodes(tiny_data: Path, tiny_ws: Pat
     finally:
         ray.shutdown()
         cluster.shutdown()
-    assert [c["status"] for c in summary["cells"]] == ["finished", "finished"]
-    nodes = {p.read_text() for p in (tiny_ws / "runs" / "gpu").glob("*/fold*/*/node.txt")}
+    assert [c["status"] for c in summary["cells"]] == ["finished", "finished", "failed", "failed"]
+    assert all("foa_dev: folder missing" in c["error"] for c in summary["cells"][2:])
+    failed = summary["comparison"]["failed"]
+    assert [(f["variant"], f["seed"]) for f in failed] == [("foa", 0), ("foa", 1)]
+    assert [r["variant"] for r in summary["comparison"]["rows"]] == ["crnn"]
+    client = MlflowClient(default_tracking_uri(tiny_ws))
+    cells = client.search_runs([summary["experiment_id"]], "tags.kind = 'cv'")
+    assert sorted((r.data.tags["variant"], r.info.status) for r in cells) == [
+        ("crnn", "FINISHED"), ("crnn", "FINISHED"), ("foa", "FAILED"), ("foa", "FAILED")
+    ]  # fmt: skip
+    assert client.get_run(summary["mlflow_run"]).info.status == "FINISHED"
+    nodes = {p.read_text() for p in (tiny_ws / "runs" / "gpu").glob("crnn*/fold*/*/node.txt")}
     # both cells' fold jobs start together, one GPU each: the two worker nodes train them
     assert len(nodes) == 2
+
+
+def test_the_published_table_gives_the_papers_seld_scores():
+    from orchestrator.compare import published_table
+
+    source, rows = published_table()
+    assert "1905.00268" in source and len(rows) == 8
+    # the SELD scores the reference notes derive from the paper's four metrics
+    expected = {"baseline/mic": 0.220, "baseline/foa": 0.211}
+    expected |= {"two-stage-crnn/mic": 0.112, "two-stage-crnn/foa": 0.120}
+    for key, seld in expected.items():
+        assert rows[key]["seld"] == pytest.approx(seld, abs=6e-4)
