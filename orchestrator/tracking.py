@@ -54,9 +54,11 @@ def get_experiment(client: MlflowClient, name: str, workspace: Path) -> str:
     return experiment_id
 
 
-#: the name of the saved runs-table view of every experiment (``?viewStateShareKey=...``)
-RUNS_VIEW = "seld-runs"
-#: the runs table's columns in that view: what a comparison of cv runs reads first
+#: the saved views of every experiment's runs table (``?viewStateShareKey=<name>``): the cv runs
+#: one per row, and the same grouped by sweep variant (the mean over its seeds per metric; its
+#: charts are the cross-validated scores, one bar per variant)
+RUNS_VIEW, VARIANTS_VIEW = "seld-runs", "seld-variants"
+#: the runs table's columns in those views: what a comparison of cv runs reads first
 RUNS_VIEW_COLUMNS = [
     "tags.`variant`",
     "tags.`method`",
@@ -68,27 +70,35 @@ RUNS_VIEW_COLUMNS = [
     "metrics.`cv_frame_recall`",
     "tags.`config`",
 ]
+_RUNS_VIEW = {
+    "searchFilter": "tags.kind = 'cv'",
+    "orderByKey": "metrics.`cv_seld`",
+    "orderByAsc": True,
+    "selectedColumns": RUNS_VIEW_COLUMNS,
+    "runsExpanded": {},
+    "viewMaximized": False,
+    "runListHidden": False,
+}
+_BY_VARIANT = {
+    "aggregateFunction": "average",
+    "groupByKeys": [{"mode": "tag", "groupByData": "variant"}],
+}
 #: MLflow 3's UI opens an experiment of kind "custom model development" on its runs table (not
-#: the GenAI overview), and a ``mlflow.sharedViewState.<key>`` tag is a saved view of it, as
-#: the UI's own "share" button stores one (the state is JSON: columns, order, grouping)
+#: the GenAI overview), and a ``mlflow.sharedViewState.<name>`` tag is a saved view of it, as
+#: the UI's own "share" button stores one (JSON: filter, order, columns, grouping)
 EXPERIMENT_TAGS = {
     "mlflow.experimentKind": "custom_model_development",
-    f"mlflow.sharedViewState.{RUNS_VIEW}": json.dumps(
-        {
-            "selectedColumns": RUNS_VIEW_COLUMNS,
-            "orderByKey": "metrics.`cv_seld`",
-            "orderByAsc": True,
-            "runsExpanded": {},
-            "viewMaximized": False,
-            "runListHidden": False,
-        }
+    f"mlflow.sharedViewState.{RUNS_VIEW}": json.dumps(_RUNS_VIEW),
+    f"mlflow.sharedViewState.{VARIANTS_VIEW}": json.dumps(
+        _RUNS_VIEW | {"groupBy": _BY_VARIANT, "chartsSearchFilter": "cv_"}
     ),
 }
 
 
-def experiment_url(ui: str, experiment_id: str) -> str:
-    """The UI address of an experiment's runs table in the saved view."""
-    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={RUNS_VIEW}"
+def experiment_url(ui: str, experiment_id: str, view: str = RUNS_VIEW, chart: bool = False) -> str:
+    """The UI address of an experiment's runs table in a saved view (or of its charts)."""
+    url = f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={view}"
+    return url + ("&compareRunsMode=CHART" if chart else "")
 
 
 def provenance_tags() -> dict[str, str]:

@@ -166,6 +166,18 @@ def test_a_killed_sweep_continues_and_is_compared(tiny_data: Path, tiny_ws: Path
     assert {"comparison.csv", "comparison.md", "comparison.png", "summary.json"} <= artifacts
     experiment = client.get_experiment(summary["experiment_id"])
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(experiment.tags["mlflow.sharedViewState.seld-runs"])
+    assert (
+        view["searchFilter"] == "tags.kind = 'cv'" and "tags.`variant`" in view["selectedColumns"]
+    )
+    from orchestrator.cli.ui import experiment_views
+
+    views = experiment_views(default_tracking_uri(ws), "http://127.0.0.1:5000")
+    assert [url.split("#")[1] for _, url in views] == [
+        f"/experiments/{experiment.experiment_id}/runs?viewStateShareKey=seld-runs",
+        f"/experiments/{experiment.experiment_id}/runs?viewStateShareKey=seld-variants"
+        "&compareRunsMode=CHART",
+    ]
 
     # compare: one row per variant, mean ± sd over the two seeds, and the paired bootstrap
     result = CliRunner().invoke(app, ["compare", "sw", "--workspace", str(ws), "--json"])
