@@ -1,4 +1,5 @@
-"""A wheel install (not the editable checkout) runs the CLI and finds its configs and spaces."""
+"""A wheel install (not the editable checkout) runs the CLI and finds its configs, search
+spaces, sweeps and published numbers."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ assert seld.__file__.startswith(TARGET), seld.__file__
 assert str(shipped_space("hparams.yaml")).startswith(TARGET)
 print(sorted(load_search_space(shipped_space(n)).name for n in ("thresholds.yaml", "tiny.yaml")))
 print(preset_names(), load_config("paper-joint-mic").method)
+from orchestrator.compare import published_table
+from orchestrator.sweep_spec import load_sweep, shipped_sweeps
+print(shipped_sweeps(), len(load_sweep("paper-table").cells), len(published_table()[1]))
 """
 
 
@@ -57,3 +61,4 @@ def test_a_wheel_install_runs_the_cli_and_finds_its_files(tmp_path: Path):
     lines = found.stdout.splitlines()
     assert lines[0] == "['thresholds', 'tiny']"
     assert "paper-foa-iv" in lines[1] and lines[1].endswith("joint")
+    assert lines[2] == "['paper-table', 'tiny-table'] 18 8"
