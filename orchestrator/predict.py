@@ -184,10 +184,12 @@ def predict_recordings(request: PredictRequest, progress: Progress | None = None
     started = time.perf_counter()
     predictor = load_predictor(request)
     inputs = resolve_inputs(request.inputs, predictor.experiment.format)
-    if request.ref is not None:
+    if request.ref is not None:  # every reference is there and readable before any work
         missing = [n for n in inputs if not (request.ref / f"{n}.csv").is_file()]
         if missing:
             raise DatasetError(request.ref, f"no reference for {len(missing)}: {missing[:5]}")
+        for name in inputs:
+            read_metadata(request.ref / f"{name}.csv")
     summary = PredictSummary(predictor.describe(), request.out)
     summary.timings["load"] = time.perf_counter() - started
     config = predictor.features_config
@@ -209,12 +211,9 @@ def predict_recordings(request: PredictRequest, progress: Progress | None = None
         (out / "plots" / f"{name}.png").unlink(missing_ok=True)
     summary.timings["total"] = time.perf_counter() - started
     with atomic_path(out / "predict.json") as tmp:
-        tmp.write_text(json.dumps({**summary.as_dict(), "inputs": _plain(inputs)}, indent=2))
+        record = {**summary.as_dict(), "inputs": {n: str(p) for n, p in inputs.items()}}
+        tmp.write_text(json.dumps(record, indent=2))
     return summary
-
-
-def _plain(inputs: dict[str, Path]) -> dict[str, str]:
-    return {name: str(path) for name, path in inputs.items()}
 
 
 def _extract(
@@ -273,6 +272,9 @@ def _predict(
     """Models, post-processing, CSV and plot of each recording with features, in name order."""
     out = Path(request.out)
     spent = dict.fromkeys(("model", "postprocessing", "csv", "plots"), 0.0)
+    folds = predictor.fold_numbers
+    which = f"fold {folds[0]}" if len(folds) == 1 else f"ensemble of folds {folds}"
+    label = f"{which}, {predictor.choice} post-processing"
     counts = {}
     for name in sorted(paths):
         tick = time.perf_counter()
@@ -292,7 +294,7 @@ def _predict(
             counts[name] = count_file(ref, result.rows, frames)
         if request.plots:
             tick = time.perf_counter()
-            title = f"{name} ({inputs[name].name}): {_label(predictor)}"
+            title = f"{name} ({inputs[name].name}): {label}"
             plot = plot_recording(ref, result.rows, frames, title, out / "plots" / f"{name}.png")
             summary.plots[name] = str(plot)
             spent["plots"] += time.perf_counter() - tick
@@ -301,9 +303,3 @@ def _predict(
     summary.timings.update(spent)
     if counts:
         summary.scores = report_from_counts(counts)
-
-
-def _label(predictor: Predictor) -> str:
-    folds = predictor.fold_numbers
-    which = f"fold {folds[0]}" if len(folds) == 1 else f"ensemble of folds {folds}"
-    return f"{which}, {predictor.choice} post-processing"

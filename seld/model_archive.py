@@ -78,8 +78,8 @@ def _versions() -> dict[str, str]:
 
 def _weights_bytes(models: FoldModels, stage: str) -> bytes:
     buffer = io.BytesIO()
-    state = {k: v.detach().cpu() for k, v in models.models[stage].state_dict().items()}
-    torch.save({"model": state, "model_config": dict(models.configs[stage])}, buffer)
+    state = {k: v.detach().cpu() for k, v in models.states[stage]["model"].items()}
+    torch.save({"model": state, "model_config": dict(models.states[stage]["model_config"])}, buffer)
     return buffer.getvalue()
 
 

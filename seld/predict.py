@@ -35,7 +35,7 @@ from seld.errors import ConfigError
 from seld.features import FeatureConfig, extract_features
 from seld.inference import Postprocessing, Prediction, ensemble, run_model, to_label_rate
 from seld.metadata import DatasetError
-from seld.models import build_model
+from seld.models import build_model, inference_model
 from seld.store import Scaler
 from seld.submission import write_submission
 
@@ -55,14 +55,14 @@ POSTPROCESSING_CHOICES = ("auto", "default", "tuned")
 class FoldModels:
     """One fold's trained models and the scaler they were trained with.
 
-    ``models``: stage -> model in eval mode (``sed`` and ``doa``, or ``joint``);
-    ``configs``: stage -> :func:`seld.models.build_model` arguments (with ``name``), which
-    rebuild the architecture (an exported model stores them beside the weights)."""
+    ``states``: stage -> ``{"model": state dict, "model_config": build_model arguments with
+    ``name``}``, as a ``best.pt`` holds them and an exported model stores them; ``models``:
+    stage -> the same model made ready to predict (:func:`seld.models.inference_model`)."""
 
     fold: int
     scaler: Scaler
+    states: Mapping[str, Mapping[str, Any]]
     models: Mapping[str, torch.nn.Module]
-    configs: Mapping[str, Mapping[str, Any]]
 
     @classmethod
     def from_states(
@@ -72,13 +72,11 @@ class FoldModels:
         states: Mapping[str, Mapping[str, Any]],
         device: str | torch.device = "cpu",
     ) -> FoldModels:
-        """From checkpoints' contents, stage -> ``{"model": state dict, "model_config": ...}``
-        (a ``best.pt`` holds exactly that). Raises ``ValueError`` when a state does not fit its
-        architecture."""
-        models, configs = {}, {}
+        """From checkpoints' contents, stage -> ``{"model": ..., "model_config": ...}``.
+        Raises ``ValueError`` when a state does not fit its architecture."""
+        models, kept = {}, {}
         for stage, state in states.items():
-            config = dict(state["model_config"])
-            kwargs = dict(config)
+            kwargs = dict(state["model_config"])
             model = build_model(kwargs.pop("name"), **kwargs)
             try:
                 model.load_state_dict(state["model"])
@@ -87,16 +85,17 @@ class FoldModels:
                 raise ValueError(
                     f"fold {fold} {stage}: weights do not fit the model ({first})"
                 ) from None
-            models[stage] = model.to(device).eval()
-            configs[stage] = config
-        return cls(fold, scaler, models, configs)
+            models[stage] = inference_model(model.eval()).to(device)
+            kept[stage] = {"model": model.state_dict(), "model_config": dict(model.config)}
+        return cls(fold, scaler, kept, models)
 
     def predict(self, features: np.ndarray, fps: float, frames: int, name: str) -> Prediction:
         """This fold's prediction from unscaled features (channels, frames, bins), at the label
         rate (``frames`` label frames): detection from the SED (or joint) model, directions from
         the DOA (or joint) model, as the cross-validation combines them."""
         scaled = self.scaler.apply(features)
-        window = round(WINDOW_S * fps)
+        # up to WINDOW_S in one pass: a centred STFT gives a 60 s recording 6001 frames
+        window = round(WINDOW_S * fps) + 1
         outputs = {}
         for stage, model in self.models.items():
             device = next(model.parameters()).device

@@ -13,7 +13,7 @@ from seld.config import load_config
 from seld.dcase import CLASSES, NUM_CLASSES
 from seld.inference import Postprocessing, Prediction, ensemble
 from seld.metadata import DatasetError
-from seld.models import build_model
+from seld.models import build_model, inference_model
 from seld.predict import FoldModels, Predictor, check_audio, detected_events
 from seld.store import Scaler
 
@@ -155,3 +155,48 @@ def test_postprocessing_round_trips_through_plain_values():
         "threshold": pytest.approx(0.4),
         "median_frames": 1,
     }
+
+
+def test_the_prediction_copy_of_a_model_gives_its_outputs():
+    """Batch norms folded into the convolutions and channels-last order change only the float
+    rounding, for batch-norm statistics far from the identity too; the model stays as it was."""
+    experiment = load_config("tiny")
+    torch.manual_seed(0)
+    model = build_model(experiment.model.name, in_channels=10, **experiment.model.kwargs())
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-2, 2)
+            module.running_var.uniform_(0.1, 4)
+            module.weight.data.uniform_(0.5, 2)
+            module.bias.data.uniform_(-1, 1)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = inference_model(model)
+    x = torch.randn(1, 10, 300, 64)
+    with torch.no_grad():
+        want, got = model(x), fast(x)
+    for key in ("sed_logits", "azimuth", "elevation"):
+        torch.testing.assert_close(got[key], want[key], atol=1e-4, rtol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_recording_longer_than_the_window_is_predicted_in_overlapping_windows(monkeypatch):
+    """Past WINDOW_S a recording goes through the models in windows that overlap by half;
+    every label frame is predicted, and a window as long as the recording changes nothing.
+    (The models are untrained: how close the windowed outputs come is not the question.)"""
+    import seld.predict
+
+    predictor = random_predictor(folds=(1,))
+    audio = (0.05 * np.random.default_rng(5).standard_normal((16_000 * 4, 4))).astype(np.float32)
+    whole = predictor.predict(audio, 16_000)
+    monkeypatch.setattr(seld.predict, "WINDOW_S", 1.5)
+    windowed = predictor.predict(audio, 16_000)
+    assert windowed.prediction.sed.shape == whole.prediction.sed.shape == (200, NUM_CLASSES)
+    assert np.isfinite(windowed.prediction.azimuth).all()
+    # the windows see less context than the whole recording, so the outputs differ
+    assert not np.array_equal(windowed.prediction.sed, whole.prediction.sed)
+    monkeypatch.setattr(seld.predict, "WINDOW_S", 4.0)
+    np.testing.assert_array_equal(
+        predictor.predict(audio, 16_000).prediction.sed, whole.prediction.sed
+    )
