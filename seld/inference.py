@@ -184,7 +184,8 @@ class Postprocessing:
 
     def to_params(self) -> dict[str, Any]:
         """Plain values that :meth:`from_params` reads back (JSON, an exported model)."""
-        values = [float(v) for v in np.asarray(self.thresholds, dtype=np.float32)]
+        # str() of a float32 is its shortest exact form: 0.3, not 0.30000001192092896
+        values = [float(str(v)) for v in np.asarray(self.thresholds, dtype=np.float32)]
         if len(set(values)) == 1:
             return {"threshold": values[0], "median_frames": int(self.median_frames)}
         per_class = {f"threshold_{c}": v for c, v in zip(CLASSES, values, strict=True)}

@@ -114,7 +114,8 @@ class FoldModels:
 class DetectedEvent:
     """One detected sound event: a class active over consecutive label frames (after the
     threshold and median filter), from ``onset_s`` to ``offset_s`` (seconds), at the mean
-    direction of its frames (degrees, unrounded; azimuth counter-clockwise from the front)."""
+    direction of its frames (degrees to 0.1, not snapped to the 10-degree grid; azimuth
+    counter-clockwise from the front)."""
 
     label: str
     class_index: int
@@ -162,8 +163,8 @@ def detected_events(rows: np.ndarray, prediction: Prediction) -> list[DetectedEv
                     int(cls),
                     round(float(run[0]) * LABEL_HOP_S, 2),
                     round(float(run[-1] + 1) * LABEL_HOP_S, 2),
-                    float(np.degrees(np.arctan2(y, x))),
-                    float(np.degrees(np.arctan2(z, np.hypot(x, y)))),
+                    round(float(np.degrees(np.arctan2(y, x))), 1),
+                    round(float(np.degrees(np.arctan2(z, np.hypot(x, y)))), 1),
                 )
             )
     return sorted(events, key=lambda e: (e.onset_s, e.class_index))
