@@ -178,9 +178,14 @@ def reference_rows(ref: Path, name: str, duration_s: float) -> tuple[Any, int]:
     return events_to_rows(read_metadata(ref / f"{name}.csv", duration_s=duration_s), frames), frames
 
 
-def predict_recordings(request: PredictRequest, progress: Progress | None = None) -> PredictSummary:
+def predict_recordings(
+    request: PredictRequest,
+    progress: Progress | None = None,
+    on_inputs: Callable[[int], None] | None = None,
+) -> PredictSummary:
     """Predict every input recording (see the module docstring); the summary names each
-    failed recording and why."""
+    failed recording and why. ``on_inputs`` hears how many recordings there are, once they
+    are known; ``progress`` hears of each one's features and prediction."""
     started = time.perf_counter()
     predictor = load_predictor(request)
     inputs = resolve_inputs(request.inputs, predictor.experiment.format)
@@ -190,6 +195,8 @@ def predict_recordings(request: PredictRequest, progress: Progress | None = None
             raise DatasetError(request.ref, f"no reference for {len(missing)}: {missing[:5]}")
         for name in inputs:
             read_metadata(request.ref / f"{name}.csv")
+    if on_inputs is not None:
+        on_inputs(len(inputs))
     summary = PredictSummary(predictor.describe(), request.out)
     summary.timings["load"] = time.perf_counter() - started
     config = predictor.features_config

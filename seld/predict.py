@@ -14,11 +14,13 @@ run folder (:func:`orchestrator.export.run_predictor`) or from an exported model
 Ensemble: each fold's models predict the recording from its own standardised features; the
 SED probabilities are averaged and the directions averaged as unit vectors
 (:func:`seld.inference.ensemble`), then thresholded as one model's would be. With one fold
-the result is exactly what that fold's models give in the cross-validation.
+the result is what that fold's models give in the cross-validation, to float rounding (the
+models run as prediction copies, :func:`seld.models.inference_model`).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -273,8 +275,7 @@ class Predictor:
                     f"(folds: {', '.join(map(str, self.fold_numbers))})"
                 )
             chosen = tuple(m for m in self.folds if m.fold in set(folds))
-        predictor = Predictor.__new__(Predictor)
-        predictor.__dict__.update(self.__dict__)
+        predictor = copy.copy(self)  # shares the loaded models
         predictor.folds = chosen
         predictor.choice = self._resolve(choice or self.choice)
         return predictor

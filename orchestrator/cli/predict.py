@@ -114,7 +114,11 @@ def predict(
         def show(step: str, name: str, ok: bool) -> None:
             bar.update(tasks[step], advance=1, current=name if ok else f"[red]failed {name}")
 
-        summary = predict_recordings(request, progress=show)
+        def total(count: int) -> None:
+            for task in tasks.values():
+                bar.update(task, total=count)
+
+        summary = predict_recordings(request, progress=show, on_inputs=total)
     if json_out:
         console.print_json(to_json(summary.as_dict()))
     else:

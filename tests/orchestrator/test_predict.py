@@ -13,7 +13,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import soundfile as sf
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
@@ -213,9 +212,20 @@ def test_broken_recordings_are_named_and_the_others_predicted(trained, tmp_path:
     assert not list(out.glob(".*.tmp")) and not list(out.glob(".features-*"))
     summary = json.loads((out / "predict.json").read_text())
     assert sorted(summary["failed"]) == ["notes", "short", "stereo", "truncated"]
-    for wav in good:  # a fine recording is predicted as in a folder of its own
-        assert read_submission(out / f"{wav.stem}.csv").shape[1] == 4
-    assert sf.info(str(good[0])).channels == 4
+    # single files: each gives the CSV of its name, and one name given twice is refused
+    alone = tmp_path / "alone"
+    result = invoke(
+        "predict", "--run", "cv", "--workspace", trained.ws, "--input", good[0],
+        "--input", folder / "stereo.wav", "--out", alone, "--post", "default", "--no-plots",
+    )  # fmt: skip
+    assert result.exit_code == 1 and sorted(csvs(alone)) == [good[0].stem]
+    assert (alone / f"{good[0].stem}.csv").read_text() == (out / f"{good[0].stem}.csv").read_text()
+    assert not (alone / "plots").exists()
+    twice = invoke(
+        "predict", "--run", "cv", "--workspace", trained.ws, "--input", good[0],
+        "--input", folder / good[0].name, "--out", tmp_path / "twice",
+    )  # fmt: skip
+    assert twice.exit_code == 2 and "given twice" in twice.output
 
 
 @pytest.mark.slow
