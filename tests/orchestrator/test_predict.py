@@ -30,7 +30,10 @@ from conftest import tiny_config, write_wav
 
 os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"
 runner = CliRunner()
-#: the ensemble may lose to the mean of its folds by at most this much SELD (see the test)
+#: The ensemble may lose to the mean of its folds by at most this much SELD. In this setting it
+#: wins by far (measured: 0.73 against 0.88 and 0.82 for the folds; averaging two folds that
+#: over-detect in different places removes false positives); the tolerance leaves room for
+#: another CPU's rounding, not for an ensemble that is worse than its folds.
 ENSEMBLE_TOLERANCE = 0.02
 
 
