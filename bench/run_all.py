@@ -63,6 +63,12 @@ BENCHES = [
         ["--seconds", "5", "--recordings", "4", "--dataset-seconds", "3", "--repeats", "1"],
     ),
     Bench(
+        "predict",
+        "bench/predict.py",
+        ["--repeats", "3", "--recordings", "4", "--paper-repeats", "1", "--paper-recordings", "1"],
+        ["--repeats", "1", "--recordings", "1", "--presets", "tiny"],
+    ),
+    Bench(
         "train_step",
         "bench/train_step.py",
         ["--steps", "5", "--workers", "2"],
@@ -226,11 +232,40 @@ def _train_rows(_: None, out: str) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _predict_rows(d: dict, _: str) -> list[tuple[str, str, str]]:
+    rows = []
+    for r in d["steps"]:
+        t, p = r["seconds"], r["preset"]
+        rows += [
+            ("predict", f"{p}: one 60 s recording, 1 core: read / resample / features",
+             f"{t['read']:.3f} / {t['resample']:.3f} / {t['features']:.3f} s"),
+            ("predict", f"{p}: 4-fold ensemble ({r['models_in_ensemble']} models) / one fold",
+             f"{t['ensemble']:.3f} / {t['one_fold']:.3f} s "
+             f"({r['ensemble_over_one_fold']:.2f}x)"),
+            ("predict", f"{p}: post-processing / CSV", f"{t['postprocessing']:.3f} / "
+             f"{t['csv']:.3f} s"),
+            ("predict", f"{p}: end to end (target for tiny: < 3 s)",
+             f"**{r['end_to_end_s']:.2f} s** ({r['real_time_factor']:.0f}x real time)"),
+            ("predict", f"{p}: ensemble as the cv runs its models / prediction copies",
+             f"{t['ensemble_unprepared']:.3f} s / {t['ensemble']:.3f} s "
+             f"({r['prepared_speedup']:.2f}x)"),
+        ]  # fmt: skip
+    for r in d["throughput"]:
+        for kind in ("cold", "warm"):
+            rows.append(
+                ("predict", f"{r['preset']}: predict_recordings, {r['recordings']} x 60 s, "
+                 f"{r['num_cpus']} Ray CPUs, {kind} cache",
+                 f"{r[kind]['recordings_per_minute']:.1f} recordings/min")
+            )  # fmt: skip
+    return rows
+
+
 ROWS = {
     "scorer": _scorer_rows,
     "threshold_search": _threshold_rows,
     "features": _features_rows,
     "train_step": _train_rows,
+    "predict": _predict_rows,
 }
 
 

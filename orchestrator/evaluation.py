@@ -9,16 +9,14 @@ predictions its searches start from) and the demo (before and after tuning) all 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from orchestrator.cv import CVSettings, settings_fold_data
 from orchestrator.fold import method_predictions, references, submission_pairs
-from seld.dcase import CLASSES, NUM_CLASSES
+from seld import inference
 from seld.inference import Prediction
 from seld.metrics.reference import score_files
 from seld.metrics.scores import ScoreReport
@@ -29,26 +27,8 @@ Split = tuple[dict[str, Prediction], dict[str, tuple[np.ndarray, int]]]
 Pair = tuple[np.ndarray, np.ndarray, int]
 
 
-@dataclass(frozen=True)
-class Postprocessing:
-    """How probabilities become detections: a threshold per class, and a median filter over
-    ``median_frames`` label frames (20 ms each; 1 = off) of each class's activity."""
-
-    thresholds: np.ndarray
-    median_frames: int = 1
-
-    @classmethod
-    def from_params(
-        cls, params: Mapping[str, Any], default_threshold: float = 0.3
-    ) -> Postprocessing:
-        """From a search's parameters: ``threshold`` (one for every class) or
-        ``threshold_<class>``, and ``median_frames``."""
-        if f"threshold_{CLASSES[0]}" in params:
-            values = [params[f"threshold_{c}"] for c in CLASSES]
-        else:
-            values = [params.get("threshold", default_threshold)] * NUM_CLASSES
-        thresholds = np.asarray(values, dtype=np.float32)
-        return cls(thresholds, int(params.get("median_frames", 1)))
+class Postprocessing(inference.Postprocessing):
+    """:class:`seld.inference.Postprocessing`, which can also be read from a cv run."""
 
     @classmethod
     def of(cls, s: CVSettings) -> Postprocessing:

@@ -101,9 +101,16 @@ def read_audio(
         raise DatasetError(info.path, f"unreadable audio file ({exc})") from None
     _check_finite(audio, info.path)
     if sample_rate is not None and sr != sample_rate:
-        audio = soxr.resample(audio, sr, sample_rate, quality="VHQ").astype(np.float32, copy=False)
-        sr = sample_rate
+        audio, sr = resample(audio, sr, sample_rate), sample_rate
     return audio, sr
+
+
+def resample(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """(samples, channels) float32 audio from ``rate`` to ``target_rate`` Hz, all channels at
+    once, with soxr's very-high-quality mode (the one resampler of every feature)."""
+    if rate == target_rate:
+        return np.asarray(audio, dtype=np.float32)
+    return soxr.resample(audio, rate, target_rate, quality="VHQ").astype(np.float32, copy=False)
 
 
 def scan_audio(path: str | os.PathLike[str], channels: int | None = 4) -> AudioInfo:

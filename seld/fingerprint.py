@@ -41,6 +41,18 @@ def audio_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def content_fingerprint(path: Path, block: int = 1 << 20) -> str:
+    """SHA-256 of a file's whole content (hex, 32 characters): the key of features cached for
+    recordings that are not part of a dataset (``seld-orch predict``), which may come from
+    anywhere and under any name, so only their bytes identify them. Hashing costs about as much
+    as reading the file, far less than extracting its features."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()[:32]
+
+
 def input_fingerprints(audio_path: Path, metadata_path: Path | None) -> dict[str, str]:
     """``{"audio": ..., "metadata": ...}`` of one recording."""
     return {"audio": audio_fingerprint(audio_path), "metadata": metadata_fingerprint(metadata_path)}

@@ -14,13 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 import torch
 from scipy.ndimage import median_filter
 
-from seld.dcase import LABEL_FRAMES_PER_SECOND, num_label_frames
+from seld.dcase import CLASSES, LABEL_FRAMES_PER_SECOND, NUM_CLASSES, num_label_frames
 from seld.fsutil import atomic_path
 from seld.metrics.batched import count_masks, pooled_counts, prepare_references
 from seld.metrics.grid import predicted_cells
@@ -124,6 +125,75 @@ def combine(sed: Prediction, doa: Prediction) -> Prediction:
     if sed.stem != doa.stem or sed.sed.shape != doa.azimuth.shape:
         raise ValueError(f"predictions of {sed.stem} and {doa.stem} do not match")
     return Prediction(sed.stem, sed.sed, doa.azimuth, doa.elevation)
+
+
+def ensemble(predictions: Sequence[Prediction]) -> Prediction:
+    """One prediction from several models' predictions of the same recording: probabilities
+    averaged, directions averaged as unit vectors (the mean direction, which no azimuth
+    wrap-around can pull to the opposite side, as a mean of angles would: the mean of 170° and
+    -170° is 180°, not 0°). One prediction is returned unchanged."""
+    if not predictions:
+        raise ValueError("an ensemble needs at least one prediction")
+    first = predictions[0]
+    if len(predictions) == 1:
+        return first
+    if any(p.stem != first.stem or p.sed.shape != first.sed.shape for p in predictions):
+        raise ValueError(f"predictions of {first.stem} do not match in name or shape")
+    sed = np.mean([p.sed for p in predictions], axis=0, dtype=np.float64)
+    xyz = np.zeros((3, *first.sed.shape))
+    for p in predictions:
+        azimuth = np.radians(p.azimuth, dtype=np.float64)
+        elevation = np.radians(p.elevation, dtype=np.float64)
+        xyz += np.stack(
+            [
+                np.cos(elevation) * np.cos(azimuth),
+                np.cos(elevation) * np.sin(azimuth),
+                np.sin(elevation),
+            ]
+        )
+    azimuth = np.degrees(np.arctan2(xyz[1], xyz[0]))
+    elevation = np.degrees(np.arctan2(xyz[2], np.hypot(xyz[0], xyz[1])))
+    return Prediction(
+        first.stem,
+        sed.astype(np.float32),
+        azimuth.astype(np.float32),
+        elevation.astype(np.float32),
+    )
+
+
+@dataclass(frozen=True)
+class Postprocessing:
+    """How probabilities become detections: a threshold per class, and a median filter over
+    ``median_frames`` label frames (20 ms each; 1 = off) of each class's activity."""
+
+    thresholds: np.ndarray
+    median_frames: int = 1
+
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, Any], default_threshold: float = 0.3
+    ) -> Postprocessing:
+        """From a search's parameters: ``threshold`` (one for every class) or
+        ``threshold_<class>``, and ``median_frames``."""
+        if f"threshold_{CLASSES[0]}" in params:
+            values = [params[f"threshold_{c}"] for c in CLASSES]
+        else:
+            values = [params.get("threshold", default_threshold)] * NUM_CLASSES
+        thresholds = np.asarray(values, dtype=np.float32)
+        return cls(thresholds, int(params.get("median_frames", 1)))
+
+    def to_params(self) -> dict[str, Any]:
+        """Plain values that :meth:`from_params` reads back (JSON, an exported model)."""
+        # str() of a float32 is its shortest exact form: 0.3, not 0.30000001192092896
+        values = [float(str(v)) for v in np.asarray(self.thresholds, dtype=np.float32)]
+        if len(set(values)) == 1:
+            return {"threshold": values[0], "median_frames": int(self.median_frames)}
+        per_class = {f"threshold_{c}": v for c, v in zip(CLASSES, values, strict=True)}
+        return {**per_class, "median_frames": int(self.median_frames)}
+
+    def rows(self, prediction: Prediction) -> np.ndarray:
+        """The submission rows of one prediction under this post-processing."""
+        return submission_rows(prediction, self.thresholds, median_frames=self.median_frames)
 
 
 def submission_rows(

@@ -25,6 +25,7 @@ both directions get it.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from seld.dcase import NUM_CLASSES
 
@@ -332,3 +334,44 @@ def doa_model_from_sed(sed_state: Mapping[str, torch.Tensor], config: Mapping[st
     conv = {k: sed_state[k].detach().clone() for k in names}
     model.load_state_dict(conv, strict=False)
     return model
+
+
+class _FusedBlock(nn.Module):
+    """A :class:`ConvBlock` for prediction: batch norms folded into the convolutions, ReLU in
+    place (see :func:`inference_model`)."""
+
+    def __init__(self, block: ConvBlock):
+        super().__init__()
+        self.conv1 = fuse_conv_bn_eval(block.conv1, block.bn1)
+        self.conv2 = fuse_conv_bn_eval(block.conv2, block.bn2)
+        self.pool = block.pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x), inplace=True)
+        x = F.relu(self.conv2(x), inplace=True)
+        if self.pool == "avg":
+            return F.avg_pool2d(x, kernel_size=2, ceil_mode=True)
+        return F.max_pool2d(x, kernel_size=2, ceil_mode=True)
+
+
+class _ChannelsLast(nn.Module):
+    """Feeds a model its input in channels-last memory order (see :func:`inference_model`)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+def inference_model(model: SeldNet) -> nn.Module:
+    """A copy of a trained model for prediction only, about twice as fast on a CPU core: each
+    batch norm folded into the convolution before it (``fuse_conv_bn_eval``: an eval-mode batch
+    norm is an affine map per channel, so it becomes the convolution's weight scale and bias),
+    ReLU in place, and channels-last memory order, which oneDNN's convolutions prefer. Outputs
+    match the model's to float rounding (about 1e-7 in probability). The original is left
+    untouched: its state dict is what checkpoints and exported models hold."""
+    fast = copy.deepcopy(model).eval()
+    fast.conv_blocks = nn.ModuleList(_FusedBlock(block) for block in fast.conv_blocks)
+    return _ChannelsLast(fast.to(memory_format=torch.channels_last)).eval()

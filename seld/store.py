@@ -110,6 +110,44 @@ def write_feature_file(
         )
 
 
+def content_feature_path(root: Path, content: str) -> Path:
+    """Where the features of a recording outside any dataset live: keyed by the hash of its
+    file's content (:func:`seld.fingerprint.content_fingerprint`), so a cached file can only
+    ever be used for the very bytes it was made from, whatever the recording's name or path."""
+    return root / "content" / f"{content}.h5"
+
+
+def write_content_features(
+    path: Path, features: np.ndarray, *, config: FeatureConfig, duration_s: float, content: str
+) -> None:
+    """Write the features (channels, frames, bins) of a recording outside any dataset, which
+    has neither a DCASE name nor metadata, atomically; ``content`` is its file's hash."""
+    chunk_frames = max(1, min(features.shape[1], round(config.frames_per_second)))
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.create_dataset(
+            "features",
+            data=features,
+            chunks=(features.shape[0], chunk_frames, features.shape[2]),
+        )
+        h5.attrs.update(
+            {
+                "name": content,
+                "duration_s": duration_s,
+                "frames_per_second": config.frames_per_second,
+                "config_hash": config.hash(),
+                "store_version": STORE_VERSION,
+                "classes": ",".join(CLASSES),
+                "input_content": content,
+            }
+        )
+
+
+def read_features(path: Path) -> tuple[np.ndarray, float]:
+    """A feature file's tensor (channels, frames, bins) and its recording's length in seconds."""
+    with h5py.File(path, "r") as h5:
+        return h5["features"][()], float(h5.attrs["duration_s"])
+
+
 def recorded_inputs(h5: h5py.File) -> dict[str, str]:
     """The input fingerprints a feature file was made from."""
     return {k: str(h5.attrs.get(f"input_{k}", "")) for k in ("audio", "metadata")}

@@ -9,13 +9,22 @@ in ``seld`` and the orchestrator modules. One module per command group:
     training.py   train, evaluate, cv, demo, config list/show
     tuning.py     tune thresholds, tune hparams
     sweeps.py     sweep, compare
+    predict.py    predict, export
     jobs.py       cluster-check, submit, status, logs
     ui.py         ui
 """
 
 from __future__ import annotations
 
-from orchestrator.cli import data, jobs, sweeps, training, tuning, ui  # noqa: F401  (registers)
+from orchestrator.cli import (  # noqa: F401  (registers commands)
+    data,
+    jobs,
+    predict,
+    sweeps,
+    training,
+    tuning,
+    ui,
+)
 from orchestrator.cli.common import app, config_app, submit_app, tune_app
 
 app.add_typer(config_app, name="config")

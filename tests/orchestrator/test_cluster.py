@@ -129,7 +129,7 @@ def test_submit_refuses_paths_a_cluster_cannot_share(tmp_path: Path):
         check_args("train", ["--workspace", "/mnt/ws"])
     check_args("sweep", ["tiny-table", "--dataset", "/mnt/d", "--workspace", "/mnt/ws"])
     check_args("sweep", ["/mnt/sweeps/s.yaml", "--dataset", "/mnt/d", "--workspace", "/mnt/ws"])
-    with pytest.raises(SubmitError, match="sweep file sweeps/s.yaml: a relative path"):
+    with pytest.raises(SubmitError, match=r"sweep file sweeps/s\.yaml: a relative path"):
         check_args("sweep", ["sweeps/s.yaml", "--dataset", "/mnt/d", "--workspace", "/mnt/ws"])
     # nothing listens there: the error says where it looked and what to do
     result = CliRunner().invoke(
