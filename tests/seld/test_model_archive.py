@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_predict import random_predictor
+from test_predictor import random_predictor
 
 from seld.errors import SeldError
 from seld.model_archive import MANIFEST, ModelArchiveError, read_archive, write_archive
