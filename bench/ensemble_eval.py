@@ -141,8 +141,8 @@ def main() -> None:
     print(f"\nmean ± sd over seeds {args.seeds}:\n")
     print(table(results))
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"workspace": str(args.workspace)},
-                                         "results": results}, indent=2))  # fmt: skip
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        args.json.write_text(json.dumps({"args": settings, "results": results}, indent=2))
 
 
 if __name__ == "__main__":
