@@ -18,4 +18,5 @@ echo "==> ruff"
 echo "==> import-linter (layers: pyproject.toml [tool.importlinter])"
 "$VENV/bin/lint-imports" --no-cache
 echo "==> pytest"
-exec "$VENV/bin/pytest" "$@"
+# the heavy tests (about 3.5 min) run with `bash scripts/test.sh -m heavy`; a later -m wins
+exec "$VENV/bin/pytest" -m "not heavy" "$@"

@@ -172,6 +172,7 @@ def test_killed_worker_resumes_from_its_checkpoint(local_ray, tiny_data: Path, t
     assert (s.run_dir / "fold1" / "doa" / "done.json").exists()
 
 
+@pytest.mark.heavy
 def test_data_parallel_workers_per_fold(local_ray, tiny_data: Path, tiny_ws: Path):
     data, ws = tiny_data, tiny_ws
     s = settings(data, ws, folds=(2,), workers_per_fold=2, epochs=1)
@@ -218,6 +219,7 @@ def test_a_killed_fold_job_gives_its_cpus_back(tiny_data: Path, tiny_ws: Path):
         assert not (sed / "done.json").exists()  # it was killed, not finished
 
 
+@pytest.mark.heavy  # node spread: also test_sweep (two GPU nodes)
 def test_folds_spread_over_nodes_and_doa_follows_its_own_sed(tmp_path: Path):
     from ray.cluster_utils import Cluster
 
