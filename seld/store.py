@@ -74,13 +74,8 @@ def write_feature_file(
     recordings without metadata; ``inputs`` the fingerprints of its audio and metadata files
     (:func:`seld.fingerprint.input_fingerprints`).
     """
-    chunk_frames = max(1, min(features.shape[1], round(config.frames_per_second)))
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset(
-            "features",
-            data=features,
-            chunks=(features.shape[0], chunk_frames, features.shape[2]),
-        )
+        _create_features(h5, features, config)
         if targets is not None:
             h5.create_dataset("activity", data=targets.activity.astype(np.uint8))
             h5.create_dataset("azimuth", data=targets.azimuth.astype(np.float32))
@@ -117,18 +112,22 @@ def content_feature_path(root: Path, content: str) -> Path:
     return root / "content" / f"{content}.h5"
 
 
+def _create_features(h5: h5py.File, features: np.ndarray, config: FeatureConfig) -> None:
+    """The ``features`` dataset (channels, frames, bins), chunked by about one second of frames
+    so that a training window reads few chunks."""
+    chunk_frames = max(1, min(features.shape[1], round(config.frames_per_second)))
+    h5.create_dataset(
+        "features", data=features, chunks=(features.shape[0], chunk_frames, features.shape[2])
+    )
+
+
 def write_content_features(
     path: Path, features: np.ndarray, *, config: FeatureConfig, duration_s: float, content: str
 ) -> None:
     """Write the features (channels, frames, bins) of a recording outside any dataset, which
     has neither a DCASE name nor metadata, atomically; ``content`` is its file's hash."""
-    chunk_frames = max(1, min(features.shape[1], round(config.frames_per_second)))
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset(
-            "features",
-            data=features,
-            chunks=(features.shape[0], chunk_frames, features.shape[2]),
-        )
+        _create_features(h5, features, config)
         h5.attrs.update(
             {
                 "name": content,
