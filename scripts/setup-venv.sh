@@ -22,7 +22,10 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     "$VENV/bin/python" -c "import torch" 2>/dev/null \
         || { echo "error: torch did not install" >&2; exit 1; }
 fi
-echo "==> installing seld-orchestrator and its dependencies"
-"$VENV/bin/python" -m pip install --quiet --editable '.[test]' 2>&1 \
+# The Ray that cluster.yaml installs on a cluster's nodes: `ray up` and `seld-orch submit` from
+# this venv then talk to the same Ray version (cluster-check and submit compare them).
+RAY_PIN="$(grep -o "ray\[default,tune,train\]==[0-9][0-9.]*" cluster.yaml | head -n 1)"
+echo "==> installing seld-orchestrator and its dependencies (${RAY_PIN:-ray unpinned})"
+"$VENV/bin/python" -m pip install --quiet ${RAY_PIN:+"$RAY_PIN"} --editable '.[test]' 2>&1 \
     | grep -v "is ignored: it is neither a file nor a directory" || true
 "$VENV/bin/python" -m pip check >/dev/null || "$VENV/bin/python" -m pip check
