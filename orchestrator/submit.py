@@ -122,6 +122,29 @@ def client(address: str | None = None):
         ) from None
 
 
+def cluster_ray_version(jobs: Any) -> str | None:
+    """The Ray version the cluster's dashboard reports (``/api/version``)."""
+    version = getattr(jobs, "_server_ray_version", None)  # read by the client as it connects
+    if version:
+        return str(version)
+    try:
+        response = jobs._do_request("GET", "/api/version")
+        return str(response.json()["ray_version"])
+    except (ConnectionError, RuntimeError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def check_cluster_version(url: str, theirs: str | None, ours: str) -> None:
+    """Refuse a cluster that runs another Ray than this machine, naming both versions."""
+    from orchestrator.cluster import version_problem
+
+    if theirs is None:
+        return  # a dashboard too old to say: Ray's client has already refused it
+    problem = version_problem(f"the cluster at {url}", theirs, ours)
+    if problem:
+        raise SubmitError(problem)
+
+
 def _option_values(args: Sequence[str], name: str) -> list[str]:
     values = []
     for i, arg in enumerate(args):
@@ -193,7 +216,10 @@ def submit(
             **(env_vars or {}),
         },
     }
+    import ray
+
     jobs = client(address)
+    check_cluster_version(resolve_address(address), cluster_ray_version(jobs), ray.__version__)
     deadline = time.monotonic() + agent_wait_s
     while True:
         try:

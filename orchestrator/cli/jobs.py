@@ -21,18 +21,23 @@ def cluster_check(
     ),
     json_out: JsonOpt = False,
 ) -> None:
-    """Check a `ray up` cluster definition offline: Ray's schema and config checks, no cloud
-    credentials needed. Exit 1 and name every broken field; list placeholders still to change."""
-    from orchestrator.cluster import ClusterConfigError, check_cluster_config
+    """Check a `ray up` cluster definition offline: Ray's schema and config checks, the Ray
+    version its nodes install, no cloud credentials needed. Exit 1 and name every broken field;
+    exit 2 when its node provider cannot be loaded here; list placeholders still to change."""
+    from orchestrator.cluster import (
+        ClusterConfigError,
+        ProviderUnavailableError,
+        check_cluster_config,
+    )
 
     try:
         warnings = check_cluster_config(path)
-    except ClusterConfigError as exc:
+    except (ClusterConfigError, ProviderUnavailableError) as exc:
         if json_out:
             console.print_json(to_json({"file": str(path), "ok": False, "error": str(exc)}))
         else:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(1 if isinstance(exc, ClusterConfigError) else 2) from None
     if json_out:
         console.print_json(to_json({"file": str(path), "ok": True, "warnings": warnings}))
         return

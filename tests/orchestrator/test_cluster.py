@@ -17,11 +17,17 @@ import time
 from pathlib import Path
 
 import pytest
+import ray
 import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.cluster import ClusterConfigError, check_cluster_config
+from orchestrator.cluster import (
+    ClusterConfigError,
+    ProviderUnavailableError,
+    check_cluster_config,
+    pinned_ray_version,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = ROOT / "cluster.yaml"
@@ -56,16 +62,24 @@ def test_shipped_cluster_yaml_passes_rays_schema_and_checks():
     assert "GPU" not in head["resources"]
     start = " ".join(prepared["head_start_ray_commands"])
     assert "mlflow server" in start and "--host 127.0.0.1" in start and "--workers 1" in start
-    assert "sqlite:///" in start and "--artifacts-destination s3://" in start
+    assert "sqlite:////mnt/seld/" in start and "--artifacts-destination /mnt/seld/" in start
+    # token authentication on every node, with the launcher's token mounted on each
+    for commands in (prepared["head_start_ray_commands"], prepared["worker_start_ray_commands"]):
+        starts = [c for c in commands if "ray start" in c]
+        assert starts and all(re.search(r"RAY_AUTH_MODE=token [^;&|]*ray start", c) for c in starts)
+    assert prepared["file_mounts"]["/home/ubuntu/.ray/auth_token"] == "~/.ray/auth_token"
     setup = " ".join(prepared["setup_commands"])
     assert setup.index("install --quiet torch") < setup.index("install --quiet -e")
+    # the nodes' Ray is this machine's (scripts/setup-venv.sh installs the same pin here)
+    assert pinned_ray_version(prepared) == ray.__version__
+    assert setup.index("'ray[default,tune,train]==") < setup.index("install --quiet -e")
     assert ".venv" in prepared["rsync_exclude"]
     text = CLUSTER_YAML.read_text().lower()
     for secret in ("aws_secret_access_key", "aws_access_key_id", "password"):
         assert secret not in text
 
     warnings = check_cluster_config(CLUSTER_YAML)
-    assert any("ami-" in w for w in warnings) and any("your-bucket" in w for w in warnings)
+    assert any("ami-" in w for w in warnings) and any("fs-0123" in w for w in warnings)
 
 
 @pytest.mark.parametrize(
@@ -82,7 +96,16 @@ def test_shipped_cluster_yaml_passes_rays_schema_and_checks():
             "available_node_types.gpu_worker.resources.GPU: 'one' is not of type 'integer'",
         ),
         (lambda c: c.update(setup_commands="pip install ."), "setup_commands: 'pip install .'"),
-        (lambda c: c["provider"].update(type="awz"), "provider.type: unknown provider 'awz'"),
+        (
+            lambda c: c.update(
+                setup_commands=[re.sub(r"==[0-9.]+'", "==2.50.0'", x) for x in c["setup_commands"]]
+            ),
+            "runs ray 2.50.0, this machine runs ray ",
+        ),
+        (
+            lambda c: c.update(setup_commands=[x for x in c["setup_commands"] if "ray[" not in x]),
+            "installs no pinned Ray on the nodes",
+        ),
         (lambda c: c.update(head_node_type="cpu_head"), "`head_node_type` must be one of"),
         (
             lambda c: c["available_node_types"]["gpu_worker"].update(min_workers=9),
@@ -96,6 +119,41 @@ def test_broken_cluster_yaml_names_the_field(tmp_path: Path, edit, message: str)
     with pytest.raises(ClusterConfigError, match=re.escape(message)) as info:
         check_cluster_config(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("provider", "message"),
+    [
+        ({"type": "awz"}, "provider.type: unknown provider 'awz'"),
+        ({"type": "fake_multinode"}, "provider 'fake_multinode': this Ray"),
+        ({"type": "external", "module": "nowhere.Provider"}, "cannot import 'nowhere'"),
+    ],
+)
+def test_cluster_check_of_a_provider_it_cannot_load_is_one_line_exit_2(
+    tmp_path: Path, provider, message: str
+):
+    path = write_copy(tmp_path, lambda c: c.update(provider=provider))
+    with pytest.raises(ProviderUnavailableError, match=re.escape(message)):
+        check_cluster_config(path)
+    done = subprocess.run(
+        [str(BIN / "seld-orch"), "cluster-check", str(path)], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"error: {path}: ") and message in done.stderr
+
+
+def test_a_cluster_of_another_ray_version_is_refused_naming_both():
+    from orchestrator.submit import SubmitError, check_cluster_version
+
+    check_cluster_version("http://h:8265", ray.__version__, ray.__version__)
+    with pytest.raises(SubmitError) as info:
+        check_cluster_version("http://h:8265", "2.59.0", ray.__version__)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"the cluster at http://h:8265 runs ray 2.59.0, this machine runs ray {ray.__version__}"
+    )
 
 
 def test_cluster_check_command(tmp_path: Path):
