@@ -193,6 +193,31 @@ http_code() {  # http_code URL [curl args]
 }
 health_ok() { [[ $(curl -s --max-time 5 "$1/health" || true) == OK ]]; }
 
+# Ray's dashboard agent of a node listens on 52365 by default (the shipped head line keeps the
+# default). Other Ray instances on this shared machine (tests) may hold it for a while; the head's
+# agent then runs without its HTTP server and the Jobs API has no agent to submit to. So: wait
+# for the port to be free before the head starts, and restart the head if its agent lost anyway.
+AGENT_PORT=52365
+port_users() { ss -ltnpH "sport = :$1" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | xargs -r ps -o user= -p 2>/dev/null | sort -u | xargs; }
+port_free() { ! ss -ltnH "sport = :$1" | grep -q .; }
+port_free_or_ours() { port_free "$1" || [[ $(port_users "$1") == "$NODE_USER" ]]; }
+head_agent_up() { [[ $(port_users "$AGENT_PORT") == "$NODE_USER" ]]; }
+show_ray_up() {  # the launcher's and updater's progress lines of `ray up`, without colours
+  sed -u 's/\x1b\[[0-9;]*m//g' | { grep --line-buffered -P '\t(INFO|SUCC|WARN|ERROR) (commands|updater)\.py' || true; } \
+    | sed -u 's/^[0-9-]* [0-9:,]*\t/    | /'
+}
+ray_up() {  # ray_up LOG [args]: `ray up -y` of the derived config; restarts the head while its agent lost the port
+  local logfile=$1 attempt; shift
+  for attempt in 1 2 3; do
+    wait_for 120 port_free_or_ours "$AGENT_PORT" || log "port $AGENT_PORT still held by: $(port_users "$AGENT_PORT")"
+    lray up -y "$@" "$DERIVED" 2>&1 | tee -a "$logfile" | show_ray_up || return 1
+    if wait_for 60 head_agent_up; then return 0; fi
+    log "the head's dashboard agent could not bind $AGENT_PORT (held by: $(port_users "$AGENT_PORT")); restarting the head (attempt $attempt)"
+    set -- --restart-only
+  done
+  return 1
+}
+
 # ==============================================================================================
 step "packages (Debian): openssh-server rsync sudo nfs-common python3-venv curl"
 # sshd's drop-in first, so that an sshd the package may start already listens on 127.0.0.1 only
@@ -326,9 +351,16 @@ pass token-file "/root/.ray/auth_token present (${#TOKEN} characters)"
 
 step "derived config: cluster.yaml with the provider swapped to local"
 "$VENV/bin/python" - "$CLUSTER_YAML" "$DERIVED" "$WORK" "$GPU_WORKER_TMP" <<'PY'
-import re, sys
+import re, socket, sys
 from pathlib import Path
 import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
 
 src, out, work, worker_tmp = sys.argv[1:5]
 shipped = yaml.safe_load(Path(src).read_text())
@@ -346,13 +378,15 @@ for key, value in shipped.items():
 assert back["provider"] == local and not set(refused) & set(back)
 
 # the hand-joined GPU worker: the shipped worker start line (its `ray stop` line is never run:
-# it would stop the head too), without the object manager port the head holds on this machine
+# it would stop the head too), without the object manager port the head holds on this machine,
+# and with a dashboard agent port of its own (the head's agent holds the default here)
 start = [c for c in shipped["worker_start_ray_commands"] if "ray start" in c]
 assert len(start) == 1, shipped["worker_start_ray_commands"]
 line = re.sub(r"\s+--object-manager-port=\S+", "", start[0])
 Path(work, "gpu-worker-start.sh").write_text(
     "export RAY_HEAD_IP=127.0.0.1\n"
-    f"{line} --num-gpus=1 --num-cpus=2 --temp-dir={worker_tmp}\n"
+    f"{line} --num-gpus=1 --num-cpus=2 --temp-dir={worker_tmp}"
+    f" --dashboard-agent-listen-port={free_port()}\n"
 )
 # the MLflow stop line of the head, to stop the server before `ray down` (see the end)
 stop = [c for c in shipped["head_start_ray_commands"] if "mlflow.pid" in c and "kill" in c]
@@ -370,7 +404,7 @@ log "$(tail -n 1 "$WORK/synth.log")"
 # ==============================================================================================
 step "ray up -y (first: setup commands; the first time pip installs the project for $NODE_USER)"
 UP1_T=$SECONDS
-if lray up -y "$DERIVED" 2>&1 | tee "$WORK/ray-up-1.log" | sed -u 's/^/    | /'; then
+if ray_up "$WORK/ray-up-1.log"; then
   pass ray-up "ray up -y of the derived config in $((SECONDS - UP1_T)) s"
 else
   fail ray-up "ray up failed after $((SECONDS - UP1_T)) s (see $WORK/ray-up-1.log)"
@@ -472,9 +506,11 @@ fi
 step "submit a tiny cv from the launcher, through the forwarded dashboard"
 lray rsync-up "$DERIVED" "$STATE_DIR/dataset/" "$SHARED/data/rayup/" >"$WORK/rsync-up.log" 2>&1 \
   || die "ray rsync-up of the dataset failed (see $WORK/rsync-up.log)"
-JOB=$("$VENV/bin/seld-orch" submit cv --address "$DASH" --dataset "$SHARED/data/rayup" \
+"$VENV/bin/seld-orch" submit cv --address "$DASH" --dataset "$SHARED/data/rayup" \
   --workspace "$SHARED/workspace" --config tiny --set train.max_batches_per_epoch=2 \
-  --gpu --folds 1 --epochs 1 --run rayup 2>"$WORK/submit.err" | tail -n 1)
+  --gpu --folds 1 --epochs 1 --run rayup >"$WORK/submit.log" 2>&1 \
+  || die "seld-orch submit failed: $(tail -n 3 "$WORK/submit.log")"
+JOB=$(tail -n 1 "$WORK/submit.log")
 log "submitted $JOB"
 set +e
 timeout 1200 "$VENV/bin/seld-orch" status "$JOB" --address "$DASH" --wait --json >"$WORK/job-status.json" 2>&1
@@ -526,7 +562,7 @@ OLD_TREE=$OLD_PID
 log "MLflow before: pid file $OLD_PID, process tree: $OLD_TREE"
 ps -o pid,ppid,args -p "${OLD_TREE// /,}" 2>/dev/null | sed 's/^/    | /' || true
 UP2_T=$SECONDS
-if lray up -y "$DERIVED" 2>&1 | tee "$WORK/ray-up-2.log" | sed -u 's/^/    | /'; then
+if ray_up "$WORK/ray-up-2.log"; then
   pass ray-up-rerun "second ray up -y in $((SECONDS - UP2_T)) s"
 else
   fail ray-up-rerun "second ray up failed (see $WORK/ray-up-2.log)"

@@ -115,6 +115,9 @@ class SimulatedCluster:
                  f"--num-cpus={int(resources.get('CPU', 0))}",
                  f"--num-gpus={int(resources.get('GPU', 0))}",
                  f"--autoscaling-config={self.config_path}", "--disable-usage-stats",
+                 # ports of their own, beside any other Ray on this machine
+                 f"--dashboard-agent-listen-port={free_port()}",
+                 f"--ray-client-server-port={free_port()}",
                  "--object-store-memory=200000000"],
             )  # fmt: skip
             self.wait_for_dashboard()

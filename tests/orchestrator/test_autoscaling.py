@@ -15,6 +15,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -154,7 +155,9 @@ def test_a_gpu_sweep_launches_gpu_workers_from_zero(cluster: SimulatedCluster, s
     listing = seld_orch(cluster, "status", "--address", cluster.dashboard, "--json")
     assert job in [row["job_id"] for row in json.loads(listing.stdout)]
     logs = seld_orch(cluster, "logs", job, "--address", cluster.dashboard)
-    assert logs.returncode == 0 and "crnn" in logs.stdout
+    assert logs.returncode == 0 and "sweep gpu" in logs.stdout and "crnn-seed1" in logs.stdout
+    followed = seld_orch(cluster, "logs", job, "--address", cluster.dashboard, "--follow")
+    assert followed.returncode == 0 and "sweep gpu" in followed.stdout  # ends with the job
     print(f"\nfold jobs' nodes: {json.dumps(nodes, indent=1)}")
     print("\n".join(line for line in log.splitlines() if "gpu_worker" in line and "aunch" in line))
 
@@ -172,14 +175,14 @@ def test_a_lost_gpu_worker_is_replaced_and_the_stage_resumes(cluster: SimulatedC
     )  # fmt: skip
     sed = run_dir / "fold1" / "sed"
     deadline = time.monotonic() + 600
-    while True:  # until the SED stage has checkpointed an epoch, and has more to go
+    while True:  # until the SED stage has checkpointed two epochs, and has more to go
         epoch = 0
         if (sed / "last.pt").exists():
             try:
                 epoch = int(load_checkpoint(sed / "last.pt")["epoch"])
             except Exception:  # being replaced this instant: read it again
                 epoch = 0
-        if 1 <= epoch < EPOCHS:
+        if 2 <= epoch < EPOCHS:
             break
         assert epoch < EPOCHS, "the stage finished before it could be interrupted"
         assert time.monotonic() < deadline, "the SED stage never checkpointed an epoch"
@@ -188,7 +191,29 @@ def test_a_lost_gpu_worker_is_replaced_and_the_stage_resumes(cluster: SimulatedC
     killed_at = time.time()
     killed = cluster.kill_node(victim)
     print(f"\nkilled node {victim} ({len(killed)} processes) after epoch {epoch} of {EPOCHS}")
-    wait_job(cluster, job)
+    seen: list[int] = []  # the epochs of the stage's checkpoint from now on, as they change
+    watching = threading.Event()
+    watching.set()
+
+    def watch() -> None:
+        while watching.is_set():
+            try:
+                current = int(load_checkpoint(sed / "last.pt")["epoch"])
+            except Exception:  # being replaced this instant
+                current = None
+            if current is not None and (not seen or seen[-1] != current):
+                seen.append(current)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        wait_job(cluster, job)
+    finally:
+        watching.clear()
+        watcher.join()
+    # resumed from its last epoch: the checkpoint never went back to an earlier epoch
+    assert seen[0] >= epoch and seen == sorted(seen) and seen[-1] == EPOCHS, seen
 
     nodes = stage_nodes(run_dir)
     assert nodes["fold1/sed"] != victim  # the stage finished on another node
@@ -199,7 +224,10 @@ def test_a_lost_gpu_worker_is_replaced_and_the_stage_resumes(cluster: SimulatedC
     assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
     worker = json.loads((sed / "worker.json").read_text())
     assert worker["started"] > killed_at  # the stage's worker was started again after the loss
-    print(f"stage resumed on node {replacement} at {worker['started'] - killed_at:.1f} s")
+    print(
+        f"stage resumed on node {replacement} {worker['started'] - killed_at:.1f} s after the "
+        f"loss; checkpointed epochs from the loss on: {seen}"
+    )
 
     # no MLflow run is left RUNNING
     client = MlflowClient(cluster.mlflow_uri)

@@ -351,7 +351,7 @@ def seld_orch(*args: str, env: dict[str, str], timeout: float = 120) -> subproce
     )
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # the default run submits from outside to test_autoscaling's cluster
 def test_submitted_cv_joins_the_cluster_and_is_tracked(tiny_data: Path, tmp_path: Path):
     from mlflow.tracking import MlflowClient
 
