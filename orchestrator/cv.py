@@ -26,9 +26,11 @@ import ray
 import ray.train
 from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from orchestrator.fold import FoldData, fold_data, predict_split, train_fold_stage
 from orchestrator.layout import RunLayout, ray_storage
+from orchestrator.ray_utils import HEAD_NODE
 from orchestrator.runs import validate_run_name
 from seld.config import ExperimentConfig, load_config, validate_config
 from seld.fsutil import atomic_path
@@ -280,7 +282,11 @@ def run_fold_jobs(
     # Ray Train's helpers in the fold jobs (its placement-group cleaner) find the cluster
     # through the state API; with several Ray instances on one machine they must be told which
     job = fold_job.options(
-        runtime_env={"env_vars": {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}}
+        # on the head, with the Train controller that fit() attaches to the caller's node: a
+        # worker node then holds only training workers, which Ray Train restarts elsewhere
+        resources=HEAD_NODE,
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None),
+        runtime_env={"env_vars": {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}},
     )
     refs = [job.remote(payload, k, sink, run_ids[k]) for k in settings.folds]
     pending = list(refs)

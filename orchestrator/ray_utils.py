@@ -10,6 +10,11 @@ from typing import TypeVar
 
 import ray
 
+#: a resource only the head node has: where the driver, the MLflow server and the orchestration
+#: (fold jobs, Ray Train's controllers, the metrics sink) live, so that a worker node runs only
+#: training workers and its loss or idle removal never takes a fold job with it
+HEAD_NODE = {"node:__internal_head__": 0.001}
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 I = TypeVar("I")

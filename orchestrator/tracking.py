@@ -22,6 +22,7 @@ import mlflow
 import ray
 from mlflow.tracking import MlflowClient
 
+from orchestrator.ray_utils import HEAD_NODE
 from seld.config import flatten as dotted_leaves
 
 PACKAGES = ("torch", "ray", "optuna", "mlflow", "numpy", "librosa", "h5py", "seld-orchestrator")
@@ -148,10 +149,6 @@ def log_scores(
     for key, value in scores.items():
         if value is not None and math.isfinite(value):  # not computable: no metric at all
             client.log_metric(run_id, f"{prefix}{key}", float(value), step=step)
-
-
-#: a resource only the head node has: where the driver and the MLflow server live
-HEAD_NODE = {"node:__internal_head__": 0.001}
 
 
 def start_sink(tracking_uri: str):

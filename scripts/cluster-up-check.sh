@@ -298,6 +298,8 @@ for port in "${HEAD_PORTS[@]}"; do
   if ss -ltnH "sport = :$port" | grep -q .; then busy+=("$port"); fi
 done
 [[ ${#busy[@]} -eq 0 ]] || die "ports in use by something else: ${busy[*]} (this check needs them)"
+# the head's session folders of earlier runs (only $NODE_USER's; this run's stay for their logs)
+find /tmp/ray -maxdepth 1 -name 'session_2*' -user "$NODE_USER" -exec rm -rf {} + 2>/dev/null || true
 # the head (as $NODE_USER) makes its sessions under /tmp/ray; a root-made /tmp/ray would stop it
 if [[ -d /tmp/ray ]] && ! as_node test -w /tmp/ray; then
   log "/tmp/ray exists and $NODE_USER cannot write it: chmod 1777 (world-writable, sticky, like /tmp)"
@@ -508,9 +510,9 @@ lray rsync-up "$DERIVED" "$STATE_DIR/dataset/" "$SHARED/data/rayup/" >"$WORK/rsy
   || die "ray rsync-up of the dataset failed (see $WORK/rsync-up.log)"
 "$VENV/bin/seld-orch" submit cv --address "$DASH" --dataset "$SHARED/data/rayup" \
   --workspace "$SHARED/workspace" --config tiny --set train.max_batches_per_epoch=2 \
-  --gpu --folds 1 --epochs 1 --run rayup >"$WORK/submit.log" 2>&1 \
-  || die "seld-orch submit failed: $(tail -n 3 "$WORK/submit.log")"
-JOB=$(tail -n 1 "$WORK/submit.log")
+  --gpu --folds 1 --epochs 1 --run rayup >"$WORK/submit.out" 2>"$WORK/submit.err" \
+  || die "seld-orch submit failed: $(tail -n 3 "$WORK/submit.err")"
+JOB=$(grep -m 1 -oE '^raysubmit_[A-Za-z0-9]+$' "$WORK/submit.out") || die "no job id in $WORK/submit.out"
 log "submitted $JOB"
 set +e
 timeout 1200 "$VENV/bin/seld-orch" status "$JOB" --address "$DASH" --wait --json >"$WORK/job-status.json" 2>&1

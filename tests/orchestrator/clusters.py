@@ -64,7 +64,7 @@ def client_env(token: str) -> dict[str, str]:
     """A user's shell outside the cluster: this machine's environment, the cluster's token,
     nothing of the cluster's own settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
-    return env | {"RAY_AUTH_TOKEN": token}
+    return env | ({"RAY_AUTH_TOKEN": token} if token else {})
 
 
 class SimulatedCluster:
@@ -102,6 +102,7 @@ class SimulatedCluster:
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": self.token,
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job workers beside the server
         }
         self.processes: list[subprocess.Popen] = []
         try:

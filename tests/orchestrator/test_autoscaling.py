@@ -151,7 +151,16 @@ def test_a_gpu_sweep_launches_gpu_workers_from_zero(cluster: SimulatedCluster, s
     assert sorted(r.data.tags["seed"] for r in cells) == ["0", "1"]
     assert all(r.info.status == "FINISHED" and "cv_seld" in r.data.metrics for r in cells)
 
-    # the user's view of the job
+    # the user's view of the job; without the cluster's token, a one-line refusal
+    anonymous = subprocess.run(
+        [str(BIN / "seld-orch"), "status", "--address", cluster.dashboard],
+        env=client_env("") | {"HOME": str(shared["root"])},  # no token, no ~/.ray/auth_token
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert anonymous.returncode == 2, anonymous.stdout
+    assert f"the Ray cluster at {cluster.dashboard} refused this client" in anonymous.stderr
     listing = seld_orch(cluster, "status", "--address", cluster.dashboard, "--json")
     assert job in [row["job_id"] for row in json.loads(listing.stdout)]
     logs = seld_orch(cluster, "logs", job, "--address", cluster.dashboard)
