@@ -49,7 +49,7 @@ CLUSTER_YAML=$ROOT/cluster.yaml
 STATE_DIR=/var/lib/seld-cluster-up-check
 SHARED=/mnt/seld
 TORCH_SPEC=torch==2.13.0
-RAY_VERSION=2.60.0
+RAY_VERSION=$("$VENV/bin/python" -c "import ray; print(ray.__version__)")  # the launcher's Ray
 DASH_FWD=18265    # local end of the dashboard forward (the head's own dashboard holds 8265 here)
 MLFLOW_FWD=15000  # local end of the MLflow forward (the head's own server holds 5000 here)
 HEAD_PORTS=(6379 8265 5000 8076 "$DASH_FWD" "$MLFLOW_FWD")
@@ -192,6 +192,28 @@ http_code() {  # http_code URL [curl args]
   curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$@" "$url" || true
 }
 health_ok() { [[ $(curl -s --max-time 5 "$1/health" || true) == OK ]]; }
+forward() {  # forward LOG LOCAL_PORT [ray dashboard options]: a port forward kept in the background
+  # Ray's ssh runs as a client of the ControlMaster that `ray up` left (ControlPersist=10s); one
+  # that attaches while that master expires ends at once, so a forward that ends is started again
+  local logfile=$1 port=$2 attempt pid i; shift 2
+  for attempt in 1 2 3; do
+    (cd "$ROOT" && RAY_TMPDIR=$LAUNCH_TMP exec setsid "$VENV/bin/ray" dashboard -p "$port" "$@" "$DERIVED") \
+      >>"$logfile" 2>&1 </dev/null &
+    pid=$!  # setsid: also its process group, with the ssh it runs
+    for i in $(seq 1 45); do
+      kill -0 "$pid" 2>/dev/null || break
+      if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/" || true) != 000 ]]; then
+        FORWARD_PIDS+=("$pid")
+        return 0
+      fi
+      sleep 1
+    done
+    kill -- "-$pid" 2>/dev/null || true
+    log "the forward to local port $port ended or does not answer (attempt $attempt); starting it again"
+    sleep 2
+  done
+  return 1
+}
 
 # Ray's dashboard agent of a node listens on 52365 by default (the shipped head line keeps the
 # default). Other Ray instances on this shared machine (tests) may hold it for a while; the head's
@@ -416,16 +438,11 @@ fi
 step "forwards: dashboard to 127.0.0.1:$DASH_FWD, MLflow to 127.0.0.1:$MLFLOW_FWD"
 # `ray dashboard` as the README has it; its default local port (8265) is the head's own port on
 # this machine, and `ray attach -p 5000` would bind 5000, where the head's MLflow listens.
-(cd "$ROOT" && RAY_TMPDIR=$LAUNCH_TMP exec setsid "$VENV/bin/ray" dashboard -p "$DASH_FWD" "$DERIVED") \
-  >"$WORK/forward-dashboard.log" 2>&1 </dev/null &
-FORWARD_PIDS+=($!)
-(cd "$ROOT" && RAY_TMPDIR=$LAUNCH_TMP exec setsid "$VENV/bin/ray" dashboard -p "$MLFLOW_FWD" --remote-port 5000 "$DERIVED") \
-  >"$WORK/forward-mlflow.log" 2>&1 </dev/null &
-FORWARD_PIDS+=($!)
 DASH=http://127.0.0.1:$DASH_FWD
 MLF=http://127.0.0.1:$MLFLOW_FWD
-wait_for 60 bash -c "[[ \$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 $DASH/api/version) != 000 ]]" \
-  || die "the dashboard forward does not answer (see $WORK/forward-dashboard.log)"
+forward "$WORK/forward-dashboard.log" "$DASH_FWD" || die "no dashboard forward (see $WORK/forward-dashboard.log)"
+forward "$WORK/forward-mlflow.log" "$MLFLOW_FWD" --remote-port 5000 || die "no MLflow forward (see $WORK/forward-mlflow.log)"
+log "forwards up: $DASH -> head:8265, $MLF -> head:5000 (process groups ${FORWARD_PIDS[*]})"
 
 step "token authentication"
 NOAUTH=$(http_code "$DASH/api/jobs/")
@@ -526,9 +543,10 @@ if [[ $STATUS_RC -eq 0 && $JOB_STATUS == SUCCEEDED ]] && grep -q "MLflow: run" "
 else
   fail job-succeeded "$JOB: $JOB_STATUS (status exit $STATUS_RC; logs $WORK/job-logs.txt)"
 fi
+# node.txt: the node of a stage's Ray Train worker (the fold job that drives it stays on the head)
 NODE_FILES=$(find "$SHARED/workspace/runs/rayup" -name node.txt 2>/dev/null | sort)
 if [[ -n $NODE_FILES ]] && ! grep -L -x -F "$GPU_NODE" $NODE_FILES | grep -q .; then
-  pass fold-jobs-on-gpu-node "$(echo "$NODE_FILES" | wc -l) fold stages ($(echo "$NODE_FILES" | sed "s|$SHARED/workspace/runs/rayup/||; s|/node.txt||" | xargs)) ran on the GPU worker ${GPU_NODE:0:12}…"
+  pass fold-jobs-on-gpu-node "the training workers of $(echo "$NODE_FILES" | wc -l) fold stages ($(echo "$NODE_FILES" | sed "s|$SHARED/workspace/runs/rayup/||; s|/node.txt||" | xargs)) ran on the GPU worker ${GPU_NODE:0:12}… (their node.txt)"
 else
   fail fold-jobs-on-gpu-node "node.txt: $(for f in $NODE_FILES; do echo "$f=$(cut -c1-12 "$f")"; done | xargs) (GPU node ${GPU_NODE:0:12}, head ${HEAD_NODE:0:12})"
 fi

@@ -65,7 +65,7 @@ def test_the_local_config_is_the_shipped_cluster_with_another_provider():
 
 @pytest.fixture(scope="module")
 def cluster():
-    cluster = SimulatedCluster(CLUSTER_YAML, idle_timeout_minutes=0.1)
+    cluster = SimulatedCluster(CLUSTER_YAML, idle_timeout_minutes=0.2)
     try:
         yield cluster
     finally:
@@ -252,7 +252,7 @@ def test_a_lost_gpu_worker_is_replaced_and_the_stage_resumes(cluster: SimulatedC
 
 
 def test_idle_gpu_workers_are_removed(cluster: SimulatedCluster):
-    deadline = time.monotonic() + 120  # idle timeout 6 s, one-second ticks
+    deadline = time.monotonic() + 120  # idle timeout 12 s, one-second ticks
     while cluster.live_nodes("gpu_worker") and time.monotonic() < deadline:
         time.sleep(2)
     status = cluster.status()
