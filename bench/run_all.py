@@ -1,7 +1,8 @@
 """Run every benchmark and write one results table, ``bench/RESULTS.md``.
 
 Each benchmark runs as its own process with small but meaningful arguments (the whole set takes
-about ten minutes on a 2-core machine); its key numbers come from its ``--json`` file, or from
+about ten minutes on a 2-core machine, plus about 25 for ``cv_overhead``, which trains the
+demo's cross-validation twice); its key numbers come from its ``--json`` file, or from
 its printed lines, and its full output is kept under the table. The header names the machine
 (CPU, cores, memory, GPU), the load average before and after (benchmarks on a shared machine
 are only as good as its quietest minute), the versions of the stack and the git commit.
@@ -74,6 +75,13 @@ BENCHES = [
         ["--steps", "5", "--workers", "2"],
         ["--steps", "2", "--workers", "1"],
         json=False,
+    ),
+    Bench(
+        "cv_overhead",  # the demo's cv (4 folds, 32 x 20 s, 5 epochs), bare and through Ray
+        "bench/cv_overhead.py",
+        [],
+        ["--quick"],
+        timeout_s=3600,
     ),
 ]
 
@@ -260,12 +268,41 @@ def _predict_rows(d: dict, _: str) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _cv_overhead_rows(d: dict, _: str) -> list[tuple[str, str, str]]:
+    a, data, tree = d["analysis"], d["data"], d["ray"]["tree"]
+    n = a["cores"]
+    what = (
+        f"tiny, folds {d['folds']}, {data['recordings']} x {data['seconds_each']:g} s, "
+        f"{data['steps_per_stage']} steps a stage"
+    )
+    rows = [
+        ("cv overhead", f"bare training ({what}), one process, {d['bare']['threads']} thread",
+         f"{a['bare_train_s']:.1f} s ({a['bare_train_on_cores_s']:.1f} s on {n} cores)"),
+        ("cv overhead", "`seld-orch cv`: whole command / training span",
+         f"{a['ray_wall_s']:.1f} s / {a['ray_training_span_s']:.1f} s"),
+        ("cv overhead", f"training span / bare training on {n} cores (goal <= 1.25)",
+         f"**{a['ratio_span_over_bare']:.2f}x**"),
+        ("cv overhead", "stage start latency, median / max (goal <= 3 s)",
+         f"{a['start_latency_s']['median']:.1f} / {a['start_latency_s']['max']:.1f} s"),
+        ("cv overhead", "peak memory of the cv's process tree, sum PSS / RSS",
+         f"{tree['peak_sum_pss_mb']:.0f} / {tree['peak_sum_rss_mb']:.0f} MiB"),
+    ]  # fmt: skip
+    if "contention" in d:
+        c = d["contention"]
+        rows.append(
+            ("cv overhead", f"one bare epoch, {n} processes at once / alone (1 thread; "
+             f"{n} threads)", f"{c['factor']:.2f}x; {c[f'factor_{n}_threads_each']:.2f}x")
+        )  # fmt: skip
+    return rows
+
+
 ROWS = {
     "scorer": _scorer_rows,
     "threshold_search": _threshold_rows,
     "features": _features_rows,
     "train_step": _train_rows,
     "predict": _predict_rows,
+    "cv_overhead": _cv_overhead_rows,
 }
 
 

@@ -32,9 +32,9 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = ROOT / "cluster.yaml"
-#: one fold, 6 short epochs per stage (batches of 2 make each epoch long enough to be
+#: one fold, 4 short epochs per stage (batches of 2 make each epoch long enough to be
 #: interrupted), the same in the sweep's cells and the interrupted cv
-EPOCHS = 6
+EPOCHS = 4
 SETS = {"cv.folds": [1], "train.epochs": EPOCHS, "train.batch_size": 2}
 
 
@@ -260,6 +260,7 @@ def test_idle_gpu_workers_are_removed(cluster: SimulatedCluster):
     log = cluster.autoscaler_log()
     assert re.search(r"Removing \d+ nodes of type gpu_worker \(idle\)", log), log[-3000:]
     print(status)
+    print("\n".join(line for line in log.splitlines() if "gpu_worker (idle)" in line))
 
 
 if __name__ == "__main__":
