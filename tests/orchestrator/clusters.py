@@ -1,6 +1,7 @@
 """Real Ray clusters on this machine, for the cluster tests: processes of their own, stopped by
 process group and temp dir, never by ``ray stop`` (which stops every Ray of the user).
 
+- :class:`LocalCluster`: a head and fixed worker nodes started with ``ray start``.
 - :class:`SimulatedCluster`: a head with Ray's real autoscaler (v2) on the fake multi-node
   provider, its node types derived from the shipped ``cluster.yaml`` by
   :func:`orchestrator.cluster.local_autoscaling_config`; worker "nodes" are raylets it starts
@@ -60,6 +61,28 @@ def descendants(roots: set[int], table: dict[int, tuple[int, int, str]]) -> set[
     return family
 
 
+def wait_for_jobs_api(
+    dashboard: str, token: str, head: subprocess.Popen, log: Path, timeout_s: float
+) -> None:
+    """Until a trivial job has run: the dashboard and its job agent are up."""
+    from ray.job_submission import JobSubmissionClient
+
+    headers = {"Authorization": f"Bearer {token}"}
+    deadline = time.monotonic() + timeout_s
+    job = None
+    while True:
+        try:
+            client = JobSubmissionClient(dashboard, headers=headers)
+            job = job or client.submit_job(entrypoint="python -c pass")
+            if client.get_job_status(job) == "SUCCEEDED":
+                return
+        except (ConnectionError, RuntimeError):
+            pass
+        if time.monotonic() > deadline or head.poll() is not None:
+            raise RuntimeError(f"no Ray Jobs API; see {log}")
+        time.sleep(1)
+
+
 def client_env(token: str) -> dict[str, str]:
     """A user's shell outside the cluster: this machine's environment, the cluster's token,
     nothing of the cluster's own settings."""
@@ -67,7 +90,64 @@ def client_env(token: str) -> dict[str, str]:
     return env | ({"RAY_AUTH_TOKEN": token} if token else {})
 
 
-class SimulatedCluster:
+class _Cluster:
+    """What both clusters share: a private temp dir, their processes, each in a session of its
+    own (so that it is stopped as a whole), and the dashboard's address."""
+
+    temp_dir: str
+    env: dict[str, str]
+    processes: list[subprocess.Popen]
+    dashboard_port: int
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def _start(self, name: str, command: list[str]) -> None:
+        with open(Path(self.temp_dir) / f"{name}.log", "w") as log:
+            self.processes.append(
+                subprocess.Popen(
+                    command,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own session: stopped as a whole at the end
+                )
+            )
+
+    def our_processes(self) -> list[str]:
+        """Processes of this cluster still running: in a session it started, under one, or
+        naming its temp dir."""
+        table = _processes()
+        sessions = {p.pid for p in self.processes}
+        roots = {
+            pid for pid, (_, sid, cmd) in table.items() if sid in sessions or self.temp_dir in cmd
+        }
+        return [f"{pid}: {table[pid][2][:120]}" for pid in sorted(descendants(roots, table))]
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):  # the last started first
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+        for _ in range(3):  # what they left behind (a fake node's raylet, workers)
+            left = [int(line.split(":", 1)[0]) for line in self.our_processes()]
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if not left:
+                break
+            time.sleep(1)
+        if not self.our_processes():
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class SimulatedCluster(_Cluster):
     """An autoscaling Ray cluster on this machine, shaped by a ``ray up`` cluster definition."""
 
     def __init__(self, cluster_yaml: Path, idle_timeout_minutes: float = 0.1):
@@ -128,24 +208,8 @@ class SimulatedCluster:
             raise
 
     @property
-    def dashboard(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
-
-    @property
     def mlflow_uri(self) -> str:
         return f"http://127.0.0.1:{self.mlflow_port}"
-
-    def _start(self, name: str, command: list[str]) -> None:
-        with open(Path(self.temp_dir) / f"{name}.log", "w") as log:
-            self.processes.append(
-                subprocess.Popen(
-                    command,
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own session: stopped as a whole at the end
-                )
-            )
 
     def _start_mlflow(self) -> None:
         store = Path(self.temp_dir) / "mlflow"
@@ -171,22 +235,8 @@ class SimulatedCluster:
             time.sleep(1)
 
     def wait_for_dashboard(self, timeout_s: float = 240) -> None:
-        from ray.job_submission import JobSubmissionClient
-
-        headers = {"Authorization": f"Bearer {self.token}"}
-        deadline = time.monotonic() + timeout_s
-        job = None
-        while True:  # until a trivial job has run: the dashboard and its job agent are up
-            try:
-                client = JobSubmissionClient(self.dashboard, headers=headers)
-                job = job or client.submit_job(entrypoint="python -c pass")
-                if client.get_job_status(job) == "SUCCEEDED":
-                    return
-            except (ConnectionError, RuntimeError):
-                pass
-            if time.monotonic() > deadline or self.processes[-1].poll() is not None:
-                raise RuntimeError(f"no Ray Jobs API; see {self.temp_dir}/head.log")
-            time.sleep(1)
+        wait_for_jobs_api(self.dashboard, self.token, self.processes[-1],
+                          Path(self.temp_dir) / "head.log", timeout_s)  # fmt: skip
 
     # --- what the autoscaler does ------------------------------------------------------------
 
@@ -234,33 +284,90 @@ class SimulatedCluster:
 
     # --- the end -------------------------------------------------------------------------------
 
-    def our_processes(self) -> list[str]:
-        """Processes of this cluster still running: in a session it started, under one, or
-        naming its temp dir."""
-        table = _processes()
-        sessions = {p.pid for p in self.processes}
-        roots = {
-            pid for pid, (_, sid, cmd) in table.items() if sid in sessions or self.temp_dir in cmd
-        }
-        return [f"{pid}: {table[pid][2][:120]}" for pid in sorted(descendants(roots, table))]
 
-    def stop(self) -> None:
-        for process in reversed(self.processes):  # the head, then the MLflow server
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                pass
-        for _ in range(3):  # what the head left behind: fake nodes' raylets, their workers
-            left = [int(line.split(":", 1)[0]) for line in self.our_processes()]
-            for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            if not left:
-                break
+class LocalCluster(_Cluster):
+    """A head node and worker nodes started with ``ray start --block`` in a private temp dir.
+
+    Only this cluster's processes are stopped: each ``ray start --block`` process gets SIGTERM
+    and stops the processes it started; anything left of its process group is killed. Never
+    ``ray stop``, which would stop every Ray on the machine."""
+
+    def __init__(self, head_cpus: int = 1, workers: tuple[int, ...] = (1,)):
+        self.temp_dir = tempfile.mkdtemp(prefix="seldray", dir="/tmp")  # short: socket paths
+        self.port, self.dashboard_port = free_port(), free_port()
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # jobs run `python`
+            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # stop at once, nothing to drain
+            # token authentication, as Ray enables by default, with this cluster's own token
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        }
+        for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
+            self.env.pop(name, None)
+        self.processes: list[subprocess.Popen] = []
+        try:
+            self._start_nodes(head_cpus, workers)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_nodes(self, head_cpus: int, workers: tuple[int, ...]) -> None:
+        common = [
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            "--disable-usage-stats",
+            "--object-store-memory=200000000",
+        ]
+        self._start(
+            "head",
+            [
+                str(BIN / "ray"),
+                "start",
+                "--head",
+                f"--port={self.port}",
+                f"--temp-dir={self.temp_dir}",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--num-cpus={head_cpus}",
+                "--num-gpus=0",
+                *common,
+            ],
+        )
+        self.wait_for_dashboard()
+        for i, cpus in enumerate(workers):
+            # a node of its own on this machine: its own temp dir, so that its runtime-env agent
+            # never deletes the job's unpacked working dir under the head's feet
+            node_dir = Path(self.temp_dir) / f"w{i}"
+            node_dir.mkdir()
+            self._start(
+                f"worker{i}",
+                [
+                    str(BIN / "ray"),
+                    "start",
+                    f"--address=127.0.0.1:{self.port}",
+                    f"--num-cpus={cpus}",
+                    f"--temp-dir={node_dir}",
+                    *common,
+                ],
+            )
+        self.wait_for_nodes(1 + len(workers))
+
+    def wait_for_dashboard(self, timeout_s: float = 240) -> None:
+        wait_for_jobs_api(self.dashboard, self.env["RAY_AUTH_TOKEN"], self.processes[0],
+                          Path(self.temp_dir) / "head.log", timeout_s)  # fmt: skip
+
+    def wait_for_nodes(self, count: int, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                [str(BIN / "ray"), "status", f"--address=127.0.0.1:{self.port}"],
+                env=self.env,
+                capture_output=True,
+                text=True,
+            ).stdout
+            if len(re.findall(r"^ \d+ node_", out, re.MULTILINE)) >= count:
+                return
             time.sleep(1)
-        if not self.our_processes():
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
+        raise RuntimeError(f"{count} nodes did not join; see {self.temp_dir}/*.log")

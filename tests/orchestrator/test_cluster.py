@@ -4,16 +4,8 @@ to a real local multi-node Ray cluster (started with ``ray start``, as on a real
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -29,9 +21,10 @@ from orchestrator.cluster import (
     pinned_ray_version,
 )
 
+from clusters import BIN, LocalCluster
+
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = ROOT / "cluster.yaml"
-BIN = Path(sys.executable).parent
 
 
 # --- cluster.yaml ----------------------------------------------------------------------------
@@ -198,153 +191,6 @@ def test_submit_refuses_paths_a_cluster_cannot_share(tmp_path: Path):
     assert "no Ray Jobs API at http://127.0.0.1:9" in result.stderr.replace("\n", " ")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LocalCluster:
-    """A head node and worker nodes started with ``ray start --block`` in a private temp dir.
-
-    Only this cluster's processes are stopped: each ``ray start --block`` process gets SIGTERM
-    and stops the processes it started; anything left of its process group is killed. Never
-    ``ray stop``, which would stop every Ray on the machine."""
-
-    def __init__(self, head_cpus: int = 1, workers: tuple[int, ...] = (1,)):
-        self.temp_dir = tempfile.mkdtemp(prefix="seldray", dir="/tmp")  # short: socket paths
-        self.port, self.dashboard_port = free_port(), free_port()
-        self.env = {
-            **os.environ,
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # jobs run `python`
-            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # stop at once, nothing to drain
-            # token authentication, as Ray enables by default, with this cluster's own token
-            "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN": secrets.token_hex(32),
-        }
-        for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
-            self.env.pop(name, None)
-        self.processes: list[subprocess.Popen] = []
-        try:
-            self._start_nodes(head_cpus, workers)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _start_nodes(self, head_cpus: int, workers: tuple[int, ...]) -> None:
-        common = [
-            "--block",
-            "--node-ip-address=127.0.0.1",
-            "--disable-usage-stats",
-            "--object-store-memory=200000000",
-        ]
-        self._start(
-            "head",
-            [
-                "--head",
-                f"--port={self.port}",
-                f"--temp-dir={self.temp_dir}",
-                "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={self.dashboard_port}",
-                f"--num-cpus={head_cpus}",
-                "--num-gpus=0",
-                *common,
-            ],
-        )
-        self.wait_for_dashboard()
-        for i, cpus in enumerate(workers):
-            # a node of its own on this machine: its own temp dir, so that its runtime-env agent
-            # never deletes the job's unpacked working dir under the head's feet
-            node_dir = Path(self.temp_dir) / f"w{i}"
-            node_dir.mkdir()
-            self._start(
-                f"worker{i}",
-                [
-                    f"--address=127.0.0.1:{self.port}",
-                    f"--num-cpus={cpus}",
-                    f"--temp-dir={node_dir}",
-                    *common,
-                ],
-            )
-        self.wait_for_nodes(1 + len(workers))
-
-    @property
-    def dashboard(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
-
-    def _start(self, name: str, args: list[str]) -> None:
-        with open(Path(self.temp_dir) / f"{name}.log", "w") as log:
-            self.processes.append(
-                subprocess.Popen(
-                    [str(BIN / "ray"), "start", *args],
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own process group, killed at the end
-                )
-            )
-
-    def wait_for_dashboard(self, timeout_s: float = 240) -> None:
-        from ray.job_submission import JobSubmissionClient
-
-        headers = {"Authorization": f"Bearer {self.env['RAY_AUTH_TOKEN']}"}
-        deadline = time.monotonic() + timeout_s
-        job = None
-        while True:  # until a trivial job has run: the dashboard and its job agent are up
-            try:
-                client = JobSubmissionClient(self.dashboard, headers=headers)
-                job = job or client.submit_job(entrypoint="python -c pass")
-                if client.get_job_status(job) == "SUCCEEDED":
-                    return
-            except (ConnectionError, RuntimeError):
-                pass
-            if time.monotonic() > deadline or self.processes[0].poll() is not None:
-                raise RuntimeError(f"no Ray Jobs API; see {self.temp_dir}/head.log")
-            time.sleep(1)
-
-    def wait_for_nodes(self, count: int, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            out = subprocess.run(
-                [str(BIN / "ray"), "status", f"--address=127.0.0.1:{self.port}"],
-                env=self.env,
-                capture_output=True,
-                text=True,
-            ).stdout
-            if len(re.findall(r"^ \d+ node_", out, re.MULTILINE)) >= count:
-                return
-            time.sleep(1)
-        raise RuntimeError(f"{count} nodes did not join; see {self.temp_dir}/*.log")
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):  # workers first, then the head
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(process.pid, signal.SIGKILL)  # whatever it left behind
-            except ProcessLookupError:
-                pass
-        if not self.processes_left():
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-    def processes_left(self) -> list[str]:
-        """Command lines of processes still running with this cluster's temp dir."""
-        left = []
-        for proc in Path("/proc").iterdir():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except (OSError, ValueError):
-                continue
-            if self.temp_dir in cmdline:
-                left.append(f"{proc.name}: {cmdline[:120]}")
-        return left
-
-
 def seld_orch(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "seld-orch"), *args], env=env, capture_output=True, text=True, timeout=timeout
@@ -381,7 +227,7 @@ def test_submitted_cv_joins_the_cluster_and_is_tracked(tiny_data: Path, tmp_path
         assert job in [row["job_id"] for row in json.loads(listing.stdout)]  # with the warm-up
     finally:
         cluster.stop()
-    assert cluster.processes_left() == []
+    assert cluster.our_processes() == []
 
     # the fold jobs ran on both nodes: the command joined the cluster, not a local Ray
     metrics = json.loads((workspace / "runs" / "submitted" / "metrics.json").read_text())
