@@ -18,6 +18,7 @@ echo "==> ruff"
 echo "==> import-linter (layers: pyproject.toml [tool.importlinter])"
 "$VENV/bin/lint-imports" --no-cache
 echo "==> pytest"
-# the heavy tests (about 3.5 min) run with `bash scripts/test.sh -m heavy`; a later -m wins.
+# the heavy tests (about 12 min: multi-node spread, data-parallel folds, a submitted cv on a
+# 2-node cluster, the autoscaling cluster) run with `bash scripts/test.sh -m heavy`; a later -m wins.
 # The rayup test (`ray up` over ssh on this machine, as root) runs with `.venv/bin/pytest -m rayup`
 exec "$VENV/bin/pytest" -m "not heavy and not rayup" "$@"

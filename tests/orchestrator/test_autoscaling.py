@@ -6,7 +6,8 @@ From outside, as a user would: a GPU sweep submitted with ``seld-orch submit swe
 launches GPU workers from zero, its fold jobs run on them and it is tracked in the head's MLflow;
 a GPU worker terminated in the middle of a stage is replaced and the stage resumes from its last
 epoch, with the same scores as the uninterrupted run; the idle workers are removed; nothing is
-left running. The tests share one cluster and run in order (about 4 minutes in all).
+left running. The tests share one cluster and run in order (about 4-5 minutes in all; behind the
+``heavy`` marker: ``bash scripts/test.sh -m heavy``).
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from orchestrator.cluster import FAKE_HEAD_NODE_ID, local_autoscaling_config
+from orchestrator.cluster import FAKE_HEAD_NODE_ID
 from seld.training import load_checkpoint
 
 from clusters import BIN, SimulatedCluster, client_env
 
-pytestmark = pytest.mark.slow
+# heavy: about 4-5 min, and the GPU sweep's second cell failed in 2 of 8 runs here with "partially
+# initialized module 'torch' has no attribute 'library'" (not yet explained; see the issue note)
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = ROOT / "cluster.yaml"
@@ -36,31 +39,6 @@ CLUSTER_YAML = ROOT / "cluster.yaml"
 #: interrupted), the same in the sweep's cells and the interrupted cv
 EPOCHS = 4
 SETS = {"cv.folds": [1], "train.epochs": EPOCHS, "train.batch_size": 2}
-
-
-def test_the_local_config_is_the_shipped_cluster_with_another_provider():
-    shipped = yaml.safe_load(CLUSTER_YAML.read_text())
-    from ray.autoscaler._private.util import prepare_config, validate_config
-
-    local = local_autoscaling_config(CLUSTER_YAML, gcs_address="h:9", idle_timeout_minutes=2)
-
-    validate_config(prepare_config(local))  # as the head's monitor loads it
-    for key in ("max_workers", "upscaling_speed"):
-        assert local[key] == shipped[key]
-    head = shipped["head_node_type"]
-    workers = {k: v for k, v in shipped["available_node_types"].items() if k != head}
-    for name, node in workers.items():
-        assert local["available_node_types"][name] == {
-            "resources": node["resources"],
-            "min_workers": node["min_workers"],
-            "max_workers": node["max_workers"],
-            "node_config": {},
-        }
-    assert (
-        local["available_node_types"]["ray.head.default"]["resources"]
-        == shipped["available_node_types"][head]["resources"]
-    )
-    assert local["idle_timeout_minutes"] == 2 and local["provider"]["type"] == "external"
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from orchestrator.cluster import (
     ClusterConfigError,
     ProviderUnavailableError,
     check_cluster_config,
+    local_autoscaling_config,
     pinned_ray_version,
 )
 
@@ -73,6 +74,31 @@ def test_shipped_cluster_yaml_passes_rays_schema_and_checks():
 
     warnings = check_cluster_config(CLUSTER_YAML)
     assert any("ami-" in w for w in warnings) and any("fs-0123" in w for w in warnings)
+
+
+def test_the_autoscaling_test_config_is_the_shipped_cluster_with_another_provider():
+    shipped = yaml.safe_load(CLUSTER_YAML.read_text())
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    local = local_autoscaling_config(CLUSTER_YAML, gcs_address="h:9", idle_timeout_minutes=2)
+
+    validate_config(prepare_config(local))  # as the head's monitor loads it
+    for key in ("max_workers", "upscaling_speed"):
+        assert local[key] == shipped[key]
+    head = shipped["head_node_type"]
+    workers = {k: v for k, v in shipped["available_node_types"].items() if k != head}
+    for name, node in workers.items():
+        assert local["available_node_types"][name] == {
+            "resources": node["resources"],
+            "min_workers": node["min_workers"],
+            "max_workers": node["max_workers"],
+            "node_config": {},
+        }
+    assert (
+        local["available_node_types"]["ray.head.default"]["resources"]
+        == shipped["available_node_types"][head]["resources"]
+    )
+    assert local["idle_timeout_minutes"] == 2 and local["provider"]["type"] == "external"
 
 
 @pytest.mark.parametrize(
