@@ -7,21 +7,23 @@ window caches built before either clock starts):
    then DOA(k), then the fold's predictions of its validation and test splits), through the
    functions a fold job calls (``orchestrator.cv.settings_fold_data``,
    ``orchestrator.fold.train_fold_stage``, ``orchestrator.fold.predict_split``) with the same
-   experiment config, on ``--threads`` torch/BLAS threads (default 1: what Ray gives a training
-   worker of 1 CPU, ``OMP_NUM_THREADS=1``; the value seen in the workers is printed).
+   experiment config, on ``--threads`` torch/BLAS threads (default 1: what a Ray training worker
+   of 1 CPU gets, since Ray sets ``OMP_NUM_THREADS`` to a task's CPUs when it starts it; the
+   CPU time of each worker's busiest threads is printed).
    ``seld.training.evaluate_files`` is wrapped by a timer (it still runs) to split each epoch
    into training and validation.
 2. **contention** (skip with ``--no-contention``): one epoch of SED(1) alone, then SED(1..N) at
-   once in N bare processes: how much slower N concurrent trainings are on this machine
-   without any Ray (shared caches, memory bandwidth, the other jobs of a shared machine).
+   once in N bare processes on ``--threads`` threads each, and once more on N threads each: how
+   much slower N concurrent trainings are on this machine without any Ray (shared caches,
+   memory bandwidth, other jobs), and what oversubscribed torch threads would cost.
 3. **ray**: ``seld-orch cv`` as a subprocess (its own embedded local Ray with all cores, as a
    user runs it) on the same dataset, workspace and config (passed as ``--set``). While it
    runs, every process below it is sampled every ``--sample-s``: resident set size (RSS) and
    proportional set size (PSS, ``/proc/<pid>/smaps_rollup``), CPU time and threads, per Ray
-   role (training worker, Train controller, fold job, metrics sink, helper actors, raylet, GCS,
-   ...). Peak memory is the peak of the *sum* over the tree at one sample (RSS double-counts
-   shared pages such as torch's libraries; PSS does not). This machine's memory cgroup is
-   shared with other work, so its peak is not used.
+   role (training worker, Train controller, fold job, metrics sink, helper actors, worker
+   processes starting, raylet, GCS, ...). Peak memory is the peak of the *sum* over the tree
+   at one sample (RSS double-counts shared pages such as torch's libraries; PSS does not).
+   This machine's memory cgroup is shared with other work, so its peak is not used.
 
 The bare reference on N cores (N = the cores the cv's Ray gets) is the bare training time / N:
 the folds are independent and each fold's chain runs on one core. The ratio printed is the
@@ -31,17 +33,23 @@ the whole command's wall time over (bare training + predictions) / N.
 Per stage, from what the cv run writes: ``done.json`` (``start``: the fold job asks
 ``trainer.fit()``; ``end``: fit() returned), ``worker.json`` (``started``: the training worker
 entered the train loop), and the MLflow timestamp of each epoch's metrics (logged by the
-worker's report at the epoch's end). The **start latency** of a stage is the time from the
-moment it could have had a CPU (its ask, or, when all CPUs were held by other stages, the end
-of the stage whose CPU it took) to its worker entering the train loop; its **teardown** is the
-last epoch's report to fit() returning.
+worker's report at the epoch's end), and Ray Train's controller log of the stage (in the cv's
+Ray session folder: when the controller came up, its attempts to start the worker group, how
+long the placement group, the worker actors and the train context took, when it shut the
+group down). The **start latency** of a stage is the time from the moment it could have had a
+CPU (its ask, or, when all CPUs were held by other stages, the moment the stage whose CPU it
+took shut its worker group down) to its worker entering the train loop; its **teardown** is
+the last epoch's report to fit() returning. The 2-core time of the training span is then
+split into bare training, stages running slower than bare, and CPUs waiting on start-ups.
 
     python bench/cv_overhead.py [--quick] [--folds 1,2,3,4] [--per-split 8] [--seconds 20]
         [--epochs 5] [--seed 0] [--threads 1] [--workspace DIR] [--keep] [--json F]
+    python bench/cv_overhead.py --reanalyse F.json --workspace DIR   # analysis only
 
 Default: the demo's dataset and budget (32 recordings of 20 s, 4 folds, 5 epochs per stage,
-seed 0; about 185 steps per stage), about 25 minutes on 2 cores. ``--quick``: 2 folds,
-4 recordings of 10 s per split, 2 epochs (a few minutes).
+seed 0: 190 steps per stage), about 17 minutes on a quiet 2-core machine. ``--quick``: 2 folds,
+4 recordings of 10 s per split, 2 epochs (a few minutes). ``bench/cv_profile.py`` profiles the
+same cv run's processes with py-spy.
 """
 
 from __future__ import annotations
@@ -309,8 +317,8 @@ def _one_epoch(settings_dict: dict, fold: int, threads: int, barrier) -> float:
 
 def contention(settings, threads: int, cores: int) -> dict:
     """One bare epoch of SED(1) alone, then SED(1..cores) at once, each in its own process on
-    ``threads`` threads, and once more with ``cores`` threads each (torch's default, which a
-    Ray training worker keeps: Ray 2.60 no longer sets OMP_NUM_THREADS)."""
+    ``threads`` threads, and once more with ``cores`` threads each (torch's default: what
+    oversubscribed workers would cost, were ``OMP_NUM_THREADS`` not set)."""
     ctx = multiprocessing.get_context("spawn")
     folds = [settings.folds[i % len(settings.folds)] for i in range(cores)]
     payload = replace(settings, run=RUN_CONTENTION).to_dict()
@@ -361,23 +369,25 @@ def _role(cmdline: list[str]) -> str:
         if name == "IDLE":
             return "idle worker"
         return "actor " + name.split(".")[0]
-    joined = " ".join(cmdline)
+    executable = Path(head).name
+    if executable in ("gcs_server", "raylet"):
+        return executable
+    # a worker's command line names the raylet's socket and the GCS, so look at the script
+    script = " ".join(cmdline[:3])
     for needle, role in (
-        ("gcs_server", "gcs_server"),
-        ("raylet", "raylet"),
+        ("default_worker.py", "worker (starting)"),
+        ("setup_worker.py", "worker (starting)"),
         ("dashboard/agent.py", "dashboard agent"),
         ("runtime_env/agent", "runtime env agent"),
         ("log_monitor", "log monitor"),
         ("monitor.py", "autoscaler monitor"),
         ("dashboard.py", "dashboard"),
-        ("default_worker.py", "worker (starting)"),
-        ("setup_worker.py", "worker (starting)"),
         ("seld-orch", "driver (seld-orch cv)"),
         ("orchestrator.cli", "driver (seld-orch cv)"),
     ):
-        if needle in joined:
+        if needle in script:
             return role
-    return Path(head).name
+    return executable
 
 
 class TreeSampler:
@@ -392,7 +402,6 @@ class TreeSampler:
         self.cpu_by_role: dict[str, float] = {}
         self.pids_by_role: dict[str, set[int]] = {}
         self.threads_by_role: dict[str, int] = {}
-        self.omp: dict[str, set[str]] = {}
         self.peak_cores_by_role: dict[str, float] = {}
         self.worker_threads: dict[int, dict[int, tuple[str, int]]] = {}
         self.cpu_by_pid: dict[int, list] = {}
@@ -463,13 +472,6 @@ class TreeSampler:
                 self._thread_cpu(pid)
             self.pids_by_role.setdefault(role, set()).add(pid)
             self.threads_by_role[role] = max(self.threads_by_role.get(role, 0), threads)
-            if role in ("train worker", "train controller") and role not in self.omp:
-                try:
-                    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                    omp = [e.decode() for e in env if e.startswith(b"OMP_NUM_THREADS=")]
-                    self.omp.setdefault(role, set()).update(omp or ["OMP_NUM_THREADS unset"])
-                except OSError:
-                    pass
             rss_total += rss
             pss_total += pss
             acc = by_role.setdefault(role, [0, 0, 0])
@@ -498,7 +500,7 @@ class TreeSampler:
 
     def busiest_worker_threads(self) -> list[list]:
         """Per training worker process, its threads that used at least 5% of its CPU time
-        (name, CPU s): torch's compute threads show up as several busy threads."""
+        (name, CPU s): several busy threads would mean torch computes on several threads."""
         out = []
         for pid, threads in sorted(self.worker_threads.items()):
             total = sum(cpu for _, cpu in threads.values()) or 1
@@ -532,7 +534,6 @@ class TreeSampler:
                 [pid, role, round(cpu, 1)]
                 for pid, role, cpu in sorted(self.cpu_by_pid.values(), key=lambda x: -x[2])[:12]
             ],
-            "omp_num_threads": {r: sorted(v) for r, v in self.omp.items()},
         }
 
 
@@ -583,6 +584,7 @@ def through_cli(settings, command: list[str], logs: Path, sample_s: float) -> di
         raise SystemExit(f"seld-orch cv failed (exit {proc.returncode}):\n{tail}")
     return {
         "command": command,
+        "pid": proc.pid,
         "started": started,
         "ended": ended,
         "wall_s": round(ended - started, 2),
@@ -609,9 +611,13 @@ def _follow(settings, proc: subprocess.Popen, started: float) -> None:
         time.sleep(1.0)
 
 
-def stage_timeline(settings, cores: int) -> list[dict]:
+def stage_timeline(settings, cores: int, logs: dict[str, dict]) -> list[dict]:
     """Per stage of the cv run: ask, worker start, epoch reports (MLflow timestamps), end; the
-    queue (waiting for a CPU held by other stages), start latency and teardown."""
+    queue (waiting for a CPU held by other stages), start latency and teardown.
+
+    Which CPU a stage got: stages, in the order their workers started, take the CPU freed
+    first; a CPU is free again when the stage holding it shut its worker group down (Ray
+    Train's controller log; without it, when its fit() returned)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(settings.tracking_uri)
@@ -623,6 +629,7 @@ def stage_timeline(settings, cores: int) -> list[dict]:
             worker = json.loads((settings.layout.stage(fold, stage) / "worker.json").read_text())
             metrics = client.get_metric_history(runs[str(fold)][stage], "train_loss")
             reports = [m.timestamp / 1000 for m in sorted(metrics, key=lambda m: m.step)]
+            log = logs.get(f"{settings.run}-fold{fold}-{stage}", {})
             rows.append(
                 {
                     "fold": fold,
@@ -631,30 +638,129 @@ def stage_timeline(settings, cores: int) -> list[dict]:
                     "worker_started": worker["started"],
                     "reports": reports,
                     "end": done["end"],
+                    "released": log.get("shut_down", done["end"]),
                     "history": done["history"],
+                    "log": log,
                 }
             )
-    # which CPU each stage got: stages in the order their workers started take the CPU that
-    # was freed first (a stage's CPU is free again when its fit() returned)
     free = [float("-inf")] * cores
     heapq.heapify(free)
     for row in sorted(rows, key=lambda r: r["worker_started"]):
         freed = heapq.heappop(free)
-        could_start = max(row["ask"], freed)
-        row["queue_s"] = could_start - row["ask"]
-        row["start_latency_s"] = row["worker_started"] - could_start
+        row["could_start"] = max(row["ask"], freed)
+        row["queue_s"] = row["could_start"] - row["ask"]
+        row["start_latency_s"] = row["worker_started"] - row["could_start"]
         row["teardown_s"] = row["end"] - row["reports"][-1]
+        row["held_after_last_report_s"] = row["released"] - row["reports"][-1]
         row["epoch_s"] = _diffs([row["worker_started"], *row["reports"]])
         row["busy_s"] = row["reports"][-1] - row["worker_started"]
         row["wall_s"] = row["end"] - row["ask"]
-        heapq.heappush(free, row["end"])
+        heapq.heappush(free, row["released"])
     return rows
+
+
+#: what Ray Train's controller logs about a stage's start, in its session's logs/train folder
+#: (of the attempt that started the worker group: a stage that waits 60 s for a CPU times out
+#: and tries again)
+CONTROLLER_STEPS = {
+    "placement_group_s": r"Placement group ready in ([\d.]+)s",
+    "worker_actors_created_s": r"worker actors created in ([\d.]+)s",
+    "train_context_initialized_s": r"Train context initialized on workers in ([\d.]+)s",
+    "train_fn_launched_s": r"Train function launched on workers in ([\d.]+)s",
+    "worker_group_startup_total_s": r"Worker group startup completed in ([\d.]+)s total",
+}
+CONTROLLER_EVENTS = {
+    "requesting": "Requesting resources",
+    "attempting": "Attempting to start training worker group",
+    "shutting_down": "Shutting down",
+    "shut_down": "Worker group shutdown successful",
+}
+
+
+def controller_logs(cli_pid: int, run: str) -> dict[str, dict]:
+    """Per stage (``<run>-fold<k>-<stage>``): the time of the controller's first log line, of
+    its steps (resources requested, the last attempt to start the worker group, shutdown),
+    the durations it logs for each part of starting the worker group, and how many attempts
+    timed out. From the cv's own Ray session (named after the CLI's process id) under Ray's
+    default temp folder."""
+    sessions = sorted(Path(tempfile.gettempdir(), "ray").glob(f"session_*_{cli_pid}"))
+    out: dict[str, dict] = {}
+    if not sessions:
+        return out
+    for path in (sessions[-1] / "logs" / "train").glob("ray-train-sys-controller-*.log"):
+        text = path.read_text(errors="replace")
+        names = re.findall(rf"{re.escape(run)}-fold\d+-\w+", text)
+        if not names:
+            continue
+        entry: dict = {"log": path.name, "timed_out_attempts": 0}
+        for raw in text.splitlines():
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            stamp, message = record.get("asctime", ""), record.get("message", "")
+            when = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S"))
+            when += int(stamp[20:23] or 0) / 1000
+            entry.setdefault("first_log", when)
+            if "startup timed out" in message and record.get("levelname") == "ERROR":
+                entry["timed_out_attempts"] += 1
+            for key, needle in CONTROLLER_EVENTS.items():
+                if needle in message:  # the last one: the attempt that succeeded
+                    entry[key] = when
+            for key, pattern in CONTROLLER_STEPS.items():
+                match = re.search(pattern, message)
+                if match:
+                    entry[key] = float(match.group(1))
+        out[max(set(names), key=names.count)] = entry
+    return out
+
+
+def startup_breakdown(rows: list[dict]) -> list[dict]:
+    """Per stage, its start latency and teardown split by what the controller logged."""
+    out = []
+    for r in rows:
+        log = r["log"]
+        if "attempting" not in log or "placement_group_s" not in log:
+            continue
+        pg_ready = log["attempting"] + log["placement_group_s"]
+        item = {
+            "job": f"fold{r['fold']}/{r['stage']}",
+            "queued_for_cpu": r["queue_s"] > 0,
+            "timed_out_attempts": log["timed_out_attempts"],
+            # the fold job's fit() -> the new controller actor's first log line
+            "ask_to_controller_up_s": log["first_log"] - r["ask"],
+            # the moment a CPU was free for it -> its placement group ready
+            "cpu_free_to_placement_group_s": pg_ready - r["could_start"],
+        }
+        for key in ("worker_actors_created_s", "train_context_initialized_s"):
+            item[key] = log.get(key, float("nan"))
+        if "worker_group_startup_total_s" in log:
+            started = log["attempting"] + log["worker_group_startup_total_s"]
+            item["launch_to_train_loop_s"] = r["worker_started"] - (
+                pg_ready + item["worker_actors_created_s"] + item["train_context_initialized_s"]
+            )
+            item["start_latency_s"] = r["start_latency_s"]
+            item["group_started_to_train_loop_s"] = r["worker_started"] - started
+        if "shutting_down" in log:
+            item["last_report_to_shutdown_s"] = log["shutting_down"] - r["reports"][-1]
+            if "shut_down" in log:
+                item["worker_group_shutdown_s"] = log["shut_down"] - log["shutting_down"]
+                item["shutdown_to_fit_returned_s"] = r["end"] - log["shut_down"]
+        out.append({k: round(v, 2) if isinstance(v, float) else v for k, v in item.items()})
+    return out
 
 
 # ------------------------------------------------------------------ analysis
 
 
-def analyse(bare_r: dict, ray: dict, rows: list[dict], cores: int, contention_r: dict | None):
+def analyse(
+    bare_r: dict,
+    ray: dict,
+    rows: list[dict],
+    cores: int,
+    contention_r: dict | None,
+    breakdown: list[dict],
+):
     bare_by = {(s["fold"], s["stage"]): s for s in bare_r["stages"]}
     first_ask = min(r["ask"] for r in rows)
     last_end = max(r["end"] for r in rows)
@@ -665,7 +771,7 @@ def analyse(bare_r: dict, ray: dict, rows: list[dict], cores: int, contention_r:
     max_loss_diff = max_sel_diff = 0.0
     for r in rows:
         b = bare_by[(r["fold"], r["stage"])]
-        for hb, hr in zip(b["history"], r["history"], strict=True):
+        for hb, hr in zip(b.get("history", []), r["history"], strict=False):
             max_loss_diff = max(max_loss_diff, abs(hb["train_loss"] - hr["train_loss"]))
             max_sel_diff = max(max_sel_diff, abs(hb["val_selection"] - hr["val_selection"]))
         stages.append(
@@ -676,6 +782,7 @@ def analyse(bare_r: dict, ray: dict, rows: list[dict], cores: int, contention_r:
                 "start_latency_s": round(r["start_latency_s"], 2),
                 "busy_s": round(r["busy_s"], 2),
                 "teardown_s": round(r["teardown_s"], 2),
+                "held_after_last_report_s": round(r["held_after_last_report_s"], 2),
                 "wall_s": round(r["wall_s"], 2),
                 "epoch_s": [round(e, 2) for e in r["epoch_s"]],
                 "bare_s": b["wall_s"],
@@ -685,13 +792,14 @@ def analyse(bare_r: dict, ray: dict, rows: list[dict], cores: int, contention_r:
             }
         )
     busy = sum(s["busy_s"] for s in stages)
-    lifecycle = sum(s["start_latency_s"] + s["teardown_s"] for s in stages)
+    # a CPU is idle between a stage's release of it and the next stage's train loop
+    lifecycle = sum(s["start_latency_s"] + s["held_after_last_report_s"] for s in stages)
     # N cores x span = bare work + slower epochs + start/teardown gaps + CPUs left idle
     accounting = {
         "cores_x_span_s": round(cores * span, 1),
         "bare_training_s": round(bare_train, 1),
         "slower_stages_s (busy - bare)": round(busy - bare_train, 1),
-        "start_latency_plus_teardown_s": round(lifecycle, 1),
+        "start latency + release after last report": round(lifecycle, 1),
         "cpu_idle_other_s (tail, gaps)": round(cores * span - busy - lifecycle, 1),
     }
     before = first_ask - ray["started"]
@@ -718,6 +826,7 @@ def analyse(bare_r: dict, ray: dict, rows: list[dict], cores: int, contention_r:
         },
         "accounting": accounting,
         "stages": stages,
+        "startup_breakdown": breakdown,
         "same_training": {
             "max_abs_diff_train_loss": max_loss_diff,
             "max_abs_diff_val_selection": max_sel_diff,
@@ -802,6 +911,18 @@ def report(result: dict) -> None:
             f"{s['busy_s']:7.1f}{s['teardown_s']:7.2f}{s['wall_s']:8.1f}{s['bare_s']:7.1f}"
             f"{s['busy_over_bare']:6.2f}{s['bare_validation_s']:8.1f}"
         )
+    if a["startup_breakdown"]:
+        print()
+        print("  start and teardown of each stage, from Ray Train's controller log (s):")
+        keys = [k for k in a["startup_breakdown"][0] if k != "job"]
+        for key in keys:
+            values = [b.get(key, float("nan")) for b in a["startup_breakdown"]]
+            cells = " ".join(f"{v:6.2f}" for v in values)
+            print(f"    {key:<36}{cells}")
+        print(
+            f"    {'(stages)':<36}"
+            + " ".join(f"{b['job'].removeprefix('fold'):>6}" for b in a["startup_breakdown"])
+        )
     print()
     print(f"  where the {cores} cores' time of the training span went (s):")
     for k, v in a["accounting"].items():
@@ -822,7 +943,6 @@ def report(result: dict) -> None:
         f"predictions) {b['cpu_s']:.1f} s"
     )
     print(f"  busiest processes (pid, last role, CPU s): {tree['top_processes_by_cpu_s']}")
-    print(f"  OMP_NUM_THREADS in the environment: {tree['omp_num_threads']}")
     for pid, threads in tree["train_worker_busy_threads"]:
         print(f"  training worker {pid}: threads >= 5% of its CPU (name, CPU s): {threads}")
     print("  at the peak (PSS MiB / RSS MiB / processes):")
@@ -831,6 +951,40 @@ def report(result: dict) -> None:
 
 
 # ------------------------------------------------------------------ main
+
+
+def reanalyse(args: argparse.Namespace) -> None:
+    from orchestrator.cv import CVSettings
+    from orchestrator.tracking import default_tracking_uri
+    from seld.config import load_config
+
+    result = json.loads(args.reanalyse.read_text())
+    workspace = (args.workspace or Path(result["workspace"])).resolve()
+    settings = CVSettings(
+        dataset=str(workspace / "dataset"),
+        workspace=str(workspace),
+        config=load_config("tiny", result["overrides"]).to_dict(),
+        run=RUN_RAY,
+        tracking_uri=default_tracking_uri(workspace),
+    )
+    cores = result["analysis"]["cores"]
+    logs = controller_logs(result["ray"]["pid"], RUN_RAY)
+    rows = stage_timeline(settings, cores, logs)
+    old = result["analysis"]
+    result["analysis"] = analyse(
+        result["bare"],
+        result["ray"],
+        rows,
+        cores,
+        result.get("contention"),
+        startup_breakdown(rows),
+    )
+    if not any("history" in s for s in result["bare"]["stages"]):
+        result["analysis"]["same_training"] = old["same_training"]
+    report(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
 
 
 def main() -> None:
@@ -847,7 +1001,17 @@ def main() -> None:
     parser.add_argument("--workspace", type=Path, help="default: a temporary folder")
     parser.add_argument("--keep", action="store_true", help="keep the temporary workspace")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--reanalyse",
+        type=Path,
+        metavar="JSON",
+        help="recompute the analysis of an earlier run from its JSON and its --workspace "
+        "(run folders, MLflow store, Ray's session logs), without training",
+    )
     args = parser.parse_args()
+    if args.reanalyse:
+        reanalyse(args)
+        return
     quick = {"folds": "1,2", "per_split": 4, "seconds": 10.0, "epochs": 2}
     full = {"folds": "1,2,3,4", "per_split": 8, "seconds": 20.0, "epochs": 5}
     for key, value in (quick if args.quick else full).items():
@@ -878,6 +1042,7 @@ def main() -> None:
     say(f"{cpu_model()}, {cores} cores; load averages {' / '.join(f'{x:.2f}' for x in loadavg())}")
     result: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "workspace": str(workspace),
         "machine": {"cpu": cpu_model(), "cores": cores, "python": platform.python_version()},
         "folds": list(args.folds),
         "epochs": args.epochs,
@@ -902,11 +1067,13 @@ def main() -> None:
         with Phase("ray") as phase:
             result["ray"] = through_cli(ray_settings, command, workspace / "logs", args.sample_s)
         result["phases"]["ray"] = phase.as_dict()
-        rows = stage_timeline(ray_settings, cores)
-        result["analysis"] = analyse(result["bare"], result["ray"], rows, cores, contention_r)
+        logs = controller_logs(result["ray"]["pid"], RUN_RAY)
+        rows = stage_timeline(ray_settings, cores, logs)
+        breakdown = startup_breakdown(rows)
+        result["analysis"] = analyse(
+            result["bare"], result["ray"], rows, cores, contention_r, breakdown
+        )
         result["ray"]["cv_scores"] = result["ray"].pop("summary")["overall"]
-        for s in result["bare"]["stages"]:
-            s.pop("history")
         report(result)
         say("done")
         if args.json:

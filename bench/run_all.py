@@ -1,7 +1,7 @@
 """Run every benchmark and write one results table, ``bench/RESULTS.md``.
 
 Each benchmark runs as its own process with small but meaningful arguments (the whole set takes
-about ten minutes on a 2-core machine, plus about 25 for ``cv_overhead``, which trains the
+about ten minutes on a 2-core machine, plus about 17 for ``cv_overhead``, which trains the
 demo's cross-validation twice); its key numbers come from its ``--json`` file, or from
 its printed lines, and its full output is kept under the table. The header names the machine
 (CPU, cores, memory, GPU), the load average before and after (benchmarks on a shared machine
