@@ -1,37 +1,36 @@
-"""Four-fold cross-validation of the two-stage method on Ray Train, tracked in MLflow.
+"""Four-fold cross-validation of the two-stage method on Ray: the settings, and one fold's work.
 
-Each fold is a Ray task that runs two Ray Train ``TorchTrainer`` jobs in turn: SED(k), then
-DOA(k) from SED(k)'s convolutional blocks, then the fold's inference. Folds run concurrently as
-resources allow, so DOA(k) starts when SED(k) ends, whatever the other folds do. Every epoch
-is checkpointed (to the run folder and to Ray Train's storage); a crashed worker is restarted by
-Ray Train's failure config and resumes from the last epoch; rerunning the same ``cv`` command
-after the driver died skips finished stages (``done.json``) and resumes unfinished ones.
+Each fold is one Ray job that trains the method's stages in turn (SED(k), then DOA(k) from
+SED(k)'s convolutional blocks), then predicts the fold's validation and test recordings, so
+DOA(k) starts the moment SED(k) ends, whatever the other folds do. Folds run concurrently as
+resources allow (:mod:`orchestrator.cv_jobs` starts them).
+
+A fold with one training worker is one Ray task (:func:`fold_task`) of the worker's CPUs (and
+GPU): its process trains every stage of the fold and is then reused by the next queued fold,
+so a stage starts in well under a second. Every epoch is checkpointed in the run folder; a
+crashed or lost worker is retried by Ray (``max_retries``) in a new process, on any node, and
+resumes from the last epoch (``last.pt``); rerunning the same ``cv`` command after the driver
+died skips finished stages (``done.json``) and resumes unfinished ones. Data-parallel folds
+(several workers) run on Ray Train instead (:mod:`orchestrator.cv_jobs`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import ray
-import ray.train
-from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchConfig, TorchTrainer
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from orchestrator.fold import FoldData, fold_data, predict_split, train_fold_stage
 from orchestrator.layout import RunLayout, ray_storage
-from orchestrator.ray_utils import HEAD_NODE
-from orchestrator.runs import validate_run_name
+from orchestrator.runs import TRAINERS, validate_run_name
 from seld.config import ExperimentConfig, load_config, validate_config
 from seld.fsutil import atomic_path
 from seld.training import TrainConfig, load_checkpoint
@@ -51,6 +50,8 @@ class CVSettings:
     workers_per_fold: int = 1
     cpus_per_worker: float = 1.0
     max_failures: int = 2
+    #: one of :data:`orchestrator.runs.TRAINERS`
+    trainer: str = "auto"
     tracking_uri: str = ""
     #: where Ray Train keeps its checkpoints: a path or URI every node reaches (``s3://...``,
     #: an NFS path); default ``<workspace>/ray_results``
@@ -60,6 +61,18 @@ class CVSettings:
 
     def __post_init__(self) -> None:
         validate_run_name(self.run, nested=True)
+        if self.trainer not in TRAINERS:
+            raise ValueError(f"trainer {self.trainer!r}: expected one of {', '.join(TRAINERS)}")
+        if self.trainer == "task" and self.workers_per_fold > 1:
+            raise ValueError(
+                "trainer 'task' trains with one worker per fold; data-parallel "
+                "folds (workers_per_fold > 1) need trainer 'ray-train' or 'auto'"
+            )
+
+    @property
+    def uses_ray_train(self) -> bool:
+        """Whether the folds train on Ray Train (data parallel, or asked for)."""
+        return self.trainer == "ray-train" or self.workers_per_fold > 1
 
     @cached_property
     def experiment(self) -> ExperimentConfig:
@@ -143,162 +156,123 @@ def settings_fold_data(s: CVSettings, fold: int) -> FoldData:
     )
 
 
-def _train_loop(config: dict[str, Any]) -> None:
-    """Runs in the Ray Train worker: one stage of one fold."""
-    s = CVSettings.from_dict(config["settings"])
-    fold, stage, run_id, sink = config["fold"], config["stage"], config["run_id"], config["sink"]
-    job = f"fold{fold}/{stage}"
-    out_dir = s.layout.stage(fold, stage)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None and not (out_dir / "last.pt").exists():
-        with checkpoint.as_directory() as folder:  # restarted on a node without the local copy
-            out_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(Path(folder) / "last.pt", out_dir / "last.pt")
-    train_config = s.train_config(stage)
+class StageBook:
+    """The files and live status of one stage of one fold, shared by both ways of training it:
+    ``done.json`` (a finished stage is skipped on a rerun), ``node.txt`` and ``worker.json``
+    (who trains it now), the metrics sink's state and history."""
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "node.txt").write_text(ray.get_runtime_context().get_node_id())
-    rank = ray.train.get_context().get_world_rank()
-    if rank == 0:  # who trains this stage now, for ops (and the failure test)
+    def __init__(self, s: CVSettings, fold: int, stage: str, sink: Any, run_id: str):
+        self.s, self.fold, self.stage, self.sink, self.run_id = s, fold, stage, sink, run_id
+        self.job = f"fold{fold}/{stage}"
+        self.out_dir = s.layout.stage(fold, stage)
+        self.done_path = s.layout.done(fold, stage)
+        self._pending: list[Any] = []
+
+    def finished(self) -> dict[str, Any] | None:
+        """The record of the stage if an earlier run finished it (the sink is told)."""
+        if not self.done_path.exists():
+            return None
+        record = json.loads(self.done_path.read_text())
+        if self.sink is not None:
+            self.sink.set_history.remote(self.job, record["history"])
+            self.sink.set_state.remote(self.job, "done (earlier run)")
+        return record
+
+    def starting(self) -> None:
+        if self.sink is not None:
+            self.sink.set_state.remote(self.job, "starting")
+
+    def entered(self) -> None:
+        """The training worker of rank 0 has entered the stage: say who it is, and replay the
+        epochs of an interrupted attempt to whoever follows the curves."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "node.txt").write_text(ray.get_runtime_context().get_node_id())
         worker = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-        with atomic_path(out_dir / "worker.json") as tmp:
+        with atomic_path(self.out_dir / "worker.json") as tmp:
             tmp.write_text(json.dumps(worker))
-    if rank == 0 and sink is not None and (out_dir / "last.pt").exists():
-        # resuming: the epochs before the crash are known to whoever follows the curves
-        ray.get(sink.set_history.remote(job, load_checkpoint(out_dir / "last.pt")["history"]))
+        last = self.out_dir / "last.pt"
+        if self.sink is not None and last.exists():
+            ray.get(self.sink.set_history.remote(self.job, load_checkpoint(last)["history"]))
 
-    def report(metrics: dict[str, float], folder: Path) -> None:
-        if rank != 0:  # every rank reports; rank 0 owns the checkpoint and the tracking
-            ray.train.report(metrics)
-            return
-        if sink is not None:
-            ray.get(sink.log_epoch.remote(run_id, job, metrics))
-        with tempfile.TemporaryDirectory() as tmp:
-            shutil.copyfile(folder / "last.pt", Path(tmp) / "last.pt")
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+    def log_epoch(self, metrics: dict[str, float]) -> None:
+        """Send an epoch's metrics without waiting (a sink's calls run in the order sent);
+        :meth:`finish` waits for them all."""
+        if self.sink is not None:
+            self._pending.append(self.sink.log_epoch.remote(self.run_id, self.job, metrics))
 
-    import torch
+    def flush(self) -> None:
+        """Wait until the sink has the epochs sent so far."""
+        ray.get(self._pending)
+        self._pending = []
 
-    device = "cuda" if s.use_gpu and torch.cuda.is_available() else "cpu"
-    train_fold_stage(
-        settings_fold_data(s, fold), train_config, s.run_dir, report=report, device=device
-    )
-
-
-@ray.remote(num_cpus=0)
-def fold_job(settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, str]) -> dict:
-    """The method's stages of fold k in turn (SED(k) then DOA(k), or joint(k)), then the
-    fold's cached predictions on validation and test."""
-    s = CVSettings.from_dict(settings)
-    records = {}
-    for stage in s.stages:
-        out_dir = s.layout.stage(fold, stage)
-        done = s.layout.done(fold, stage)
-        job = f"fold{fold}/{stage}"
-        if done.exists():
-            records[stage] = json.loads(done.read_text())
-            if sink is not None:
-                sink.set_history.remote(job, records[stage]["history"])
-                sink.set_state.remote(job, "done (earlier run)")
-            continue
-        if sink is not None:
-            sink.set_state.remote(job, "starting")
-        resources = {"CPU": s.cpus_per_worker} | ({"GPU": 1} if s.use_gpu else {})
-        name = f"{s.run}-fold{fold}-{stage}"
-        if not (out_dir / "last.pt").exists():
-            _forget_train_run(s.storage_path, name)
-        trainer = TorchTrainer(
-            _train_loop,
-            train_loop_config={
-                "settings": settings,
-                "fold": fold,
-                "stage": stage,
-                "run_id": run_ids[stage],
-                "sink": sink,
-            },
-            scaling_config=ScalingConfig(
-                num_workers=s.workers_per_fold,
-                use_gpu=s.use_gpu,
-                resources_per_worker=resources,
-            ),
-            torch_config=TorchConfig(backend="gloo"),
-            run_config=RunConfig(
-                name=name,
-                storage_path=s.storage_path,
-                failure_config=FailureConfig(max_failures=s.max_failures),
-            ),
-        )
-        start = time.time()
-        trainer.fit()
-        best = load_checkpoint(s.layout.checkpoint(fold, stage, "best"))
-        history = load_checkpoint(s.layout.checkpoint(fold, stage, "last"))["history"]
+    def finish(self, start: float) -> dict[str, Any]:
+        """Write ``done.json`` of the trained stage and end its MLflow run; its record."""
+        self.flush()
+        best = load_checkpoint(self.s.layout.checkpoint(self.fold, self.stage, "best"))
+        history = load_checkpoint(self.s.layout.checkpoint(self.fold, self.stage, "last"))
         record = StageRecord(
-            fold,
-            stage,
+            self.fold,
+            self.stage,
             start,
             time.time(),
             int(best["epoch"]),
             float(best["metrics"]["val_selection"]),
-            (out_dir / "node.txt").read_text(),
-            history,
+            (self.out_dir / "node.txt").read_text(),
+            history["history"],
         )
-        records[stage] = asdict(record)
-        done.write_text(json.dumps(records[stage]))
-        if sink is not None:
-            sink.set_state.remote(job, "done")
-            sink.end_run.remote(run_ids[stage])
+        with atomic_path(self.done_path) as tmp:
+            tmp.write_text(json.dumps(asdict(record)))
+        if self.sink is not None:
+            self.sink.set_state.remote(self.job, "done")
+            self.sink.end_run.remote(self.run_id)
+        return asdict(record)
+
+
+def predict_fold(s: CVSettings, fold: int, device: str = "cpu") -> None:
+    """The fold's cached predictions of every stage on ``s.predict_splits``."""
     data = settings_fold_data(s, fold)
     for split in s.predict_splits:
         for stage in s.stages:
-            predict_split(data, s.run_dir, split, stage)
+            predict_split(data, s.run_dir, split, stage, device)
+
+
+def train_fold(
+    settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, str], asked: float
+) -> dict[str, Any]:
+    """One fold in this process: its stages in turn, then its predictions.
+
+    Run as :func:`fold_task`, with the worker's CPUs (torch gets as many threads) and GPU. A
+    retry after a crash skips the finished stages and resumes the unfinished one from its last
+    epoch. ``asked``: when the fold was submitted (the first stage's ``start``; a later stage
+    starts when the one before it ends)."""
+    import torch
+
+    s = CVSettings.from_dict(settings)
+    torch.set_num_threads(max(1, int(s.cpus_per_worker)))
+    device = "cuda" if s.use_gpu and torch.cuda.is_available() else "cpu"
+    data = settings_fold_data(s, fold)
+    records: dict[str, Any] = {}
+    start = asked
+    for stage in s.stages:
+        book = StageBook(s, fold, stage, sink, run_ids[stage])
+        record = book.finished()
+        if record is None:
+            book.starting()
+            book.entered()
+            train_fold_stage(
+                data,
+                s.train_config(stage),
+                s.run_dir,
+                report=lambda metrics, _folder, book=book: book.log_epoch(metrics),
+                device=device,
+            )
+            record = book.finish(start)
+        records[stage] = record
+        start = time.time()
+    predict_fold(s, fold, device)
     return {"fold": fold, "stages": records}
 
 
-def _forget_train_run(storage: str, name: str) -> None:
-    """A stage that starts from scratch (its run folder was deleted) must not let Ray Train
-    resume an earlier finished run of the same name, which would skip the training."""
-    if "://" in storage:
-        import pyarrow.fs
-
-        fs, root = pyarrow.fs.FileSystem.from_uri(storage)
-        if fs.get_file_info(f"{root}/{name}").type != pyarrow.fs.FileType.NotFound:
-            fs.delete_dir(f"{root}/{name}")
-        return
-    shutil.rmtree(Path(storage) / name, ignore_errors=True)
-
-
-def run_fold_jobs(
-    settings: CVSettings,
-    run_ids: dict[int, dict[str, str]],
-    sink: Any,
-    on_status: Callable[[dict[str, dict[str, Any]]], None] | None = None,
-    poll_s: float = 1.0,
-    on_history: Callable[[dict[str, dict[int, dict[str, float]]]], None] | None = None,
-) -> list[dict]:
-    """Start every fold job and wait for all, reporting the live status as it changes
-    (``on_status``) and every job's epoch metrics so far (``on_history``). If the waiting is
-    interrupted (Ctrl-C, or a search trial stopped early), the fold jobs are cancelled."""
-    payload = settings.to_dict()
-    # Ray Train's helpers in the fold jobs (its placement-group cleaner) find the cluster
-    # through the state API; with several Ray instances on one machine they must be told which
-    job = fold_job.options(
-        # on the head, with the Train controller that fit() attaches to the caller's node: a
-        # worker node then holds only training workers, which Ray Train restarts elsewhere
-        resources=HEAD_NODE,
-        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None),
-        runtime_env={"env_vars": {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}},
-    )
-    refs = [job.remote(payload, k, sink, run_ids[k]) for k in settings.folds]
-    pending = list(refs)
-    try:
-        while pending:
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=poll_s)
-            if on_status is not None and sink is not None:
-                on_status(ray.get(sink.get_status.remote()))
-            if on_history is not None and sink is not None:
-                on_history(ray.get(sink.get_history.remote()))
-    except BaseException:
-        for ref in pending:
-            ray.cancel(ref, force=True)
-        raise
-    return ray.get(refs)
+#: :func:`train_fold` as a Ray task; :func:`orchestrator.cv_jobs.run_fold_jobs` sets its
+#: resources and retries
+fold_task = ray.remote(train_fold)

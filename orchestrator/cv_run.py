@@ -19,19 +19,20 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from orchestrator.cv import CVSettings, run_fold_jobs
+from orchestrator.cv import CVSettings
+from orchestrator.cv_jobs import run_fold_jobs
 from orchestrator.evaluation import evaluate_split
 from orchestrator.extract import current_inputs
 from orchestrator.jsonout import to_json
 from orchestrator.ray_utils import ray_session
 from orchestrator.runs import RunLock, check_same_settings, interrupt
+from orchestrator.sink import start_sink
 from orchestrator.tracking import (
     flatten,
     get_experiment,
     log_params,
     log_scores,
     provenance_tags,
-    start_sink,
 )
 from seld.dataset import DatasetLayout
 from seld.fingerprint import combined

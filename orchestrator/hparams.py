@@ -38,8 +38,9 @@ from ray.tune.schedulers import ASHAScheduler
 from orchestrator.cv import CVSettings
 from orchestrator.cv_run import resolved_config, run_cv
 from orchestrator.layout import RunLayout
+from orchestrator.ray_utils import HEAD_NODE
 from orchestrator.search_space import SearchSpace
-from orchestrator.tracking import HEAD_NODE, flatten, get_experiment, log_params, log_scores
+from orchestrator.tracking import flatten, get_experiment, log_params, log_scores
 from orchestrator.trial import (
     TRIAL_CPUS,
     check_space,

@@ -19,12 +19,17 @@ import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from filelock import FileLock, Timeout
 
 from seld.errors import SeldError
 from seld.fsutil import atomic_path
+
+#: how a cv run's folds train: ``task`` (one Ray task per fold, one worker), ``ray-train`` (a
+#: Ray Train ``TorchTrainer`` per stage), ``auto`` (Ray Train only when data parallel)
+Trainer = Literal["auto", "task", "ray-train"]
+TRAINERS: tuple[str, ...] = get_args(Trainer)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

@@ -38,9 +38,10 @@ from orchestrator.cv_run import run_cv
 from orchestrator.extract import extract_dataset
 from orchestrator.jsonout import to_json
 from orchestrator.layout import RunLayout
+from orchestrator.ray_utils import HEAD_NODE
 from orchestrator.runs import check_same_settings
 from orchestrator.sweep_spec import Cell, Sweep
-from orchestrator.tracking import HEAD_NODE, flatten, get_experiment, log_params, log_scores
+from orchestrator.tracking import flatten, get_experiment, log_params, log_scores
 from seld.fsutil import atomic_path
 
 

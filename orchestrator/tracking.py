@@ -4,7 +4,8 @@ Default store: a SQLite database and an artifact folder inside the workspace; an
 (a server, ``databricks``, ...) by ``--tracking-uri`` or ``MLFLOW_TRACKING_URI``. A cv run is a
 parent run (config as params, final metric table as metrics); each fold and stage is a child
 run with its epoch curves. Fold jobs on many processes do not write to the store themselves:
-they send metrics to one :class:`MetricsSink` actor, so a SQLite store sees a single writer.
+they send metrics to one :class:`orchestrator.sink.MetricsSink` actor, so a SQLite store sees
+a single writer.
 """
 
 from __future__ import annotations
@@ -18,11 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import mlflow
-import ray
 from mlflow.tracking import MlflowClient
 
-from orchestrator.ray_utils import HEAD_NODE
 from seld.config import flatten as dotted_leaves
 
 PACKAGES = ("torch", "ray", "optuna", "mlflow", "numpy", "librosa", "h5py", "seld-orchestrator")
@@ -149,52 +147,3 @@ def log_scores(
     for key, value in scores.items():
         if value is not None and math.isfinite(value):  # not computable: no metric at all
             client.log_metric(run_id, f"{prefix}{key}", float(value), step=step)
-
-
-def start_sink(tracking_uri: str):
-    """A :class:`MetricsSink` on the head node, which reaches the tracking store (a server bound
-    to the head's 127.0.0.1, or a local SQLite file) wherever the fold jobs run."""
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-    return MetricsSink.options(
-        resources=HEAD_NODE,
-        # outside any placement group it is created from (a Tune trial's, for a search)
-        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None),
-    ).remote(tracking_uri)
-
-
-@ray.remote(num_cpus=0)
-class MetricsSink:
-    """The single writer of epoch metrics, and the live status of every fold job."""
-
-    def __init__(self, tracking_uri: str):
-        mlflow.set_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri)
-        self.status: dict[str, dict[str, Any]] = {}
-        self.history: dict[str, dict[int, dict[str, float]]] = {}
-
-    def log_epoch(self, run_id: str, job: str, metrics: dict[str, float]) -> None:
-        step = int(metrics.get("epoch", 0))
-        log_scores(
-            self.client, run_id, "", {k: v for k, v in metrics.items() if k != "epoch"}, step
-        )
-        self.status[job] = {"state": "running", **metrics}
-        self.history.setdefault(job, {})[step] = dict(metrics)
-
-    def set_history(self, job: str, history: list[dict[str, float]]) -> None:
-        """Epochs a job finished before this sink existed (a resumed or skipped stage)."""
-        known = self.history.setdefault(job, {})
-        for metrics in history:
-            known.setdefault(int(metrics["epoch"]), dict(metrics))
-
-    def get_history(self) -> dict[str, dict[int, dict[str, float]]]:
-        return self.history
-
-    def set_state(self, job: str, state: str, **extra: Any) -> None:
-        self.status.setdefault(job, {}).update({"state": state, **extra})
-
-    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status)
-
-    def get_status(self) -> dict[str, dict[str, Any]]:
-        return self.status

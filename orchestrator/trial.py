@@ -18,11 +18,13 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from orchestrator.cv import CVSettings, run_fold_jobs
+from orchestrator.cv import CVSettings
+from orchestrator.cv_jobs import run_fold_jobs
 from orchestrator.cv_run import create_cv_runs
 from orchestrator.evaluation import evaluate_split
 from orchestrator.search_space import SearchSpace, SearchSpaceError
-from orchestrator.tracking import flatten, log_params, log_scores, start_sink
+from orchestrator.sink import start_sink
+from orchestrator.tracking import flatten, log_params, log_scores
 from seld.config import ConfigError, ExperimentConfig
 
 

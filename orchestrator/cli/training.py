@@ -45,6 +45,7 @@ from orchestrator.cli.render import (
 )
 from orchestrator.jsonout import to_json
 from orchestrator.layout import RunLayout
+from orchestrator.runs import Trainer
 from seld.metrics.scores import SeldScores
 
 
@@ -183,6 +184,14 @@ def cv(
     workers_per_fold: Annotated[
         int, typer.Option("--workers-per-fold", min=1, help="Data-parallel workers per fold job.")
     ] = 1,
+    trainer: Annotated[
+        Trainer,
+        typer.Option(
+            "--trainer",
+            help="How a fold trains: one Ray task per fold (task), Ray Train per stage "
+            "(ray-train), or Ray Train only when data parallel (auto).",
+        ),
+    ] = "auto",
     threshold: ThresholdOpt = None,
     tracking_uri: TrackingUriOpt = None,
     storage: StorageOpt = "",
@@ -192,7 +201,7 @@ def cv(
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Four-fold cross-validation: per fold SED then DOA on Ray Train, tracked in MLflow.
+    """Four-fold cross-validation: per fold SED then DOA on Ray, tracked in MLflow.
 
     Features are extracted first where missing. Rerunning the same command after a crash skips
     finished stages and resumes unfinished ones. A run folder has one writer at a time, and a
@@ -221,6 +230,7 @@ def cv(
         run=run,
         use_gpu=gpu,
         workers_per_fold=workers_per_fold,
+        trainer=trainer,
         storage=storage,
     )
     with ray_session(address):

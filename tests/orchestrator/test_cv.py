@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.cv import CVSettings, fold_job
+from orchestrator.cv import CVSettings
+from orchestrator.cv_jobs import fold_job
 from orchestrator.cv_run import run_cv
 from orchestrator.extract import extract_dataset
 from orchestrator.ray_utils import ray_session
@@ -189,11 +190,12 @@ def _reserved_placement_groups() -> list[str]:
 
 
 def test_a_killed_fold_job_gives_its_cpus_back(tiny_data: Path, tiny_ws: Path):
-    """What ASHA does to a trial: its fold jobs are killed in the middle of a stage. Ray
-    Train's cleaner must then remove the stage's placement group, or its CPUs stay reserved
-    and every later trial waits for them forever (this hung the resumed search of issue 6)."""
+    """What ASHA does to a trial: its fold jobs are killed in the middle of a stage. On the
+    Ray Train path, Ray Train's cleaner must then remove the stage's placement group, or its
+    CPUs stay reserved and every later trial waits for them forever (this hung the resumed
+    search of issue 6)."""
     data, ws = tiny_data, tiny_ws
-    s = settings(data, ws, folds=(1,), epochs=500)
+    s = settings(data, ws, folds=(1,), epochs=500, trainer="ray-train")
     with ray_session(num_cpus=2, dashboard=True) as dashboard_url:
         assert dashboard_url and dashboard_url.startswith("127.0.0.1:")
         gcs = ray.get_runtime_context().gcs_address
@@ -217,6 +219,50 @@ def test_a_killed_fold_job_gives_its_cpus_back(tiny_data: Path, tiny_ws: Path):
             assert time.time() < deadline, ray.available_resources()
             time.sleep(0.5)
         assert not (sed / "done.json").exists()  # it was killed, not finished
+
+
+@ray.remote(num_cpus=0)
+class _Trial:
+    """Stands for a Tune trial's actor: it starts the fold jobs and waits for them."""
+
+    def run(self, settings: dict, run_ids: dict) -> None:
+        from orchestrator.cv_jobs import run_fold_jobs
+
+        run_fold_jobs(CVSettings.from_dict(settings), run_ids, None)
+
+
+def test_a_stopped_trial_takes_its_fold_tasks_with_it(tiny_data: Path, tiny_ws: Path):
+    """ASHA stops a trial by killing its actor, which owns the fold tasks: each fold task's
+    worker process must die with it and give its CPUs back, without marking the stage done."""
+    data, ws = tiny_data, tiny_ws
+    s = settings(data, ws, folds=(1,), epochs=500, run="stopped-trial")
+    assert not s.uses_ray_train
+    with ray_session(num_cpus=2):
+        trial = _Trial.remote()
+        ref = trial.run.remote(s.to_dict(), {1: {"sed": "", "doa": ""}})
+        sed = s.run_dir / "fold1" / "sed"
+        deadline = time.time() + 300
+        while not (sed / "last.pt").exists():  # training has started: its CPUs are held
+            assert time.time() < deadline
+            time.sleep(0.5)
+        assert ray.available_resources().get("CPU", 0) == pytest.approx(1.5)
+        worker = json.loads((sed / "worker.json").read_text())["pid"]
+        ray.kill(trial)
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(ref)
+        deadline = time.time() + 60
+        while ray.available_resources().get("CPU", 0) < 2 or _alive(worker):
+            assert time.time() < deadline, (ray.available_resources(), _alive(worker))
+            time.sleep(0.5)
+        assert not (sed / "done.json").exists()  # it was stopped, not finished
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @pytest.mark.heavy  # node spread: also test_sweep (two GPU nodes)
