@@ -30,20 +30,24 @@ the folds are independent and each fold's chain runs on one core. The ratio prin
 cv's training span (first stage asked for -> last stage done, from ``done.json``) over it, and
 the whole command's wall time over (bare training + predictions) / N.
 
-Per stage, from what the cv run writes: ``done.json`` (``start``: the fold job asks
-``trainer.fit()``; ``end``: fit() returned), ``worker.json`` (``started``: the training worker
-entered the train loop), and the MLflow timestamp of each epoch's metrics (logged by the
-worker's report at the epoch's end), and Ray Train's controller log of the stage (in the cv's
+Per stage, from what the cv run writes: ``done.json`` (``start``: the stage was asked for: the
+fold task's submission for a fold's first stage, the end of the stage before it for the next; on
+the Ray Train path, the fold job calling ``trainer.fit()``; ``end``: the stage's ``done.json``
+written), ``worker.json`` (``started``: the training process entered the stage), the MLflow
+timestamp of each epoch's metrics (logged by the worker's report at the epoch's end), and on the
+Ray Train path (``--trainer ray-train``) Ray Train's controller log of the stage (in the cv's
 Ray session folder: when the controller came up, its attempts to start the worker group, how
-long the placement group, the worker actors and the train context took, when it shut the
-group down). The **start latency** of a stage is the time from the moment it could have had a
-CPU (its ask, or, when all CPUs were held by other stages, the moment the stage whose CPU it
-took shut its worker group down) to its worker entering the train loop; its **teardown** is
-the last epoch's report to fit() returning. The 2-core time of the training span is then
-split into bare training, stages running slower than bare, and CPUs waiting on start-ups.
+long the placement group, the worker actors and the train context took, when it shut the group
+down). A fold task holds its CPU until its predictions are written (their files' times). The
+**start latency** of a stage is the time from the moment it could have had a CPU (its ask, or,
+when all CPUs were held by other stages, the moment the stage whose CPU it took released it) to
+its worker entering the stage; its **teardown** is the last epoch's report to the stage's end.
+The 2-core time of the training span is then split into bare training, stages running slower
+than bare, and CPUs waiting on start-ups.
 
     python bench/cv_overhead.py [--quick] [--folds 1,2,3,4] [--per-split 8] [--seconds 20]
-        [--epochs 5] [--seed 0] [--threads 1] [--workspace DIR] [--keep] [--json F]
+        [--epochs 5] [--seed 0] [--threads 1] [--trainer auto|ray-train] [--workspace DIR]
+        [--keep] [--json F]
     python bench/cv_overhead.py --reanalyse F.json --workspace DIR   # analysis only
 
 Default: the demo's dataset and budget (32 recordings of 20 s, 4 folds, 5 epochs per stage,
@@ -541,7 +545,9 @@ class TreeSampler:
 # ------------------------------------------------------------------ through seld-orch cv
 
 
-def cli_command(dataset: Path, workspace: Path, overrides: list[str]) -> list[str]:
+def cli_command(
+    dataset: Path, workspace: Path, overrides: list[str], trainer: str = "auto"
+) -> list[str]:
     script = Path(sys.executable).parent / "seld-orch"
     head = [str(script)] if script.exists() else [sys.executable, "-m", "orchestrator.cli"]
     sets = [x for o in overrides for x in ("--set", o)]
@@ -555,6 +561,8 @@ def cli_command(dataset: Path, workspace: Path, overrides: list[str]) -> list[st
         "--run",
         RUN_RAY,
         *sets,
+        "--trainer",
+        trainer,
         "--json",
     ]
 
@@ -1017,6 +1025,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs per stage (5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch/BLAS threads, bare path")
+    parser.add_argument(
+        "--trainer",
+        default="auto",
+        choices=("auto", "task", "ray-train"),
+        help="the cv's --trainer: its fold tasks (auto), or Ray Train per stage (ray-train)",
+    )
     parser.add_argument("--no-contention", action="store_true")
     parser.add_argument("--sample-s", type=float, default=0.5)
     parser.add_argument("--workspace", type=Path, help="default: a temporary folder")
@@ -1083,7 +1097,7 @@ def main() -> None:
                 contention_r = contention(settings, args.threads, cores)
             result["contention"] = contention_r
             result["phases"]["contention"] = phase.as_dict()
-        command = cli_command(dataset, workspace, overrides)
+        command = cli_command(dataset, workspace, overrides, args.trainer)
         ray_settings = replace(settings, run=RUN_RAY)
         with Phase("ray") as phase:
             result["ray"] = through_cli(ray_settings, command, workspace / "logs", args.sample_s)

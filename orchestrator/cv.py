@@ -192,7 +192,8 @@ class StageBook:
             tmp.write_text(json.dumps(worker))
         last = self.out_dir / "last.pt"
         if self.sink is not None and last.exists():
-            ray.get(self.sink.set_history.remote(self.job, load_checkpoint(last)["history"]))
+            history = load_checkpoint(last)["history"]
+            wait_holding_cpu([self.sink.set_history.remote(self.job, history)])
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
         """Send an epoch's metrics without waiting (a sink's calls run in the order sent);
@@ -202,7 +203,7 @@ class StageBook:
 
     def flush(self) -> None:
         """Wait until the sink has the epochs sent so far."""
-        ray.get(self._pending)
+        wait_holding_cpu(self._pending)
         self._pending = []
 
     def finish(self, start: float) -> dict[str, Any]:
@@ -228,6 +229,17 @@ class StageBook:
         return asdict(record)
 
 
+def wait_holding_cpu(refs: list[Any]) -> list[Any]:
+    """The values of ``refs``, waiting without lending this task's CPU away.
+
+    A task blocked in ``ray.get`` (or ``ray.wait``) gives its CPUs back to Ray until it resumes
+    (so that nested tasks cannot deadlock): a fold task waiting a moment for the metrics sink
+    would let the next queued fold start, and both would then train on one CPU. Waiting on
+    the refs' futures does not tell Ray it is blocked
+    (``tests/orchestrator/test_cv.py::test_waiting_on_the_sink_keeps_the_cpu``)."""
+    return [future.result() for future in [ref.future() for ref in refs]]
+
+
 def predict_fold(s: CVSettings, fold: int, device: str = "cpu") -> None:
     """The fold's cached predictions of every stage on ``s.predict_splits``."""
     data = settings_fold_data(s, fold)
@@ -250,7 +262,7 @@ def train_fold(
     s = CVSettings.from_dict(settings)
     torch.set_num_threads(max(1, int(s.cpus_per_worker)))
     device = "cuda" if s.use_gpu and torch.cuda.is_available() else "cpu"
-    data = settings_fold_data(s, fold)
+    data = None
     records: dict[str, Any] = {}
     start = asked
     for stage in s.stages:
@@ -259,6 +271,7 @@ def train_fold(
         if record is None:
             book.starting()
             book.entered()
+            data = data or settings_fold_data(s, fold)
             train_fold_stage(
                 data,
                 s.train_config(stage),

@@ -1,4 +1,4 @@
-"""Prediction-versus-reference figures: azimuth and elevation over time, one colour per class."""
+"""Prediction-versus-reference figures: classes, azimuth and elevation over time."""
 
 from __future__ import annotations
 
@@ -10,15 +10,21 @@ matplotlib.use("Agg")  # files only; never open a window
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
 
 from seld.dcase import CLASSES, LABEL_HOP_S
 from seld.fsutil import atomic_path
+
+#: the reference: a wide grey band per frame, under the predictions (one colour per class)
+REFERENCE_STYLE = {"colors": "0.55", "linewidth": 7, "alpha": 0.45, "zorder": 1}
 
 
 def plot_recording(
     reference: np.ndarray, predicted: np.ndarray, num_frames: int, title: str, path: Path
 ) -> Path:
-    """Write a PNG of one recording: reference rows as thick lines, predicted rows as dots.
+    """Write a PNG of one recording: the reference as wide grey bands (a thin line of the
+    class's colour along each), the prediction as dots coloured by class on top, so a miss
+    shows as a bare band and a false alarm as dots alone.
 
     ``reference`` and ``predicted``: submission rows ``(frame, class, azimuth, elevation)``.
     """
@@ -26,26 +32,40 @@ def plot_recording(
         3, 1, figsize=(12, 7), sharex=True, gridspec_kw={"height_ratios": [1, 2, 2]}
     )
     colours = plt.get_cmap("tab20")(np.linspace(0, 1, len(CLASSES), endpoint=False))
-    for rows, style in (
-        (reference, {"s": 14, "marker": "s", "alpha": 0.35}),
-        (predicted, {"s": 4, "marker": "o", "alpha": 0.9}),
-    ):
-        if len(rows) == 0:
-            continue
-        t = rows[:, 0] * LABEL_HOP_S
-        c = colours[rows[:, 1]]
-        axes[0].scatter(t, rows[:, 1], color=c, **style)
-        axes[1].scatter(t, rows[:, 2], color=c, **style)
-        axes[2].scatter(t, rows[:, 3], color=c, **style)
+    if len(reference):
+        t = reference[:, 0] * LABEL_HOP_S
+        c = colours[reference[:, 1].astype(int)]
+        for ax, column in zip(axes, (1, 2, 3), strict=True):
+            ax.hlines(reference[:, column], t, t + LABEL_HOP_S, **REFERENCE_STYLE)
+            # a thin line of the class's colour along the band: which class it is
+            ax.hlines(reference[:, column], t, t + LABEL_HOP_S, colors=c, linewidth=0.8, zorder=1)
+    if len(predicted):
+        t = predicted[:, 0] * LABEL_HOP_S + LABEL_HOP_S / 2
+        c = colours[predicted[:, 1].astype(int)]
+        for ax, column in zip(axes, (1, 2, 3), strict=True):
+            ax.scatter(t, predicted[:, column], color=c, s=5, marker="o", zorder=2)
     axes[0].set_yticks(range(len(CLASSES)), CLASSES, fontsize=7)
     axes[0].set_ylabel("class")
     axes[1].set_ylabel("azimuth (°)")
     axes[1].set_ylim(-185, 185)
     axes[2].set_ylabel("elevation (°)")
     axes[2].set_ylim(-50, 50)
-    axes[2].set_xlabel("time (s): reference = squares, prediction = dots")
+    axes[2].set_xlabel("time (s)")
     axes[2].set_xlim(0, num_frames * LABEL_HOP_S)
     axes[0].set_title(title)
+    handles = [
+        Line2D([], [], color="0.55", alpha=0.45, linewidth=7, label="reference (grey band)"),
+        Line2D(
+            [],
+            [],
+            color="C0",
+            marker="o",
+            linestyle="",
+            markersize=4,
+            label="prediction (colour = class)",
+        ),
+    ]
+    fig.legend(handles=handles, loc="upper right", fontsize=8, frameon=False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)

@@ -265,6 +265,49 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@ray.remote(num_cpus=0)
+class _SlowSink:
+    def __init__(self):
+        self.calls = 0
+
+    def call(self) -> int:
+        self.calls += 1
+        time.sleep(0.05)
+        return 1
+
+    def count(self) -> int:
+        return self.calls
+
+
+@ray.remote(num_cpus=2)
+def _holder(sink, wait) -> tuple[float, float]:
+    started = time.time()
+    for _ in range(20):
+        wait([sink.call.remote()])
+    return started, time.time()
+
+
+@ray.remote(num_cpus=1)
+def _next_in_queue() -> float:
+    return time.time()
+
+
+def test_waiting_on_the_sink_keeps_the_cpu(local_ray):
+    """A fold task that waits for the metrics sink keeps its CPU: the next queued task starts
+    only when it ends (with ``ray.get`` Ray lends the blocked task's CPU away)."""
+    from orchestrator.cv import wait_holding_cpu
+
+    sink = _SlowSink.remote()
+    for wait, overlaps in ((ray.get, True), (wait_holding_cpu, False)):
+        before = ray.get(sink.count.remote())
+        holder = _holder.remote(sink, wait)
+        while ray.get(sink.count.remote()) < before + 2:  # the holder runs, and waits
+            time.sleep(0.02)
+        queued = _next_in_queue.remote()
+        (_, ended), started = ray.get(holder), ray.get(queued)
+        assert (started < ended) == overlaps, (wait, started - ended)
+
+
 @pytest.mark.heavy  # node spread: also test_sweep (two GPU nodes)
 def test_folds_spread_over_nodes_and_doa_follows_its_own_sed(tmp_path: Path):
     from ray.cluster_utils import Cluster
