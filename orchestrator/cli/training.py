@@ -263,9 +263,9 @@ def cv(
     )
 
 
-#: the demo's data and budget: 7 epochs of 37 steps per stage (5 epochs: SELD 0.200 +- 0.012,
-#: 7: 0.154 +- 0.005; 16 recordings per split for 3 epochs, the same compute: 0.171, seed 0;
-#: bench/RESULTS.md "Demo ablation")
+#: the demo's data and budget: 7 epochs of 37 steps per stage (3 seeds, test SELD at threshold
+#: 0.3: 5 epochs 0.200 +- 0.012, 7 epochs 0.154 +- 0.005, 16 recordings per split for 3 epochs
+#: 0.172 +- 0.002; bench/RESULTS.md "Demo ablation")
 DEMO_PER_SPLIT, DEMO_SECONDS, DEMO_EPOCHS = 8, 20.0, 7
 
 
