@@ -143,7 +143,9 @@ class _Cluster:
             if not left:
                 break
             time.sleep(1)
-        if not self.our_processes():
+        if os.environ.get("SELD_TEST_KEEP_CLUSTER_LOGS"):  # to read a failed test's Ray logs
+            print(f"cluster logs kept in {self.temp_dir}")
+        elif not self.our_processes():
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
