@@ -3,7 +3,10 @@
 Fold jobs on many processes (and nodes) do not write to the tracking store themselves: they
 send each epoch's metrics to one :class:`MetricsSink` actor on the head, so a SQLite store sees
 a single writer. This module imports neither MLflow nor torch at the top: every process that
-receives the sink's handle imports it, and a training process should not pay for MLflow.
+receives the sink's handle imports it, and a training process should not pay for MLflow. The
+sink itself never imports torch (nor ``seld.config``, which does): on the simulated GPU cluster
+a sink that loaded torch at its first epoch died with "Intel oneMKL FATAL ERROR: Cannot load
+libtorch_cpu.so", and every fold reporting to it failed.
 """
 
 from __future__ import annotations

@@ -21,8 +21,6 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from seld.config import flatten as dotted_leaves
-
 PACKAGES = ("torch", "ray", "optuna", "mlflow", "numpy", "librosa", "h5py", "seld-orchestrator")
 
 
@@ -135,6 +133,9 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, str]) -> 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested config to MLflow params (``a.b = value``, the dotted leaves of
     :func:`seld.config.flatten`), values as short strings (lists as JSON)."""
+    # here, not at the top: seld.config imports torch, which the metrics sink must not load
+    from seld.config import flatten as dotted_leaves
+
     return {
         name: json.dumps(value) if isinstance(value, list | tuple) else str(value)
         for name, value in dotted_leaves(params, prefix).items()
