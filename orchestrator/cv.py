@@ -210,7 +210,7 @@ class StageBook:
         """Write ``done.json`` of the trained stage and end its MLflow run; its record."""
         self.flush()
         best = load_checkpoint(self.s.layout.checkpoint(self.fold, self.stage, "best"))
-        history = load_checkpoint(self.s.layout.checkpoint(self.fold, self.stage, "last"))
+        last = load_checkpoint(self.s.layout.checkpoint(self.fold, self.stage, "last"))
         record = StageRecord(
             self.fold,
             self.stage,
@@ -219,7 +219,7 @@ class StageBook:
             int(best["epoch"]),
             float(best["metrics"]["val_selection"]),
             (self.out_dir / "node.txt").read_text(),
-            history["history"],
+            last["history"],
         )
         with atomic_path(self.done_path) as tmp:
             tmp.write_text(json.dumps(asdict(record)))
@@ -240,9 +240,15 @@ def wait_holding_cpu(refs: list[Any]) -> list[Any]:
     return [future.result() for future in [ref.future() for ref in refs]]
 
 
-def predict_fold(s: CVSettings, fold: int, device: str = "cpu") -> None:
+def fold_device(s: CVSettings) -> str:
+    """Where a fold's training process trains and predicts: its GPU if it was given one."""
+    import torch
+
+    return "cuda" if s.use_gpu and torch.cuda.is_available() else "cpu"
+
+
+def predict_fold(s: CVSettings, data: FoldData, device: str = "cpu") -> None:
     """The fold's cached predictions of every stage on ``s.predict_splits``."""
-    data = settings_fold_data(s, fold)
     for split in s.predict_splits:
         for stage in s.stages:
             predict_split(data, s.run_dir, split, stage, device)
@@ -261,8 +267,8 @@ def train_fold(
 
     s = CVSettings.from_dict(settings)
     torch.set_num_threads(max(1, int(s.cpus_per_worker)))
-    device = "cuda" if s.use_gpu and torch.cuda.is_available() else "cpu"
-    data = None
+    device = fold_device(s)
+    data: FoldData | None = None  # resolved once, when first needed
     records: dict[str, Any] = {}
     start = asked
     for stage in s.stages:
@@ -271,7 +277,8 @@ def train_fold(
         if record is None:
             book.starting()
             book.entered()
-            data = data or settings_fold_data(s, fold)
+            if data is None:
+                data = settings_fold_data(s, fold)
             train_fold_stage(
                 data,
                 s.train_config(stage),
@@ -282,7 +289,7 @@ def train_fold(
             record = book.finish(start)
         records[stage] = record
         start = time.time()
-    predict_fold(s, fold, device)
+    predict_fold(s, data if data is not None else settings_fold_data(s, fold), device)
     return {"fold": fold, "stages": records}
 
 

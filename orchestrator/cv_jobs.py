@@ -25,7 +25,14 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from orchestrator.cv import CVSettings, StageBook, fold_task, predict_fold, settings_fold_data
+from orchestrator.cv import (
+    CVSettings,
+    StageBook,
+    fold_device,
+    fold_task,
+    predict_fold,
+    settings_fold_data,
+)
 from orchestrator.fold import train_fold_stage
 from orchestrator.ray_utils import HEAD_NODE
 
@@ -87,7 +94,6 @@ def run_fold_jobs(
 def _train_loop(config: dict[str, Any]) -> None:
     """Runs in each Ray Train worker: one stage of one fold."""
     import ray.train
-    import torch
     from ray.train import Checkpoint
 
     s = CVSettings.from_dict(config["settings"])
@@ -111,9 +117,12 @@ def _train_loop(config: dict[str, Any]) -> None:
             shutil.copyfile(folder / "last.pt", Path(tmp) / "last.pt")
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
 
-    device = "cuda" if s.use_gpu and torch.cuda.is_available() else "cpu"
     train_fold_stage(
-        settings_fold_data(s, fold), s.train_config(stage), s.run_dir, report=report, device=device
+        settings_fold_data(s, fold),
+        s.train_config(stage),
+        s.run_dir,
+        report=report,
+        device=fold_device(s),
     )
     book.flush()  # the epochs are logged before fit() returns
 
@@ -162,7 +171,7 @@ def fold_job(settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, 
         start = time.time()
         trainer.fit()
         records[stage] = book.finish(start)
-    predict_fold(s, fold)
+    predict_fold(s, settings_fold_data(s, fold))
     return {"fold": fold, "stages": records}
 
 
