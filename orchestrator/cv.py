@@ -33,6 +33,7 @@ from orchestrator.layout import RunLayout, ray_storage
 from orchestrator.runs import TRAINERS, validate_run_name
 from seld.config import ExperimentConfig, load_config, validate_config
 from seld.fsutil import atomic_path
+from seld.inference import views_of
 from seld.training import TrainConfig, load_checkpoint
 
 
@@ -249,9 +250,10 @@ def fold_device(s: CVSettings) -> str:
 
 def predict_fold(s: CVSettings, data: FoldData, device: str = "cpu") -> None:
     """The fold's cached predictions of every stage on ``s.predict_splits``."""
+    views = views_of(s.experiment)
     for split in s.predict_splits:
         for stage in s.stages:
-            predict_split(data, s.run_dir, split, stage, device)
+            predict_split(data, s.run_dir, split, stage, device, views)
 
 
 def train_fold(

@@ -17,7 +17,7 @@ import numpy as np
 from orchestrator.cv import CVSettings, settings_fold_data
 from orchestrator.fold import method_predictions, references, submission_pairs
 from seld import inference
-from seld.inference import Prediction
+from seld.inference import Prediction, views_of
 from seld.metrics.reference import score_files
 from seld.metrics.scores import ScoreReport
 
@@ -51,7 +51,8 @@ def fold_split(s: CVSettings, k: int, split: str) -> Split:
     """Fold ``k``'s cached predictions of the run's method on its ``split`` recordings, and
     their references."""
     data = settings_fold_data(s, k)
-    return method_predictions(data, s.run_dir, split, s.stages), references(data, split)
+    predictions = method_predictions(data, s.run_dir, split, s.stages, views=views_of(s.experiment))
+    return predictions, references(data, split)
 
 
 def load_split(s: CVSettings, split: str, folds: tuple[int, ...] | None = None) -> Split:

@@ -10,7 +10,7 @@ Paths of a run (``run_dir`` = ``<workspace>/runs/<name>``)::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from seld.features import FeatureConfig
 from seld.folds import Fold, make_folds
 from seld.inference import (
     Prediction,
+    View,
     combine,
     load_predictions,
     predict_file,
@@ -32,6 +33,7 @@ from seld.inference import (
 )
 from seld.metrics.reference import score_files
 from seld.metrics.scores import ScoreReport
+from seld.models import inference_model
 from seld.store import (
     Scaler,
     feature_path,
@@ -120,19 +122,25 @@ def train_fold_stage(
 
 
 def predict_split(
-    data: FoldData, run_dir: Path, split: str, stage: str, device: str = "cpu"
+    data: FoldData,
+    run_dir: Path,
+    split: str,
+    stage: str,
+    device: str = "cpu",
+    views: Sequence[View] = (),
 ) -> dict[str, Prediction]:
     """Cached per-frame predictions of one stage's best model on the fold's ``validation`` or
-    ``test`` recordings (computed once, then read from the cache)."""
+    ``test`` recordings (computed once, then read from the cache), through ``views`` when given
+    (test-time augmentation, :func:`seld.inference.run_views`)."""
     cache = RunLayout(run_dir).predictions(data.fold.index, split, stage)
     if cache.exists():
         return load_predictions(cache)
     best = RunLayout(run_dir).checkpoint(data.fold.index, stage)
     if not best.exists():
         raise MissingArtifactError(f"{best} missing: train the {stage} stage of this fold first")
-    model = load_model(best, device)
+    model = inference_model(load_model(best, device))  # batch norm folded: faster, same outputs
     paths = data.validation if split == "validation" else data.test
-    preds = [predict_file(model, p, data.scaler, device=device) for p in paths]
+    preds = [predict_file(model, p, data.scaler, device=device, views=views) for p in paths]
     save_predictions(cache, preds)
     return {p.stem: p for p in preds}
 
@@ -143,13 +151,14 @@ def method_predictions(
     split: str,
     stages: tuple[str, ...] = ("sed", "doa"),
     device: str = "cpu",
+    views: Sequence[View] = (),
 ) -> dict[str, Prediction]:
     """The method's predictions of a split: detections of the SED model with directions of
     the DOA model (two-stage), or both from the one joint model."""
     if tuple(stages) == ("joint",):
-        return predict_split(data, run_dir, split, "joint", device)
-    sed = predict_split(data, run_dir, split, "sed", device)
-    doa = predict_split(data, run_dir, split, "doa", device)
+        return predict_split(data, run_dir, split, "joint", device, views)
+    sed = predict_split(data, run_dir, split, "sed", device, views)
+    doa = predict_split(data, run_dir, split, "doa", device, views)
     return {stem: combine(sed[stem], doa[stem]) for stem in sed}
 
 

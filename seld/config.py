@@ -66,6 +66,10 @@ class InferenceSection(_Section):
     threshold: float = Field(0.3, gt=0, lt=1)
     #: median filter over label frames (20 ms) of each class's detections; 1 = off
     median_frames: int = Field(1, ge=1, le=101)
+    #: test-time augmentation: predict each recording under every channel symmetry of the array
+    #: (8 for mic, 16 for foa; :mod:`seld.augment`), map each view's directions back, and
+    #: average probabilities and directions (off in the paper presets, as in the seed)
+    tta: bool = False
 
 
 class CVSection(_Section):

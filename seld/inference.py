@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from scipy.ndimage import median_filter
 
+from seld.augment import FeatureMap, Symmetry, feature_map, inverse, symmetries, unit_vectors
 from seld.dcase import CLASSES, LABEL_FRAMES_PER_SECOND, NUM_CLASSES, num_label_frames
 from seld.fsutil import atomic_path
 from seld.metrics.batched import count_masks, pooled_counts, prepare_references
@@ -49,14 +50,20 @@ def run_model(
     window: int | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run a model over one recording's (standardised) features (channels, frames, bins).
+    """Run a model over one recording's (standardised) features (channels, frames, bins), or
+    over several views of it at once (views, channels, frames, bins), one batch.
 
     Returns per feature frame: probabilities, azimuth and elevation in radians, each
-    (frames, classes). With ``window`` frames and a longer recording, windows overlap by half;
-    probabilities are averaged and directions are averaged as unit vectors where windows overlap.
+    (frames, classes), or (views, frames, classes). With ``window`` frames and a longer
+    recording, windows overlap by half; probabilities are averaged and directions are averaged
+    as unit vectors where windows overlap.
     """
     model.eval()
-    frames = features.shape[1]
+    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    single = x.ndim == 3
+    if single:
+        x = x[None]
+    frames = x.shape[2]
     if window is None or frames <= window:
         starts = [0]
         window = frames
@@ -67,24 +74,87 @@ def run_model(
             starts.append(frames - window)
     sed_sum = xyz_sum = None
     counts = np.zeros((frames, 1), dtype=np.float64)
-    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     for start in starts:
-        chunk = x[None, :, start : start + window].to(device)
+        chunk = x[:, :, start : start + window].to(device)
         out = model(chunk)
-        prob = torch.sigmoid(out["sed_logits"].float())[0].cpu().numpy()
-        azi = out["azimuth"].float()[0].cpu().numpy()
-        ele = out["elevation"].float()[0].cpu().numpy()
+        prob = torch.sigmoid(out["sed_logits"].float()).cpu().numpy()
+        azi = out["azimuth"].float().cpu().numpy()
+        ele = out["elevation"].float().cpu().numpy()
         xyz = np.stack([np.cos(ele) * np.cos(azi), np.cos(ele) * np.sin(azi), np.sin(ele)])
         if sed_sum is None:
-            sed_sum = np.zeros((frames, prob.shape[1]))
-            xyz_sum = np.zeros((3, frames, prob.shape[1]))
-        sed_sum[start : start + window] += prob
-        xyz_sum[:, start : start + window] += xyz
+            sed_sum = np.zeros((len(x), frames, prob.shape[-1]))
+            xyz_sum = np.zeros((3, len(x), frames, prob.shape[-1]))
+        sed_sum[:, start : start + window] += prob
+        xyz_sum[:, :, start : start + window] += xyz
         counts[start : start + window] += 1
     sed = sed_sum / counts
     azimuth = np.arctan2(xyz_sum[1], xyz_sum[0])
     elevation = np.arctan2(xyz_sum[2], np.hypot(xyz_sum[0], xyz_sum[1]))
-    return sed.astype(np.float32), azimuth.astype(np.float32), elevation.astype(np.float32)
+    out = sed.astype(np.float32), azimuth.astype(np.float32), elevation.astype(np.float32)
+    return tuple(a[0] for a in out) if single else out  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class View:
+    """One test-time view of a recording: its features under a channel symmetry of the array
+    (:mod:`seld.augment`), and the symmetry that brings the view's directions back."""
+
+    features: FeatureMap
+    back: Symmetry
+
+
+def symmetry_views(fmt: str, kind: str) -> tuple[View, ...]:
+    """Every channel symmetry of the array as a test-time view, the identity first (8 for
+    ``mic``, 16 for ``foa``): the ``inference.tta`` of a config."""
+    return tuple(View(feature_map(s, kind), inverse(s, fmt)) for s in symmetries(fmt))
+
+
+def views_of(experiment: Any) -> tuple[View, ...]:
+    """The views an experiment (:class:`seld.config.ExperimentConfig`, which imports this
+    module) predicts with: every symmetry of its format with ``inference.tta``, none (the
+    recording as it is) without."""
+    if not experiment.inference.tta:
+        return ()
+    return symmetry_views(experiment.format, experiment.features.kind)
+
+
+def run_views(
+    model: torch.nn.Module,
+    features: np.ndarray,
+    scaler: Scaler | None,
+    views: Sequence[View] = (),
+    *,
+    window: int | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`run_model` on unscaled features (channels, frames, bins), standardised with
+    ``scaler``. With ``views`` (test-time augmentation), the model sees each view (on a GPU all
+    in one batch; on the CPU one after another, which is twice as fast there as a batch of 8);
+    each view's directions are mapped back to the recording's frame, then probabilities are
+    averaged and directions averaged as unit vectors. Returns what :func:`run_model` does."""
+
+    def scaled(x: np.ndarray) -> np.ndarray:
+        return scaler.apply(x) if scaler is not None else x
+
+    if not views:
+        return run_model(model, scaled(features), window=window, device=device)
+    if torch.device(device).type == "cpu":
+        outputs = [
+            run_model(model, scaled(v.features.apply(features)), window=window, device=device)
+            for v in views
+        ]
+        sed, azimuth, elevation = (np.stack(a) for a in zip(*outputs, strict=True))
+    else:
+        batch = scaled(np.stack([v.features.apply(features) for v in views]))
+        sed, azimuth, elevation = run_model(model, batch, window=window, device=device)
+    xyz = np.zeros((*sed.shape[1:], 3))
+    for view, azi, ele in zip(views, azimuth, elevation, strict=True):
+        xyz += unit_vectors(*view.back.directions(np.degrees(azi), np.degrees(ele)))
+    return (
+        sed.mean(axis=0),
+        np.arctan2(xyz[..., 1], xyz[..., 0]).astype(np.float32),
+        np.arctan2(xyz[..., 2], np.hypot(xyz[..., 0], xyz[..., 1])).astype(np.float32),
+    )
 
 
 def to_label_rate(array: np.ndarray, frames_per_second: float, num_frames: int) -> np.ndarray:
@@ -102,16 +172,16 @@ def predict_file(
     *,
     window: int | None = None,
     device: torch.device | str = "cpu",
+    views: Sequence[View] = (),
 ) -> Prediction:
-    """Predict one feature file at the label rate (its duration gives the label frame count)."""
+    """Predict one feature file at the label rate (its duration gives the label frame count),
+    through each of ``views`` when given (:func:`run_views`)."""
     with h5py.File(path, "r") as h5:
         features = h5["features"][()]
         fps = float(h5.attrs["frames_per_second"])
         frames = num_label_frames(float(h5.attrs["duration_s"]))
         stem = str(h5.attrs["name"])
-    if scaler is not None:
-        features = scaler.apply(features)
-    sed, azi, ele = run_model(model, features, window=window, device=device)
+    sed, azi, ele = run_views(model, features, scaler, views, window=window, device=device)
     return Prediction(
         stem,
         to_label_rate(sed, fps, frames),

@@ -35,7 +35,15 @@ from seld.config import ExperimentConfig
 from seld.dcase import CLASSES, LABEL_HOP_S, NUM_CHANNELS, num_label_frames
 from seld.errors import ConfigError
 from seld.features import FeatureConfig, extract_features
-from seld.inference import Postprocessing, Prediction, ensemble, run_model, to_label_rate
+from seld.inference import (
+    Postprocessing,
+    Prediction,
+    View,
+    ensemble,
+    run_views,
+    to_label_rate,
+    views_of,
+)
 from seld.metadata import DatasetError
 from seld.models import build_model, inference_model
 from seld.store import Scaler
@@ -91,17 +99,26 @@ class FoldModels:
             kept[stage] = {"model": model.state_dict(), "model_config": dict(model.config)}
         return cls(fold, scaler, kept, models)
 
-    def predict(self, features: np.ndarray, fps: float, frames: int, name: str) -> Prediction:
+    def predict(
+        self,
+        features: np.ndarray,
+        fps: float,
+        frames: int,
+        name: str,
+        views: Sequence[View] = (),
+    ) -> Prediction:
         """This fold's prediction from unscaled features (channels, frames, bins), at the label
         rate (``frames`` label frames): detection from the SED (or joint) model, directions from
-        the DOA (or joint) model, as the cross-validation combines them."""
-        scaled = self.scaler.apply(features)
+        the DOA (or joint) model, as the cross-validation combines them; through each of
+        ``views`` when given (test-time augmentation, :func:`seld.inference.run_views`)."""
         # up to WINDOW_S in one pass: a centred STFT gives a 60 s recording 6001 frames
         window = round(WINDOW_S * fps) + 1
         outputs = {}
         for stage, model in self.models.items():
             device = next(model.parameters()).device
-            outputs[stage] = run_model(model, scaled, window=window, device=device)
+            outputs[stage] = run_views(
+                model, features, self.scaler, views, window=window, device=device
+            )
         sed = outputs["joint" if "joint" in outputs else "sed"][0]
         _, azimuth, elevation = outputs["joint" if "joint" in outputs else "doa"]
         return Prediction(
@@ -292,7 +309,8 @@ class Predictor:
         of a recording of ``duration_s`` seconds."""
         fps = self.features_config.frames_per_second
         frames = num_label_frames(duration_s)
-        return ensemble([m.predict(features, fps, frames, name) for m in self.folds])
+        views = views_of(self.experiment)
+        return ensemble([m.predict(features, fps, frames, name, views) for m in self.folds])
 
     def finish(self, prediction: Prediction, duration_s: float) -> RecordingPrediction:
         """Post-process a per-frame prediction into submission rows and events."""

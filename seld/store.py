@@ -229,7 +229,7 @@ class Scaler:
     inputs: str = ""
 
     def apply(self, features: np.ndarray) -> np.ndarray:
-        """(channels, frames, bins) -> standardised float32."""
+        """(channels, frames, bins), or with leading axes -> standardised float32."""
         return ((features - self.mean[:, None, :]) / self.std[:, None, :]).astype(np.float32)
 
     def save(self, path: Path) -> None:

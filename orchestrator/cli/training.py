@@ -132,13 +132,15 @@ def evaluate(
         references,
         score_predictions,
     )
+    from seld.inference import views_of
 
     experiment = experiment_config(config, sets, fmt=fmt, threshold=threshold, protocol=protocol)
     threshold = experiment.inference.threshold
     data = fold_data(dataset, workspace, experiment, fold)
     layout = RunLayout.named(workspace, run)
     run_dir = layout.root
-    preds = method_predictions(data, run_dir, "test", experiment.stages, device)
+    views = views_of(experiment)
+    preds = method_predictions(data, run_dir, "test", experiment.stages, device, views)
     refs = references(data, "test")
     submissions = layout.fold_submissions(fold)
     report = score_predictions(preds, refs, threshold, submissions)

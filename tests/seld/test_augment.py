@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from seld.augment import BatchAugmenter, feature_map, inverse, symmetries
+from seld.augment import BatchAugmenter, feature_map, inverse, symmetries, unit_vectors
 from seld.features import FeatureConfig, extract_features
+from seld.inference import run_model, run_views, symmetry_views
+from seld.models import build_model
 from seld.synth.rooms import room_responses, spatialize
 
 SR = 16_000
@@ -112,3 +114,51 @@ def test_batch_augmenter_matches_the_numpy_maps_and_is_seeded(fmt):
         np.testing.assert_allclose(out["azimuth"][i].numpy(), az)
         np.testing.assert_allclose(out["elevation"][i].numpy(), el)
     assert torch.equal(batch["features"], features)  # the input batch is left as it was
+
+
+def _untrained(kind: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    channels = 10 if kind == "logmel_gcc" else 7
+    model = build_model(
+        "CRNN10", in_channels=channels, channels=[8, 8, 8, 8], rnn_hidden=8, doa_output="xyz"
+    )
+    return model.eval()
+
+
+@pytest.mark.parametrize(("fmt", "kind"), [("mic", "logmel_gcc"), ("foa", "logmel_iv")])
+def test_a_batch_of_views_gives_what_each_view_gives_alone(fmt, kind):
+    model = _untrained(kind)
+    rng = np.random.default_rng(1)
+    features = rng.standard_normal((10 if kind == "logmel_gcc" else 7, 40, 64)).astype(np.float32)
+    views = symmetry_views(fmt, kind)[:3]
+    batch = np.stack([v.features.apply(features) for v in views])
+    together = run_model(model, batch, window=16)
+    for i, view in enumerate(views):
+        alone = run_model(model, view.features.apply(features), window=16)
+        for a, b in zip(together, alone, strict=True):
+            np.testing.assert_allclose(a[i], b, atol=1e-5)
+
+
+@pytest.mark.parametrize(("fmt", "kind"), [("mic", "logmel_gcc"), ("foa", "logmel_iv")])
+def test_test_time_views_are_equivariant(fmt, kind):
+    """With every symmetry as a view, predicting a transformed recording gives the same
+    probabilities and the transformed directions. That holds only if each view's directions
+    are brought back by its inverse (with the symmetry itself, or none, it fails: the
+    untrained model is not equivariant on its own, as the last check shows)."""
+    model = _untrained(kind)
+    rng = np.random.default_rng(2)
+    features = rng.standard_normal((10 if kind == "logmel_gcc" else 7, 30, 64)).astype(np.float32)
+    views = symmetry_views(fmt, kind)
+    sed, azimuth, elevation = run_views(model, features, None, views)
+    moved_any = False
+    for sym in symmetries(fmt)[1:]:
+        there = feature_map(sym, kind).apply(features)
+        sed2, azimuth2, elevation2 = run_views(model, there, None, views)
+        np.testing.assert_allclose(sed2, sed, atol=1e-5)
+        expected = unit_vectors(*sym.directions(np.degrees(azimuth), np.degrees(elevation)))
+        got = unit_vectors(np.degrees(azimuth2), np.degrees(elevation2))
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        plain_az, plain_el = run_model(model, there)[1:]
+        plain = unit_vectors(np.degrees(plain_az), np.degrees(plain_el))
+        moved_any |= np.abs(plain - expected).max() > 1e-2
+    assert moved_any
