@@ -10,8 +10,8 @@ window caches built before either clock starts):
    experiment config, on ``--threads`` torch/BLAS threads (default 1: what a Ray training worker
    of 1 CPU gets, since Ray sets ``OMP_NUM_THREADS`` to a task's CPUs when it starts it; the
    CPU time of each worker's busiest threads is printed).
-   ``seld.training.evaluate_files`` is wrapped by a timer (it still runs) to split each epoch
-   into training and validation.
+   ``seld.methods.training.evaluate_files`` is wrapped by a timer (it still runs) to split each
+   epoch into training and validation.
 2. **contention** (skip with ``--no-contention``): one epoch of SED(1) alone, then SED(1..N) at
    once in N bare processes on ``--threads`` threads each, and once more on N threads each: how
    much slower N concurrent trainings are on this machine without any Ray (shared caches,
@@ -155,9 +155,9 @@ def prepare(args: argparse.Namespace, dataset: Path, workspace: Path, settings) 
     scalers and build the window caches, so that neither path pays for them."""
     from orchestrator.cv import settings_fold_data
     from orchestrator.extract import plan_extraction
-    from seld.extraction import extract_recording
+    from seld.features.extraction import extract_recording
+    from seld.features.window_source import WindowSource
     from seld.synth import SynthConfig, synthesize_dataset
-    from seld.window_source import WindowSource
 
     started = time.perf_counter()
     config = SynthConfig(
@@ -191,7 +191,7 @@ def prepare(args: argparse.Namespace, dataset: Path, workspace: Path, settings) 
 
 
 def _feature_root(workspace: Path, experiment) -> Path:
-    from seld.store import feature_root
+    from seld.features.store import feature_root
 
     return feature_root(workspace, experiment.features)
 
@@ -212,13 +212,13 @@ def bare(settings, threads: int) -> dict:
     import torch
     from threadpoolctl import threadpool_limits
 
-    import seld.training
+    import seld.methods.training
     from orchestrator.cv import settings_fold_data
     from orchestrator.fold import predict_split, train_fold_stage
 
     torch.set_num_threads(threads)
     validation: list[float] = []
-    evaluate = seld.training.evaluate_files
+    evaluate = seld.methods.training.evaluate_files
 
     def timed_evaluate(*a, **kw):  # the real validation, timed
         t0 = time.perf_counter()
@@ -230,7 +230,7 @@ def bare(settings, threads: int) -> dict:
     shutil.rmtree(settings.run_dir, ignore_errors=True)
     stages, predictions = [], []
     cpu0 = sum(os.times()[:2])
-    seld.training.evaluate_files = timed_evaluate
+    seld.methods.training.evaluate_files = timed_evaluate
     try:
         with threadpool_limits(limits=threads):
             for fold in settings.folds:
@@ -271,7 +271,7 @@ def bare(settings, threads: int) -> dict:
                         predict_split(data, settings.run_dir, split, stage)
                 predictions.append(round(time.perf_counter() - t0, 3))
     finally:
-        seld.training.evaluate_files = evaluate
+        seld.methods.training.evaluate_files = evaluate
     rusage_kb = _vm_hwm_kb(os.getpid())
     return {
         "threads": threads,

@@ -139,7 +139,7 @@ def cause(thread: str, frames: list[str]) -> str:
         for needle, what in (
             ("evaluate_files", "validation (evaluate_files)"),
             ("save_checkpoint", "checkpoint saves (last.pt, best.pt)"),
-            ("train_stage (seld/training.py", "training steps"),
+            ("train_stage (seld/methods/training.py", "training steps"),
             ("settings_fold_data", "fold data (paths, scaler)"),
             ("_train_loop", "the train loop's own setup"),
         ):

@@ -87,9 +87,9 @@ def run(args: argparse.Namespace) -> None:
     from orchestrator.ray_utils import ray_session
     from orchestrator.synthesize import synthesize_on_ray
     from seld.config import load_config
-    from seld.models import build_model
+    from seld.methods.models import build_model
+    from seld.methods.training import evaluate_files, load_model, train_stage
     from seld.synth.config import SynthConfig
-    from seld.training import evaluate_files, load_model, train_stage
 
     torch.set_num_threads(args.threads)
     ws = Path(args.workspace)

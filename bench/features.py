@@ -4,8 +4,8 @@ Part 0 (first, and alone with ``--extract-only``): ``extract_features`` of one 2
 recording made at 24 kHz (delayed copies of noise, resampled to each preset's rate beforehand),
 median of 5 runs on one core, for the ``tiny`` and ``paper`` presets.
 Part 1, one recording (60 s, 4 channels, 48 kHz, synthesized), on one core:
-  * ours: ``seld.audio.read_audio`` (soxr very-high-quality resampling to 32 kHz) and
-    ``seld.features.extract_features`` with the paper preset;
+  * ours: ``seld.data.audio.read_audio`` (soxr very-high-quality resampling to 32 kHz) and
+    ``seld.features.spectral.extract_features`` with the paper preset;
   * the seed's algorithm, literally (``tests/reference_seed_features.py``): ``librosa.load`` at
     32 kHz, then per channel a 1024-point STFT and log-mel, and per pair two 2048-point STFTs and
     a Python loop over frames for GCC-PHAT;
@@ -35,9 +35,9 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from seld.audio import read_audio
 from seld.config import load_config
-from seld.features import extract_features
+from seld.data.audio import read_audio
+from seld.features.spectral import extract_features
 from seld.synth import SynthConfig, synthesize_recording
 from seld.synth.scene import plan_recordings
 
@@ -49,9 +49,9 @@ TINY = load_config("tiny").features
 # VmHWM (the peak resident set of this process image) in kB, read before and after one extraction
 PEAK_MEMORY_SCRIPT = """
 import re, sys
-from seld.audio import read_audio
+from seld.data.audio import read_audio
 from seld.config import load_config
-from seld.features import extract_features
+from seld.features.spectral import extract_features
 paper = load_config("paper-mic").features
 def hwm():
     return re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)

@@ -23,7 +23,7 @@ import soundfile as sf
 
 
 def make(out: Path, recordings: int) -> list[tuple[Path, Path]]:
-    from seld.metadata import Event, write_metadata
+    from seld.data.metadata import Event, write_metadata
 
     rng = np.random.default_rng(0)
     block = (0.05 * rng.standard_normal((48_000 * 60, 4))).astype(np.float32)
@@ -48,7 +48,7 @@ def main() -> None:
 
     import h5py
 
-    from seld.fingerprint import input_fingerprints
+    from seld.data.fingerprint import input_fingerprints
 
     pairs = make(args.out, args.recordings)
     started = time.perf_counter()

@@ -6,7 +6,7 @@ epoch, for two synthetic datasets of different size, and prints the peak residen
 (the kernel's high-water mark, VmHWM, which is what ``getrusage`` reports as ``ru_maxrss``) of:
 
 * each Ray Train worker (one per fold and stage: training and validation read the HDF5 feature
-  files lazily, one window at a time, through ``seld.windows.WindowDataset``);
+  files lazily, one window at a time, through ``seld.features.windows.WindowDataset``);
 * each fold-job task process (scaler, then inference of the fold's validation and test
   recordings, one recording at a time);
 

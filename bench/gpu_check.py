@@ -7,9 +7,9 @@ fp32, with AMP (bf16 where supported, else fp16 with loss scaling), AMP + channe
 AMP + channels-last + ``torch.compile``; ms per step and windows per second, after warm-up.
 
 Part 2, the pipeline: paper-shaped feature files (random content, real HDF5 through the store
-writer), windows from :class:`seld.window_source.WindowBatches` (pinned buffers, non-blocking
-copies) into the same AMP + channels-last step; windows per second against part 1's step alone,
-and against the lazy HDF5 reader through a DataLoader.
+writer), windows from :class:`seld.features.window_source.WindowBatches` (pinned buffers,
+non-blocking copies) into the same AMP + channels-last step; windows per second against part 1's
+step alone, and against the lazy HDF5 reader through a DataLoader.
 
     python bench/gpu_check.py [--device cuda] [--steps 30] [--json results.json]
 
@@ -31,10 +31,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from seld.config import load_config
-from seld.losses import stage_loss
-from seld.models import build_model
-from seld.window_source import WindowBatches, WindowSource
-from seld.windows import WindowDataset
+from seld.features.window_source import WindowBatches, WindowSource
+from seld.features.windows import WindowDataset
+from seld.methods.losses import stage_loss
+from seld.methods.models import build_model
 
 CONFIG = load_config("paper-mic")
 WINDOW, HOP, BATCH = 200, 50, 32
@@ -52,7 +52,7 @@ def synthetic_batch(device: torch.device, batch: int = BATCH) -> dict[str, torch
 
 
 def make_step(device: torch.device, amp: bool, channels_last: bool, compiled: bool):
-    """One optimizer step of the paper's SED stage, as seld.training takes it."""
+    """One optimizer step of the paper's SED stage, as seld.methods.training takes it."""
     torch.manual_seed(0)
     train = CONFIG.train_config("sed")
     model = build_model(train.model, in_channels=10, **train.model_kwargs).to(device)

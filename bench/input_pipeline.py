@@ -8,9 +8,9 @@ and measures windows/s of batch 32 x 2 s windows every 0.5 s, page cache warm, a
 * ``old``: ``DataLoader(WindowDataset(...), shuffle=True)`` with 0, 1 and 2 workers (persistent),
   raw, and with the fold's scaler applied as training applies it (``_BatchScaler`` on the
   collated batch); and once with the scaler inside the dataset (``Scaler.apply`` per window);
-* ``new``: :class:`seld.window_source.WindowBatches` over a
-  :class:`seld.window_source.WindowSource` with 0, 1 and 2 prefetch threads, raw and with the
-  scaler applied by the source; and with the mapped pages dropped every 16 batches;
+* ``new``: :class:`seld.features.window_source.WindowBatches` over a
+  :class:`seld.features.window_source.WindowSource` with 0, 1 and 2 prefetch threads, raw and
+  with the scaler applied by the source; and with the mapped pages dropped every 16 batches;
 * ``bound``: the same windows sliced from in-memory arrays into one reused buffer, stacked or
   standardised with the same arithmetic: the upper bound of any reader; ``new/bound`` is the
   best new rate's share of it.
@@ -43,12 +43,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from seld.dcase import parse_recording_name
-from seld.features import FeatureConfig
-from seld.metadata import Event, events_to_targets
-from seld.store import Scaler, fit_scaler, write_feature_file
-from seld.window_source import WindowBatches, WindowSource
-from seld.windows import WindowDataset
+from seld.data.dcase import parse_recording_name
+from seld.data.metadata import Event, events_to_targets
+from seld.features.spectral import FeatureConfig
+from seld.features.store import Scaler, fit_scaler, write_feature_file
+from seld.features.window_source import WindowBatches, WindowSource
+from seld.features.windows import WindowDataset
 
 CONFIG = FeatureConfig()  # the paper's: 96 mel bins, 100 frames per second, 10 channels (mic)
 BATCH, WINDOW, HOP = 32, 200, 50  # 2 s windows every 0.5 s at 100 frames/s
@@ -81,7 +81,8 @@ def write_dataset(folder: Path, count: int, seconds: float, seed: int = 0) -> li
 
 
 class BatchScaler:
-    """What training does to a collated batch (``seld.training._BatchScaler``, on the CPU)."""
+    """What training does to a collated batch (``seld.methods.training._BatchScaler``, on the
+    CPU)."""
 
     def __init__(self, scaler: Scaler):
         self.mean = torch.as_tensor(scaler.mean, dtype=torch.float32)[:, None]

@@ -8,9 +8,9 @@ thread, one BLAS thread), median of ``--repeats`` runs per step, per preset:
   (threshold, median filter, events), CSV (atomic write). End to end = read + resample +
   features + ensemble + post-processing + CSV; its real-time factor is 60 s / that.
   References measured in the same run: the same models as the cross-validation runs them
-  (``seld.inference.run_model`` on the trained modules: batch norm not folded, default memory
-  order), against the prediction copies (``seld.models.inference_model``); and one fold
-  against the ensemble.
+  (``seld.methods.inference.run_model`` on the trained modules: batch norm not folded, default
+  memory order), against the prediction copies (``seld.methods.models.inference_model``); and one
+  fold against the ensemble.
 Part 2, ``orchestrator.predict.predict_recordings`` (what the CLI runs) from an exported model
 file on ``--recordings`` recordings of 60 s, on a local Ray of ``--num-cpus`` CPUs (started
 before the clock): cold (features extracted on Ray tasks) and warm (features from the cache),
@@ -38,15 +38,15 @@ import soundfile as sf
 import torch
 from threadpoolctl import threadpool_limits
 
-from seld.audio import read_audio, resample
 from seld.config import load_config
-from seld.features import extract_features
-from seld.inference import Postprocessing, run_model
-from seld.model_archive import write_archive
-from seld.models import build_model
-from seld.predict import FoldModels, Predictor
-from seld.store import Scaler
-from seld.submission import write_submission
+from seld.data.audio import read_audio, resample
+from seld.data.submission import write_submission
+from seld.features.spectral import extract_features
+from seld.features.store import Scaler
+from seld.methods.inference import Postprocessing, run_model
+from seld.methods.models import build_model
+from seld.serving.model_archive import write_archive
+from seld.serving.predict import FoldModels, Predictor
 
 SECONDS = 60.0
 RATE = 48_000

@@ -27,10 +27,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from seld.dcase import AZIMUTH_GRID, CLASSES, ELEVATION_GRID, NUM_CLASSES, num_label_frames
-from seld.metadata import Event, write_metadata
+from seld.data.dcase import AZIMUTH_GRID, CLASSES, ELEVATION_GRID, NUM_CLASSES, num_label_frames
+from seld.data.metadata import Event, write_metadata
+from seld.data.submission import events_to_rows, write_submission
 from seld.metrics.reference import score_directories, score_files
-from seld.submission import events_to_rows, write_submission
 
 from reference_dcase2019 import is_nan_equal, reference_score
 

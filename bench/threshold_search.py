@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from seld.dcase import num_label_frames
-from seld.inference import Prediction
-from seld.metadata import Event, events_to_targets
-from seld.submission import events_to_rows
+from seld.data.dcase import num_label_frames
+from seld.data.metadata import Event, events_to_targets
+from seld.data.submission import events_to_rows
+from seld.methods.inference import Prediction
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -104,7 +104,7 @@ def one_trial_times(preds, refs, repeats: int = 5) -> dict:
     """Seconds to score one trial's setting the old way (submission rows per recording, then
     ``score_files``) and the new way (a prepared ``ThresholdScorer``); the numbers must agree."""
     from orchestrator.tune import postprocessing
-    from seld.inference import ThresholdScorer, submission_rows
+    from seld.methods.inference import ThresholdScorer, submission_rows
     from seld.metrics.reference import score_files
 
     start = time.perf_counter()
@@ -151,7 +151,7 @@ def _legacy_trial(config, data) -> None:
     from ray import tune
 
     from orchestrator.tune import postprocessing
-    from seld.inference import submission_rows
+    from seld.methods.inference import submission_rows
     from seld.metrics.reference import score_files
 
     preds, refs = data

@@ -22,12 +22,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from seld.config import load_config
-from seld.dcase import RecordingName
-from seld.losses import stage_loss
-from seld.metadata import Event, events_to_targets
-from seld.models import build_model
-from seld.store import fit_scaler, write_feature_file
-from seld.windows import WindowDataset
+from seld.data.dcase import RecordingName
+from seld.data.metadata import Event, events_to_targets
+from seld.features.store import fit_scaler, write_feature_file
+from seld.features.windows import WindowDataset
+from seld.methods.losses import stage_loss
+from seld.methods.models import build_model
 
 CONFIG = load_config("paper-mic").features
 

@@ -3,7 +3,7 @@ view of the array changes, on cross-validation runs already trained.
 
 For each run folder given, every fold's best SED and DOA models (the run's own checkpoints)
 predict the fold's test recordings twice: as they are, and through the 8 (mic) or 16 (foa)
-symmetry views (:func:`seld.inference.run_views`). Both are scored on all test recordings at
+symmetry views (:func:`seld.methods.inference.run_views`). Both are scored on all test recordings at
 the run's default threshold (no tuning), the same models and the same references, so the
 difference is the views' alone. Prints each run's two rows, the mean +- sd over the runs (give
 runs of different seeds), and the time of the predictions with and without views (one torch
@@ -24,10 +24,10 @@ import torch
 
 from orchestrator.cv import CVSettings, settings_fold_data
 from orchestrator.fold import references
-from seld.augment import symmetries
-from seld.inference import ThresholdScorer, combine, predict_file, symmetry_views
-from seld.models import inference_model
-from seld.training import load_model
+from seld.features.augment import symmetries
+from seld.methods.inference import ThresholdScorer, combine, predict_file, symmetry_views
+from seld.methods.models import inference_model
+from seld.methods.training import load_model
 
 METRICS = ("er", "f", "doa_error", "frame_recall", "seld")
 

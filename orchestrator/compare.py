@@ -24,7 +24,7 @@ from orchestrator.layout import RunLayout
 from seld.errors import MissingArtifactError
 from seld.metrics.bootstrap import PairedDifference, paired_bootstrap
 from seld.metrics.scores import SeldCounts
-from seld.plots import COMPARED_METRICS
+from seld.serving.plots import COMPARED_METRICS
 
 METRICS = tuple(COMPARED_METRICS)
 GROUPS = ("ov", "ir")

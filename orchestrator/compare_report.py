@@ -12,7 +12,7 @@ from typing import Any
 from orchestrator.compare import GROUPS, METRICS, Comparison, Pair
 from orchestrator.jsonout import to_json
 from seld.fsutil import atomic_path
-from seld.plots import plot_comparison
+from seld.serving.plots import plot_comparison
 
 
 def fmt(metric: str, mean: float, sd: float) -> str:

@@ -33,8 +33,8 @@ from orchestrator.layout import RunLayout, ray_storage
 from orchestrator.runs import TRAINERS, validate_run_name
 from seld.config import ExperimentConfig, load_config, validate_config
 from seld.fsutil import atomic_path
-from seld.inference import views_of
-from seld.training import TrainConfig, load_checkpoint
+from seld.methods.inference import views_of
+from seld.methods.training import TrainConfig, load_checkpoint
 
 
 @dataclass(frozen=True)

@@ -34,11 +34,11 @@ from orchestrator.tracking import (
     log_scores,
     provenance_tags,
 )
-from seld.dataset import DatasetLayout
-from seld.fingerprint import combined
+from seld.data.dataset import DatasetLayout
+from seld.data.fingerprint import combined
 from seld.fsutil import atomic_path
 from seld.metrics.scores import ScoreReport
-from seld.plots import plot_recording
+from seld.serving.plots import plot_recording
 
 
 def dataset_inputs(s: CVSettings) -> str:

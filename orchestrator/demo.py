@@ -30,13 +30,13 @@ from orchestrator.search_space import load_search_space, shipped_space
 from orchestrator.synthesize import synthesize_on_ray
 from orchestrator.tracking import default_tracking_uri, provenance_tags
 from orchestrator.tune import tune_thresholds
-from seld.baselines import BASELINES
 from seld.config import ExperimentConfig, load_config
-from seld.dataset import DatasetLayout, load_events, recording_durations, validate_dataset
-from seld.dcase import num_label_frames
+from seld.data.dataset import DatasetLayout, load_events, recording_durations, validate_dataset
+from seld.data.dcase import num_label_frames
+from seld.data.submission import events_to_rows
+from seld.metrics.baselines import BASELINES
 from seld.metrics.reference import score_files
 from seld.metrics.scores import ScoreReport
-from seld.submission import events_to_rows
 from seld.synth import SynthConfig, missing_recordings
 
 STEPS = 5

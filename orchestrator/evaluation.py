@@ -16,8 +16,8 @@ import numpy as np
 
 from orchestrator.cv import CVSettings, settings_fold_data
 from orchestrator.fold import method_predictions, references, submission_pairs
-from seld import inference
-from seld.inference import Prediction, views_of
+from seld.methods import inference
+from seld.methods.inference import Prediction, views_of
 from seld.metrics.reference import score_files
 from seld.metrics.scores import ScoreReport
 
@@ -28,7 +28,7 @@ Pair = tuple[np.ndarray, np.ndarray, int]
 
 
 class Postprocessing(inference.Postprocessing):
-    """:class:`seld.inference.Postprocessing`, which can also be read from a cv run."""
+    """:class:`seld.methods.inference.Postprocessing`, which can also be read from a cv run."""
 
     @classmethod
     def of(cls, s: CVSettings) -> Postprocessing:

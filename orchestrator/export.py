@@ -1,4 +1,4 @@
-"""A finished run's trained models as one :class:`seld.predict.Predictor`, and its export.
+"""A finished run's trained models as one :class:`seld.serving.predict.Predictor`, and its export.
 
 The predictor of a run takes, per fold, the models each stage handed on (``best.pt``) and the
 fold's feature scaler (fitted on that fold's training recordings, found through the run's own
@@ -6,7 +6,7 @@ dataset and features, exactly as its evaluation finds it), plus two post-process
 config's (``default``) and, when ``seld-orch tune thresholds`` ran on it, the best one of its
 search (``tuned``: ``<run>/thresholds/summary.json``; a ``--per-fold`` search gives one per fold,
 used when a single fold predicts). ``export_run`` writes all of it to one model file
-(:mod:`seld.model_archive`), which then predicts without the workspace or the dataset.
+(:mod:`seld.serving.model_archive`), which then predicts without the workspace or the dataset.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from orchestrator.cv import CVSettings, settings_fold_data
 from orchestrator.evaluation import Postprocessing
 from orchestrator.layout import RunLayout
 from orchestrator.runs import validate_run_name
+from seld.data.metadata import DatasetError
 from seld.errors import ConfigError, MissingArtifactError
-from seld.metadata import DatasetError
-from seld.model_archive import write_archive
-from seld.predict import FoldModels, Predictor
-from seld.training import load_checkpoint
+from seld.methods.training import load_checkpoint
+from seld.serving.model_archive import write_archive
+from seld.serving.predict import FoldModels, Predictor
 
 #: Where ``tune thresholds`` leaves its results in a run folder (joint and per-fold searches).
 THRESHOLD_SEARCHES = ("thresholds", "thresholds-per-fold")

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.ray_utils import ray_session, run_tasks
-from seld.dataset import DatasetLayout, Recording
-from seld.extraction import extract_recording
-from seld.features import FeatureConfig
-from seld.fingerprint import input_fingerprints
-from seld.metadata import DatasetError
-from seld.store import feature_path, feature_root, remove_stale_temporaries, stale_reason
+from seld.data.dataset import DatasetLayout, Recording
+from seld.data.fingerprint import input_fingerprints
+from seld.data.metadata import DatasetError
+from seld.features.extraction import extract_recording
+from seld.features.spectral import FeatureConfig
+from seld.features.store import feature_path, feature_root, remove_stale_temporaries, stale_reason
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,20 @@ import numpy as np
 
 from orchestrator.extract import current_inputs
 from orchestrator.layout import RunLayout
-from seld.dataset import DatasetLayout
+from seld.data.dataset import DatasetLayout
+from seld.data.folds import Fold, make_folds
+from seld.data.submission import write_submission
 from seld.errors import MissingArtifactError
-from seld.features import FeatureConfig
-from seld.folds import Fold, make_folds
-from seld.inference import (
+from seld.features.spectral import FeatureConfig
+from seld.features.store import (
+    Scaler,
+    feature_path,
+    feature_root,
+    fold_scaler,
+    reference_rows,
+    stale_reason,
+)
+from seld.methods.inference import (
     Prediction,
     View,
     combine,
@@ -31,19 +40,10 @@ from seld.inference import (
     save_predictions,
     submission_rows,
 )
+from seld.methods.models import inference_model
+from seld.methods.training import StageResult, TrainConfig, load_checkpoint, load_model, train_stage
 from seld.metrics.reference import score_files
 from seld.metrics.scores import ScoreReport
-from seld.models import inference_model
-from seld.store import (
-    Scaler,
-    feature_path,
-    feature_root,
-    fold_scaler,
-    reference_rows,
-    stale_reason,
-)
-from seld.submission import write_submission
-from seld.training import StageResult, TrainConfig, load_checkpoint, load_model, train_stage
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def predict_split(
 ) -> dict[str, Prediction]:
     """Cached per-frame predictions of one stage's best model on the fold's ``validation`` or
     ``test`` recordings (computed once, then read from the cache), through ``views`` when given
-    (test-time augmentation, :func:`seld.inference.run_views`)."""
+    (test-time augmentation, :func:`seld.methods.inference.run_views`)."""
     cache = RunLayout(run_dir).predictions(data.fold.index, split, stage)
     if cache.exists():
         return load_predictions(cache)

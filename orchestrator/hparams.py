@@ -5,7 +5,7 @@ search space (``search_spaces/hparams.yaml``); the trial runs the chosen folds e
 ``seld-orch cv`` does (per fold SED then DOA on Ray Train) and reports, after every epoch that
 all its folds have finished, the mean validation SELD score over its folds; ASHA stops the
 trials that fall behind. Iterations ``1..E`` are the SED epochs, ``E+1..2E`` the DOA epochs
-(each stage's own validation score, see ``seld.training.evaluate_files``), and iteration
+(each stage's own validation score, see ``seld.methods.training.evaluate_files``), and iteration
 ``2E+1`` the two-stage validation SELD score of the thresholded, masked predictions: the
 score that ranks the trials. The test splits are never predicted during the search.
 

@@ -14,7 +14,7 @@
   runs/<sweep>/                     a sweep: sweep.json, summary.json, comparison.{csv,md,png,json}
     <variant>-seed<seed>/           its cells, each a cv run as above
     <search>/                       a threshold search of the run (trials.csv, ...)
-  features/<config hash>/...        seld.store.feature_root
+  features/<config hash>/...        seld.features.store.feature_root
   ray_results/                      Ray Train/Tune storage unless --storage names another
   mlflow.db, mlartifacts/           the default MLflow store
 """

@@ -9,7 +9,7 @@
    content it was made from, under any name. Without a workspace (``--model`` alone) they go
    to a temporary folder in ``--out``, removed at the end. An unreadable, truncated, not
    4-channel or too short recording is reported with its reason; the others go on.
-3. Prediction on this machine with the :class:`seld.predict.Predictor` (loaded once), then
+3. Prediction on this machine with the :class:`seld.serving.predict.Predictor` (loaded once), then
    one CSV (atomically: never half a file) and one plot per recording. A failed recording's
    CSV and plot from an earlier prediction into the same folder are removed, so the folder
    only holds results of these inputs.
@@ -29,26 +29,26 @@ from typing import Any
 
 from orchestrator.export import run_predictor
 from orchestrator.ray_utils import ray_session, run_tasks
-from seld.dataset import DatasetLayout
-from seld.dcase import num_label_frames
+from seld.data.dataset import DatasetLayout
+from seld.data.dcase import num_label_frames
+from seld.data.fingerprint import content_fingerprint
+from seld.data.metadata import DatasetError, read_metadata
+from seld.data.submission import empty_rows, events_to_rows, write_submission
 from seld.errors import ConfigError
-from seld.features import FeatureConfig
-from seld.fingerprint import content_fingerprint
-from seld.fsutil import atomic_path
-from seld.metadata import DatasetError, read_metadata
-from seld.metrics.reference import count_file
-from seld.metrics.scores import ScoreReport, report_from_counts
-from seld.model_archive import read_archive
-from seld.plots import plot_recording
-from seld.predict import Predictor, recording_features
-from seld.store import (
+from seld.features.spectral import FeatureConfig
+from seld.features.store import (
     content_feature_path,
     feature_root,
     read_features,
     stale_reason,
     write_content_features,
 )
-from seld.submission import empty_rows, events_to_rows, write_submission
+from seld.fsutil import atomic_path
+from seld.metrics.reference import count_file
+from seld.metrics.scores import ScoreReport, report_from_counts
+from seld.serving.model_archive import read_archive
+from seld.serving.plots import plot_recording
+from seld.serving.predict import Predictor, recording_features
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 #: progress(step, recording name, ok): step is "features" or "predicted"

@@ -28,7 +28,7 @@ from typing import Any
 import optuna
 import yaml
 
-from seld.dcase import CLASSES
+from seld.data.dcase import CLASSES
 from seld.errors import SeldError
 
 TYPES = ("float", "logfloat", "int", "categorical")

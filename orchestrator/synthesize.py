@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.ray_utils import ray_session, run_tasks
-from seld.dcase import RecordingName
+from seld.data.dcase import RecordingName
 from seld.synth import SynthConfig, SynthesisError, missing_recordings, write_recording
 
 

@@ -7,8 +7,8 @@ all folds together and one setting serves every fold; ``per_fold`` searches each
 validation split alone and applies each fold's best to its own test split.
 
 A trial costs milliseconds, so the search is built for thousands of them: the predictions and
-references are prepared once (:class:`seld.inference.ThresholdScorer`) and shipped to the trial
-actor once through the object store, and Tune writes no per-trial files (see
+references are prepared once (:class:`seld.methods.inference.ThresholdScorer`) and shipped to the
+trial actor once through the object store, and Tune writes no per-trial files (see
 :data:`FAST_TUNE_ENV`). Every trial is still a Ray Tune trial that the Optuna searcher suggests
 and sees the result of.
 """
@@ -36,7 +36,7 @@ from orchestrator.search_space import SearchSpace
 from orchestrator.study import export_study, results_frame
 from orchestrator.tracking import flatten, log_params, log_scores
 from seld.fsutil import atomic_path
-from seld.inference import ThresholdScorer
+from seld.methods.inference import ThresholdScorer
 from seld.metrics.scores import ScoreReport, report_from_counts
 
 DEFAULT_THRESHOLD = 0.3

@@ -6,9 +6,9 @@ classes below; ``seld-orch config show NAME`` prints a resolved one)::
     name, description, seed
     method      two-stage (SED, then DOA from SED's conv blocks) | joint (one model, one stage)
     data        format: mic | foa
-    features    seld.features.FeatureConfig       log-mel + GCC-PHAT or intensity vectors
-    model       seld.models.ModelConfig           registered architecture and its arguments
-    train       seld.training.TrainSettings       optimiser, budget, schedule, precision
+    features    seld.features.spectral.FeatureConfig       log-mel + GCC-PHAT or intensity vectors
+    model       seld.methods.models.ModelConfig           registered architecture and its arguments
+    train       seld.methods.training.TrainSettings       optimiser, budget, schedule, precision
     selection   checkpoint: best | last           which epoch's model a stage hands on
     inference   threshold, median_frames          post-processing of the predictions
     cv          folds, protocol                   the cross-validation
@@ -38,11 +38,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from seld.data.folds import PROTOCOLS
 from seld.errors import ConfigError
-from seld.features import FeatureConfig
-from seld.folds import PROTOCOLS
-from seld.models import ModelConfig
-from seld.training import TrainConfig, TrainSettings
+from seld.features.spectral import FeatureConfig
+from seld.methods.models import ModelConfig
+from seld.methods.training import TrainConfig, TrainSettings
 
 #: the stages each method trains, in order
 METHOD_STAGES = {"two-stage": ("sed", "doa"), "joint": ("joint",)}
@@ -67,7 +67,7 @@ class InferenceSection(_Section):
     #: median filter over label frames (20 ms) of each class's detections; 1 = off
     median_frames: int = Field(1, ge=1, le=101)
     #: test-time augmentation: predict each recording under every channel symmetry of the array
-    #: (8 for mic, 16 for foa; :mod:`seld.augment`), map each view's directions back, and
+    #: (8 for mic, 16 for foa; :mod:`seld.features.augment`), map each view's directions back, and
     #: average probabilities and directions (off in the paper presets, as in the seed)
     tta: bool = False
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from seld.metadata import Event, write_metadata
+from seld.data.metadata import Event, write_metadata
 
 REFERENCE_METADATA = (
     Path(__file__).resolve().parents[1].parent
@@ -82,9 +82,9 @@ def tiny_data(tmp_path_factory) -> Path:
 def tiny_extracted(tiny_data: Path, tmp_path_factory) -> Path:
     """A workspace holding ``tiny_data``'s features under the ``tiny`` preset, extracted once
     (copy it with ``tiny_ws`` before writing into it)."""
-    from seld.dataset import DatasetLayout
-    from seld.extraction import extract_recording
-    from seld.store import feature_root
+    from seld.data.dataset import DatasetLayout
+    from seld.features.extraction import extract_recording
+    from seld.features.store import feature_root
 
     ws = tmp_path_factory.mktemp("tiny-ws") / "ws"
     features = tiny_features("mic")

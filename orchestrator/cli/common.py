@@ -17,8 +17,8 @@ from typer.core import TyperGroup
 
 from orchestrator.cli.render import err_console, print_redone
 from orchestrator.layout import RunLayout
+from seld.data.folds import PROTOCOLS
 from seld.errors import MissingArtifactError, SeldError
-from seld.folds import PROTOCOLS
 
 
 class _Group(TyperGroup):

@@ -32,10 +32,10 @@ from orchestrator.cli.render import (
 )
 from orchestrator.jsonout import to_json
 from orchestrator.synthesize import synthesize_on_ray
-from seld.dataset import DatasetLayout, recording_durations, validate_dataset
-from seld.dcase import FORMATS
-from seld.folds import PROTOCOLS, make_folds
-from seld.metadata import DatasetError
+from seld.data.dataset import DatasetLayout, recording_durations, validate_dataset
+from seld.data.dcase import FORMATS
+from seld.data.folds import PROTOCOLS, make_folds
+from seld.data.metadata import DatasetError
 from seld.metrics.reference import score_directories
 from seld.synth import SynthConfig, SynthesisError, missing_recordings, plan_recordings
 

@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from seld.metadata import DatasetError
+from seld.data.metadata import DatasetError
 from seld.metrics.scores import ScoreReport, SeldScores
 
 console = Console()

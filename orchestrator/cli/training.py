@@ -132,7 +132,7 @@ def evaluate(
         references,
         score_predictions,
     )
-    from seld.inference import views_of
+    from seld.methods.inference import views_of
 
     experiment = experiment_config(config, sets, fmt=fmt, threshold=threshold, protocol=protocol)
     threshold = experiment.inference.threshold

@@ -10,7 +10,8 @@
 * :mod:`seld.metrics.batched`: the same numbers for many recordings and many predictions at once,
   for the threshold search (:func:`prepare_references`, :func:`count_masks`,
   :func:`pooled_counts`).
+* :mod:`seld.metrics.baselines`: trivial reference systems that bound what a model must beat.
 
-Submission CSVs (reading, writing, rows from events or predictions) are :mod:`seld.submission`.
+Submission CSVs (reading, writing, rows from events or predictions) are :mod:`seld.data.submission`.
 This package imports nothing: import from the module that does the job.
 """

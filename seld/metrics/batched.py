@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seld.dcase import LABEL_FRAMES_PER_SECOND, NUM_CLASSES
+from seld.data.dcase import LABEL_FRAMES_PER_SECOND, NUM_CLASSES
+from seld.data.submission import check_rows
 from seld.metrics.grid import NUM_CELLS, cell_distance_table, cell_keys, min_assignment_cost
 from seld.metrics.scores import SeldCounts
-from seld.submission import check_rows
 
 __all__ = ["ReferenceFrames", "class_masks", "count_masks", "pooled_counts", "prepare_references"]
 

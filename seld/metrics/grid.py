@@ -31,7 +31,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from seld.dcase import AZIMUTH_GRID, ELEVATION_GRID, GRID_STEP_DEG, NUM_CLASSES
+from seld.data.dcase import AZIMUTH_GRID, ELEVATION_GRID, GRID_STEP_DEG, NUM_CLASSES
 
 __all__ = [
     "MAX_PERMUTATIONS",

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from seld.dcase import LABEL_FRAMES_PER_SECOND, NUM_CLASSES, num_label_frames
-from seld.metadata import DatasetError, read_metadata
+from seld.data.dcase import LABEL_FRAMES_PER_SECOND, NUM_CLASSES, num_label_frames
+from seld.data.metadata import DatasetError, read_metadata
+from seld.data.submission import check_rows, events_to_rows, read_submission, submission_problems
 from seld.metrics.grid import NUM_CELLS, cell_distance_table, cell_keys, min_assignment_cost
 from seld.metrics.scores import ScoreReport, SeldCounts, report_from_counts
-from seld.submission import check_rows, events_to_rows, read_submission, submission_problems
 
 __all__ = ["count_file", "score_directories", "score_files"]
 
@@ -94,8 +94,8 @@ def count_file(
     """Metric counts of one recording.
 
     ``ref_rows`` and ``pred_rows``: (n, 4) integer rows ``(frame, class, azimuth, elevation)``
-    in 20 ms frames and degrees, as from :func:`seld.submission.read_submission` or
-    :func:`seld.submission.events_to_rows`; ``num_frames``: label frames of the recording (3000
+    in 20 ms frames and degrees, as from :func:`seld.data.submission.read_submission` or
+    :func:`seld.data.submission.events_to_rows`; ``num_frames``: label frames of the recording (3000
     for one minute). Rows at or past ``num_frames`` are ignored. ``official_blocks=False`` pools
     whole seconds for SED.
     """
@@ -142,7 +142,7 @@ def score_directories(
     """Score a folder of submission CSVs against a folder of reference metadata CSVs.
 
     Rows the official scorer silently repairs (impossible directions, frames past the end; see
-    :func:`seld.submission.submission_problems`) are appended to ``warnings``, or, when
+    :func:`seld.data.submission.submission_problems`) are appended to ``warnings``, or, when
     ``strict``, raised as :class:`DatasetError`.
 
     Files are paired by stem. ``durations``: recording stem -> length in seconds (sets the frame

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from seld.dcase import parse_recording_name
+from seld.data.dcase import parse_recording_name
 
 __all__ = ["GROUPS", "ScoreReport", "SeldCounts", "SeldScores", "report_from_counts"]
 

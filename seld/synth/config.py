@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from seld.dcase import FORMATS, SAMPLE_RATE, SPLITS
+from seld.data.dcase import FORMATS, SAMPLE_RATE, SPLITS
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 import pyroomacoustics as pra
 from scipy import signal
 
-from seld.dcase import MIC_CAPSULES_DEG, MIC_RADIUS_M
+from seld.data.dcase import MIC_CAPSULES_DEG, MIC_RADIUS_M
 from seld.synth.dsp import pink_noise
 
 #: How many (room, direction) impulse-response sets one process keeps (0.5-1.5 MB each; one

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seld.dcase import (
+from seld.data.dcase import (
     AZIMUTH_GRID,
     CLASSES,
     ELEVATION_GRID,
@@ -21,7 +21,7 @@ from seld.dcase import (
     OVERLAPS,
     RecordingName,
 )
-from seld.metadata import Event
+from seld.data.metadata import Event
 from seld.synth.config import SynthConfig
 from seld.synth.rooms import ROOM_SPECS, diffuse_noise, room_responses, room_spec, spatialize
 from seld.synth.sounds import make_sound

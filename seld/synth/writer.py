@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from seld.dcase import NUM_CHANNELS, RecordingName
+from seld.data.dcase import NUM_CHANNELS, RecordingName
+from seld.data.metadata import write_metadata
 from seld.errors import SeldError
 from seld.fsutil import atomic_path
-from seld.metadata import write_metadata
 from seld.synth.config import SynthConfig
 from seld.synth.scene import plan_recordings, synthesize_recording
 

@@ -25,7 +25,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cluster import FAKE_HEAD_NODE_ID
-from seld.training import load_checkpoint
+from seld.methods.training import load_checkpoint
 
 from clusters import BIN, SimulatedCluster, client_env
 

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
+from seld.data.submission import read_submission, write_submission
 from seld.metrics.reference import score_directories
-from seld.submission import read_submission, write_submission
 
 runner = CliRunner()
 
@@ -70,10 +70,10 @@ def test_validate_names_every_problem(synth_root: Path, tmp_path: Path):
 
 def test_score_oracle_and_perturbed(synth_root: Path, tmp_path: Path):
     pred = tmp_path / "pred"
-    from seld.baselines import oracle
-    from seld.dataset import recording_durations
-    from seld.dcase import num_label_frames
-    from seld.metadata import read_metadata
+    from seld.data.dataset import recording_durations
+    from seld.data.dcase import num_label_frames
+    from seld.data.metadata import read_metadata
+    from seld.metrics.baselines import oracle
 
     durations = recording_durations(synth_root)
     rng = np.random.default_rng(0)
@@ -208,7 +208,7 @@ def test_readme_cli_reference_is_generated_from_the_cli():
 
 
 def test_score_warns_about_what_it_repairs_and_strict_rejects_it(synth_root, tmp_path: Path):
-    from seld.dataset import recording_durations
+    from seld.data.dataset import recording_durations
 
     pred = tmp_path / "odd"
     stems = sorted(recording_durations(synth_root))

@@ -24,8 +24,8 @@ from orchestrator.extract import extract_dataset
 from orchestrator.ray_utils import ray_session
 from orchestrator.tracking import default_tracking_uri
 from seld.config import load_config
+from seld.methods.training import load_checkpoint
 from seld.synth import SynthConfig, synthesize_dataset
-from seld.training import load_checkpoint
 
 from conftest import tiny_config
 

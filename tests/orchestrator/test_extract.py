@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 
 from orchestrator.extract import extract_dataset
-from seld.store import feature_path
+from seld.features.store import feature_path
 
 from conftest import tiny_features
 
@@ -52,8 +52,8 @@ def test_extract_resumes_and_reports_bad_recordings(local_ray, make_dataset, tmp
 
 
 def test_ray_features_equal_in_process_features(local_ray, make_dataset, tmp_path: Path):
-    from seld.audio import read_audio
-    from seld.features import extract_features
+    from seld.data.audio import read_audio
+    from seld.features.spectral import extract_features
 
     root = make_dataset(["split1_ir0_ov1_0"], seconds=1.5, formats=("foa",))
     summary = extract_dataset(root, tmp_path / "ws", tiny_features("foa", "logmel_iv"), "foa")

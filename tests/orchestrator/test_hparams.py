@@ -20,7 +20,7 @@ from orchestrator.search_space import SearchSpaceError, load_search_space
 from orchestrator.tracking import default_tracking_uri
 from orchestrator.trial import check_space, iteration_metrics, trial_config
 from seld.config import ConfigError, load_config
-from seld.models import build_model
+from seld.methods.models import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACES = ROOT / "search_spaces"

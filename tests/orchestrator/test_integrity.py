@@ -24,12 +24,12 @@ from orchestrator.extract import extract_dataset
 from orchestrator.jsonout import to_json
 from orchestrator.runs import RunError, RunLock, validate_run_name
 from orchestrator.tracking import default_tracking_uri
-from seld.audio import read_audio
 from seld.config import load_config
-from seld.features import extract_features
-from seld.folds import make_folds
-from seld.metadata import Event, write_metadata
-from seld.store import fold_scaler, remove_stale_temporaries
+from seld.data.audio import read_audio
+from seld.data.folds import make_folds
+from seld.data.metadata import Event, write_metadata
+from seld.features.spectral import extract_features
+from seld.features.store import fold_scaler, remove_stale_temporaries
 
 from conftest import DEFAULT_EVENTS, tiny_config, tiny_features, write_wav
 
@@ -82,7 +82,7 @@ def test_a_fixed_label_reaches_features_and_scaler(local_ray, tmp_path: Path):
 
 
 def _name(stem: str):
-    from seld.dcase import parse_recording_name
+    from seld.data.dcase import parse_recording_name
 
     return parse_recording_name(stem)
 

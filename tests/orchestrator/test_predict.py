@@ -22,8 +22,8 @@ from orchestrator.export import run_predictor
 from orchestrator.extract import extract_dataset
 from orchestrator.ray_utils import ray_session
 from orchestrator.tracking import default_tracking_uri
-from seld.inference import load_predictions
-from seld.submission import read_submission
+from seld.data.submission import read_submission
+from seld.methods.inference import load_predictions
 from seld.synth import SynthConfig, synthesize_dataset
 
 from conftest import tiny_config, write_wav

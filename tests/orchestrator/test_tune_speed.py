@@ -13,13 +13,13 @@ from scipy.ndimage import median_filter
 
 from orchestrator.search_space import load_search_space
 from orchestrator.tune import postprocessing, search_folds
-from seld.dcase import CLASSES, NUM_CLASSES
-from seld.inference import Prediction, ThresholdScorer, _binary_median, submission_rows
-from seld.metadata import Event
+from seld.data.dcase import CLASSES, NUM_CLASSES
+from seld.data.metadata import Event
+from seld.data.submission import events_to_rows
+from seld.methods.inference import Prediction, ThresholdScorer, _binary_median, submission_rows
 from seld.metrics.batched import prepare_references
 from seld.metrics.reference import count_file, score_files
 from seld.metrics.scores import SeldCounts
-from seld.submission import events_to_rows
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 

@@ -13,7 +13,7 @@ step and without shortcuts, so that ``seld.metrics`` can be checked against it:
 * counts accumulated over files, metrics computed once at the end; groups by the characters of
   the file name, as the official script does.
 
-Deliberately independent of ``seld.metrics`` and ``seld.submission``; it only borrows the
+Deliberately independent of ``seld.metrics`` and ``seld.data.submission``; it only borrows the
 ``Event`` type and the class order.
 """
 
@@ -25,8 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from seld.dcase import CLASS_INDEX
-from seld.metadata import Event
+from seld.data.dcase import CLASS_INDEX
+from seld.data.metadata import Event
 
 FRAMES_PER_SECOND = 50
 AZIMUTHS = list(range(-180, 180, 10))

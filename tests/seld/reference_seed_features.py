@@ -1,11 +1,11 @@
 """A literal re-implementation of the seed implementation's feature algorithm.
 
-The oracle for ``seld.features`` (tests) and the reference of ``bench/features.py``. Per channel:
-a centred, reflect-padded Hann STFT (n_fft 1024, hop 320 at 32 kHz), power through librosa's mel
-filters (96 bins from 50 Hz), ``power_to_db(ref=1, amin=1e-10, top_db=None)``. Per pair (n < m):
-STFTs of both channels at 2048 points, R = X_m conj(X_n), and for every frame in a Python loop
-``irfft(exp(1j * angle(R)))`` with the last 48 and the first 48 lags kept, in that order.
-Written from that description, slow on purpose.
+The oracle for ``seld.features.spectral`` (tests) and the reference of ``bench/features.py``. Per
+channel: a centred, reflect-padded Hann STFT (n_fft 1024, hop 320 at 32 kHz), power through
+librosa's mel filters (96 bins from 50 Hz), ``power_to_db(ref=1, amin=1e-10, top_db=None)``. Per
+pair (n < m): STFTs of both channels at 2048 points, R = X_m conj(X_n), and for every frame in a
+Python loop ``irfft(exp(1j * angle(R)))`` with the last 48 and the first 48 lags kept, in that
+order. Written from that description, slow on purpose.
 """
 
 from __future__ import annotations

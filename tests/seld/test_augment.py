@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from seld.augment import BatchAugmenter, feature_map, inverse, symmetries, unit_vectors
-from seld.features import FeatureConfig, extract_features
-from seld.inference import run_model, run_views, symmetry_views
-from seld.models import build_model
+from seld.features.augment import BatchAugmenter, feature_map, inverse, symmetries, unit_vectors
+from seld.features.spectral import FeatureConfig, extract_features
+from seld.methods.inference import run_model, run_views, symmetry_views
+from seld.methods.models import build_model
 from seld.synth.rooms import room_responses, spatialize
 
 SR = 16_000

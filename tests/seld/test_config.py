@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from seld.config import ConfigError, load_config, preset_names
-from seld.models import build_model
-from seld.training import learning_rate_factor
+from seld.methods.models import build_model
+from seld.methods.training import learning_rate_factor
 
 PRESETS = ("paper-mic", "paper-foa", "paper-foa-iv", "paper-joint-mic", "paper-cnn-mic", "tiny")
 

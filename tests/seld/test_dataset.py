@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from seld.audio import audio_info, read_audio
-from seld.dataset import DatasetLayout, recording_durations, validate_dataset
-from seld.metadata import DatasetError
+from seld.data.audio import audio_info, read_audio
+from seld.data.dataset import DatasetLayout, recording_durations, validate_dataset
+from seld.data.metadata import DatasetError
 
 from conftest import write_wav
 
@@ -158,7 +158,7 @@ def test_validate_a_missing_format_folder_is_an_error(make_dataset):
 
 
 def test_unknown_split_is_named_and_a_bom_is_accepted(make_dataset):
-    from seld.metadata import read_metadata
+    from seld.data.metadata import read_metadata
 
     root = make_dataset(stems=("split1_ir0_ov1_0", "split5_ir0_ov1_0"), formats=("mic",))
     csv = root / "metadata_dev" / "split1_ir0_ov1_0.csv"
@@ -172,7 +172,7 @@ def test_unknown_split_is_named_and_a_bom_is_accepted(make_dataset):
 
 
 def test_off_grid_directions_and_same_class_overlaps_are_warnings(make_dataset):
-    from seld.metadata import Event, write_metadata
+    from seld.data.metadata import Event, write_metadata
 
     root = make_dataset(stems=("split1_ir0_ov2_0",), formats=("mic",))
     csv = root / "metadata_dev" / "split1_ir0_ov2_0.csv"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from seld.config import load_config
-from seld.features import (
+from seld.features.spectral import (
     FeatureConfig,
     _Frames,
     _gcc_direct,

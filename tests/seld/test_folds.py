@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from seld.dcase import RecordingName
-from seld.folds import fold_splits, make_folds
+from seld.data.dcase import RecordingName
+from seld.data.folds import fold_splits, make_folds
 
 
 def names(per_split=3):

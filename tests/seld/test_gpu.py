@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seld.losses import stage_loss
-from seld.models import build_model
+from seld.methods.losses import stage_loss
+from seld.methods.models import build_model
 
 pytestmark = [
     pytest.mark.gpu,

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from seld.losses import doa_loss, joint_loss, sed_loss, stage_loss
+from seld.methods.losses import doa_loss, joint_loss, sed_loss, stage_loss
 
 FRAMES, CLASSES = 4, 11
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seld.dcase import CLASSES, num_label_frames, parse_recording_name
-from seld.metadata import (
+from seld.data.dcase import CLASSES, num_label_frames, parse_recording_name
+from seld.data.metadata import (
     DatasetError,
     Event,
     event_frame_span,

@@ -12,12 +12,17 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from seld.dcase import CLASSES, NUM_CLASSES
-from seld.metadata import DatasetError, Event, read_metadata, write_metadata
+from seld.data.dcase import CLASSES, NUM_CLASSES
+from seld.data.metadata import DatasetError, Event, read_metadata, write_metadata
+from seld.data.submission import (
+    events_to_rows,
+    predictions_to_rows,
+    read_submission,
+    write_submission,
+)
 from seld.metrics.grid import min_assignment_cost as _min_assignment_cost
 from seld.metrics.reference import count_file, score_directories, score_files
 from seld.metrics.scores import SeldCounts, SeldScores
-from seld.submission import events_to_rows, predictions_to_rows, read_submission, write_submission
 
 from conftest import REFERENCE_METADATA
 from reference_dcase2019 import is_nan_equal, reference_score

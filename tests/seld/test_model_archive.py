@@ -15,7 +15,7 @@ import torch
 from test_predictor import random_predictor
 
 from seld.errors import SeldError
-from seld.model_archive import MANIFEST, ModelArchiveError, read_archive, write_archive
+from seld.serving.model_archive import MANIFEST, ModelArchiveError, read_archive, write_archive
 
 from conftest import write_wav
 

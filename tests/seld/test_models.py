@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from seld.losses import sed_loss, stage_loss
-from seld.models import (
+from seld.methods.losses import sed_loss, stage_loss
+from seld.methods.models import (
     MODELS,
     ConvBlock,
     build_model,

@@ -10,12 +10,12 @@ import soundfile as sf
 import torch
 
 from seld.config import load_config
-from seld.dcase import CLASSES, NUM_CLASSES
-from seld.inference import Postprocessing, Prediction, ensemble
-from seld.metadata import DatasetError
-from seld.models import build_model, inference_model
-from seld.predict import FoldModels, Predictor, check_audio, detected_events
-from seld.store import Scaler
+from seld.data.dcase import CLASSES, NUM_CLASSES
+from seld.data.metadata import DatasetError
+from seld.features.store import Scaler
+from seld.methods.inference import Postprocessing, Prediction, ensemble
+from seld.methods.models import build_model, inference_model
+from seld.serving.predict import FoldModels, Predictor, check_audio, detected_events
 
 from conftest import write_wav
 
@@ -185,18 +185,18 @@ def test_a_recording_longer_than_the_window_is_predicted_in_overlapping_windows(
     """Past WINDOW_S a recording goes through the models in windows that overlap by half;
     every label frame is predicted, and a window as long as the recording changes nothing.
     (The models are untrained: how close the windowed outputs come is not the question.)"""
-    import seld.predict
+    import seld.serving.predict
 
     predictor = random_predictor(folds=(1,))
     audio = (0.05 * np.random.default_rng(5).standard_normal((16_000 * 4, 4))).astype(np.float32)
     whole = predictor.predict(audio, 16_000)
-    monkeypatch.setattr(seld.predict, "WINDOW_S", 1.5)
+    monkeypatch.setattr(seld.serving.predict, "WINDOW_S", 1.5)
     windowed = predictor.predict(audio, 16_000)
     assert windowed.prediction.sed.shape == whole.prediction.sed.shape == (200, NUM_CLASSES)
     assert np.isfinite(windowed.prediction.azimuth).all()
     # the windows see less context than the whole recording, so the outputs differ
     assert not np.array_equal(windowed.prediction.sed, whole.prediction.sed)
-    monkeypatch.setattr(seld.predict, "WINDOW_S", 4.0)
+    monkeypatch.setattr(seld.serving.predict, "WINDOW_S", 4.0)
     np.testing.assert_array_equal(
         predictor.predict(audio, 16_000).prediction.sed, whole.prediction.sed
     )

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from seld.dcase import RecordingName, parse_recording_name
-from seld.folds import make_folds
-from seld.metadata import Event, events_to_targets
-from seld.store import (
+from seld.data.dcase import RecordingName, parse_recording_name
+from seld.data.folds import make_folds
+from seld.data.metadata import Event, events_to_targets
+from seld.features.store import (
     fit_scaler,
     fold_scaler,
     is_complete,
@@ -20,7 +20,7 @@ from seld.store import (
     remove_stale_temporaries,
     write_feature_file,
 )
-from seld.windows import MAX_OPEN_FILES, WindowDataset, window_starts
+from seld.features.windows import MAX_OPEN_FILES, WindowDataset, window_starts
 
 from conftest import tiny_features
 

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from scipy import signal
 
-from seld.dcase import (
+from seld.data.dcase import (
     AZIMUTH_GRID,
     CLASSES,
     ELEVATION_GRID,
@@ -22,7 +22,7 @@ from seld.dcase import (
     RecordingName,
     parse_recording_name,
 )
-from seld.metadata import read_metadata
+from seld.data.metadata import read_metadata
 from seld.synth import (
     ROOM_SPECS,
     SOUNDS,

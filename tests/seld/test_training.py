@@ -17,11 +17,11 @@ from orchestrator.fold import (
     score_predictions,
     train_fold_stage,
 )
-from seld.dataset import DatasetLayout
-from seld.extraction import extract_recording
-from seld.store import feature_root
+from seld.data.dataset import DatasetLayout
+from seld.features.extraction import extract_recording
+from seld.features.store import feature_root
+from seld.methods.training import load_checkpoint, load_model, rank_batch_size
 from seld.synth import SynthConfig, synthesize_dataset
-from seld.training import load_checkpoint, load_model, rank_batch_size
 
 from conftest import tiny_features, tiny_train
 
@@ -150,7 +150,7 @@ def test_resume_is_exact_and_training_is_deterministic(fold_setup, tmp_path: Pat
 def test_the_cosine_rate_follows_the_budget_whatever_the_epochs(fold_setup, tmp_path: Path):
     """The learning rate is a function of the fraction of the budget done: 2 or 4 epochs, or a
     budget in steps, all start at lr and end at lr * lr_final_factor."""
-    from seld.training import learning_rate_factor
+    from seld.methods.training import learning_rate_factor
 
     data = fold_data(*fold_setup, FEATURES, "mic", 1)
     runs = {
@@ -183,8 +183,8 @@ def test_the_tiny_preset_learns_direction(tmp_path_factory):
     Measured (2026-12-02, 150 steps, model seeds 0, 1, 2): DOA error 0.64-0.72 of the constant
     direction's, and 0.49-0.63 with 300 steps; the 0.8 bound leaves the seed spread room and
     still fails a model that does not localize (about 1.0)."""
-    from seld.models import build_model
-    from seld.training import evaluate_files, train_stage
+    from seld.methods.models import build_model
+    from seld.methods.training import evaluate_files, train_stage
 
     root = tmp_path_factory.mktemp("direction")
     data, ws = extracted(root, seconds=10, seed=11)

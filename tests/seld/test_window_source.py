@@ -13,13 +13,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from seld.dcase import parse_recording_name
-from seld.features import FeatureConfig
-from seld.metadata import Event, events_to_targets
-from seld.store import fit_scaler, write_feature_file
-from seld.window_cache import DEFAULT_CACHE_FOLDER
-from seld.window_source import WindowBatches, WindowSource
-from seld.windows import WindowDataset
+from seld.data.dcase import parse_recording_name
+from seld.data.metadata import Event, events_to_targets
+from seld.features.spectral import FeatureConfig
+from seld.features.store import fit_scaler, write_feature_file
+from seld.features.window_cache import DEFAULT_CACHE_FOLDER
+from seld.features.window_source import WindowBatches, WindowSource
+from seld.features.windows import WindowDataset
 
 CONFIG = FeatureConfig(n_mels=64)  # 100 frames per second, 64 bins
 WINDOW, HOP = 50, 20

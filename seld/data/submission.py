@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from seld.dcase import LABEL_HOP_S, NUM_CLASSES
-from seld.metadata import (
+from seld.data.dcase import LABEL_HOP_S, NUM_CLASSES
+from seld.data.metadata import (
     DatasetError,
     Event,
     atomic_write_text,

@@ -1,8 +1,8 @@
 """Losses of the two stages: BCE for detection, masked angle errors for localisation.
 
-Batches are those of :class:`seld.windows.WindowDataset`: ``activity`` (batch, frames, classes)
-in {0, 1}, ``azimuth`` / ``elevation`` (batch, frames, classes) in degrees, ``mask``
-(batch, frames) 0 on padding. Model outputs (:mod:`seld.models`): ``sed_logits`` and
+Batches are those of :class:`seld.features.windows.WindowDataset`: ``activity`` (batch, frames,
+classes) in {0, 1}, ``azimuth`` / ``elevation`` (batch, frames, classes) in degrees, ``mask``
+(batch, frames) 0 on padding. Model outputs (:mod:`seld.methods.models`): ``sed_logits`` and
 ``azimuth`` / ``elevation`` in radians, (batch, frames, classes). Losses are computed in float32
 whatever the outputs' dtype, so they are safe to call on autocast (bf16/fp16) outputs.
 """

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seld.store import Scaler
+from seld.features.store import Scaler
 
 
 def window_starts(num_frames: int, window: int, hop: int) -> list[int]:
@@ -37,9 +37,9 @@ class WindowDataset(Dataset):
     given; with targets, ``activity`` (window, classes) float32 and ``azimuth`` / ``elevation``
     (window, classes) in degrees; ``mask`` (window,) is 0 on padding past the end of a recording.
 
-    For training at speed, :class:`seld.window_source.WindowSource` with
-    :class:`seld.window_source.WindowBatches` yields the same batches in the same order from
-    memory-mapped caches of the same files.
+    For training at speed, :class:`seld.features.window_source.WindowSource` with
+    :class:`seld.features.window_source.WindowBatches` yields the same batches in the same order
+    from memory-mapped caches of the same files.
     """
 
     def __init__(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from seld.dcase import RecordingName, parse_recording_name
+from seld.data.dcase import RecordingName, parse_recording_name
 from seld.errors import ConfigError, SeldError
 
 #: The DCASE 2019 baseline's protocol: fold k tests on split k and validates on the next split.

@@ -1,9 +1,9 @@
 """Training windows a batch at a time from memory-mapped feature caches, in DataLoader order.
 
-The fast counterpart of :class:`seld.windows.WindowDataset` (which stays the lazy HDF5 reader
-for data that should not be cached). :class:`WindowSource` maps each feature file's side cache
-(:mod:`seld.window_cache`: one ``.npy`` per recording, shared by all processes on a node) and
-assembles a whole batch per call; :class:`WindowBatches` replaces
+The fast counterpart of :class:`seld.features.windows.WindowDataset` (which stays the lazy HDF5
+reader for data that should not be cached). :class:`WindowSource` maps each feature file's side
+cache (:mod:`seld.features.window_cache`: one ``.npy`` per recording, shared by all processes on
+a node) and assembles a whole batch per call; :class:`WindowBatches` replaces
 ``DataLoader(WindowDataset(...), batch_size, shuffle=True, generator=g, drop_last=False)``,
 drawing from ``g`` exactly what the DataLoader draws, so it yields the same windows in the same
 order and leaves ``g`` in the same state (training checkpoints ``g``):
@@ -35,16 +35,16 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
-from seld.store import Scaler
-from seld.window_cache import CachedRecording, open_cached
-from seld.windows import window_starts
+from seld.features.store import Scaler
+from seld.features.window_cache import CachedRecording, open_cached
+from seld.features.windows import window_starts
 
 Batch = dict[str, torch.Tensor]
 
 
 class WindowSource:
     """Windows of ``window`` frames every ``hop`` frames over feature files, as
-    :class:`~seld.windows.WindowDataset` indexes them (``items`` are the same (file, start)
+    :class:`~seld.features.windows.WindowDataset` indexes them (``items`` are the same (file, start)
     pairs in the same order), read from memory-mapped caches built on first use.
 
     :meth:`batch` returns what the default collate makes of the same items of a
@@ -113,7 +113,8 @@ class WindowSource:
         # float16 cache to float32 on the way), standardised while it is still in the CPU's
         # cache: Scaler.apply's float32 arithmetic, single-threaded, so a busy node does not
         # stall it the way it stalls many small OpenMP regions. Windows come from different
-        # files, so there is no one array to index (seld.window_cache: why caches are per file).
+        # files, so there is no one array to index (seld.features.window_cache: why caches are
+        # per file).
         mean, std = self._mean, self._std
         rows = zip(files.tolist(), starts.tolist(), valid.tolist(), strict=True)
         for b, (f, s, v) in enumerate(rows):

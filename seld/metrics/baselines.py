@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from seld.metadata import Event
-from seld.submission import events_to_rows
+from seld.data.metadata import Event
+from seld.data.submission import events_to_rows
 
 
 def oracle(events: Sequence[Event], num_frames: int) -> np.ndarray:

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seld.audio import AudioInfo, audio_info, scan_audio
-from seld.dcase import (
+from seld.data.audio import AudioInfo, audio_info, scan_audio
+from seld.data.dcase import (
     FORMATS,
     GRID_STEP_DEG,
     NUM_CHANNELS,
@@ -27,7 +27,7 @@ from seld.dcase import (
     RecordingName,
     parse_recording_name,
 )
-from seld.metadata import DatasetError, Event, read_metadata
+from seld.data.metadata import DatasetError, Event, read_metadata
 
 log = logging.getLogger(__name__)
 

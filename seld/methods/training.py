@@ -22,16 +22,16 @@ from pydantic import ConfigDict, Field
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from seld.augment import BatchAugmenter
+from seld.features.augment import BatchAugmenter
+from seld.features.store import Scaler, reference_rows
+from seld.features.window_source import WindowBatches, WindowSource
+from seld.features.windows import WindowDataset
 from seld.fsutil import atomic_path
-from seld.inference import predict_file, submission_rows
-from seld.losses import stage_loss
+from seld.methods.inference import predict_file, submission_rows
+from seld.methods.losses import stage_loss
+from seld.methods.models import build_model, doa_model_from_sed
 from seld.metrics.reference import count_file
 from seld.metrics.scores import SeldCounts
-from seld.models import build_model, doa_model_from_sed
-from seld.store import Scaler, reference_rows
-from seld.window_source import WindowBatches, WindowSource
-from seld.windows import WindowDataset
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ class TrainSettings:
     seed does. CPU training is always fp32.
 
     Beyond the seed (off in the ``paper`` presets): ``augment`` applies a random channel
-    symmetry of the array (:mod:`seld.augment`) to each training window; ``wrap_azimuth`` wraps
-    the azimuth error of the DOA loss into [-180, 180) degrees.
+    symmetry of the array (:mod:`seld.features.augment`) to each training window;
+    ``wrap_azimuth`` wraps the azimuth error of the DOA loss into [-180, 180) degrees.
     ``joint_sed_weight``: the one-stage method's loss is ``w * SED + (1 - w) * DOA`` (0.8).
     """
 
@@ -100,9 +100,9 @@ class TrainConfig(TrainSettings):
     """One stage's training: the ``train`` settings plus what the other sections of an
     experiment config decide for it (:meth:`seld.config.ExperimentConfig.train_config`).
 
-    ``model`` and ``model_kwargs``: :func:`seld.models.build_model` arguments. ``selection``:
-    which epoch's model the stage hands on as ``best.pt``: the lowest validation score
-    (``"best"``), or the last epoch's, as the seed evaluates a fixed iteration (``"last"``).
+    ``model`` and ``model_kwargs``: :func:`seld.methods.models.build_model` arguments.
+    ``selection``: which epoch's model the stage hands on as ``best.pt``: the lowest validation
+    score (``"best"``), or the last epoch's, as the seed evaluates a fixed iteration (``"last"``).
     ``sed_threshold``: the detection threshold of the validation scores.
     """
 
@@ -417,7 +417,7 @@ def train_stage(
 
 class _LazyBatches:
     """The lazy HDF5 path (``train.windows: hdf5``): a DataLoader over a WindowDataset, with
-    the interface of :class:`~seld.window_source.WindowBatches`."""
+    the interface of :class:`~seld.features.window_source.WindowBatches`."""
 
     def __init__(self, dataset: WindowDataset, loader: DataLoader, sampler):
         self.dataset, self.loader, self.sampler = dataset, loader, sampler
@@ -447,9 +447,10 @@ def training_batches(
     """Shuffled batches of raw training windows, each rank's share of the global batch.
 
     ``train.windows: mmap`` (default): memory-mapped per-recording caches, a batch gathered per
-    call, pinned and copied without blocking to a GPU (:mod:`seld.window_source`); ``hdf5``:
-    lazy HDF5 reads through a DataLoader, for data that should not be cached. Both give the same
-    windows in the same order from the same generator (``tests/seld/test_window_source.py``)."""
+    call, pinned and copied without blocking to a GPU (:mod:`seld.features.window_source`);
+    ``hdf5``: lazy HDF5 reads through a DataLoader, for data that should not be cached. Both give
+    the same windows in the same order from the same generator
+    (``tests/seld/test_window_source.py``)."""
     window, hop = window_hop
     rank, world_size = rank_world
     batch_size = rank_batch_size(config.batch_size, world_size)

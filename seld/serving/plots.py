@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
-from seld.dcase import CLASSES, LABEL_HOP_S
+from seld.data.dcase import CLASSES, LABEL_HOP_S
 from seld.fsutil import atomic_path
 
 #: the reference: a wide grey band per frame, under the predictions (one colour per class)

@@ -4,7 +4,7 @@ A :class:`Predictor` holds what a trained cross-validation hands on (the experim
 fold's feature scaler and stage models, and its post-processing) and turns audio of any length
 and sample rate into DCASE 2019 submission rows and a list of events. It is loaded once, from a
 run folder (:func:`orchestrator.export.run_predictor`) or from an exported model file
-(:func:`seld.model_archive.read_archive`), and then used for any number of recordings::
+(:func:`seld.serving.model_archive.read_archive`), and then used for any number of recordings::
 
     predictor = read_archive("model.zip")
     result = predictor.predict_file("meeting.wav")
@@ -13,9 +13,9 @@ run folder (:func:`orchestrator.export.run_predictor`) or from an exported model
 
 Ensemble: each fold's models predict the recording from its own standardised features; the
 SED probabilities are averaged and the directions averaged as unit vectors
-(:func:`seld.inference.ensemble`), then thresholded as one model's would be. With one fold
+(:func:`seld.methods.inference.ensemble`), then thresholded as one model's would be. With one fold
 the result is what that fold's models give in the cross-validation, to float rounding (the
-models run as prediction copies, :func:`seld.models.inference_model`).
+models run as prediction copies, :func:`seld.methods.models.inference_model`).
 """
 
 from __future__ import annotations
@@ -30,12 +30,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from seld.audio import read_audio, resample
 from seld.config import ExperimentConfig
-from seld.dcase import CLASSES, LABEL_HOP_S, NUM_CHANNELS, num_label_frames
+from seld.data.audio import read_audio, resample
+from seld.data.dcase import CLASSES, LABEL_HOP_S, NUM_CHANNELS, num_label_frames
+from seld.data.metadata import DatasetError
+from seld.data.submission import write_submission
 from seld.errors import ConfigError
-from seld.features import FeatureConfig, extract_features
-from seld.inference import (
+from seld.features.spectral import FeatureConfig, extract_features
+from seld.features.store import Scaler
+from seld.methods.inference import (
     Postprocessing,
     Prediction,
     View,
@@ -44,10 +47,7 @@ from seld.inference import (
     to_label_rate,
     views_of,
 )
-from seld.metadata import DatasetError
-from seld.models import build_model, inference_model
-from seld.store import Scaler
-from seld.submission import write_submission
+from seld.methods.models import build_model, inference_model
 
 #: Shortest recording predicted. The scorer works in one-second blocks and the models were
 #: trained on windows of seconds; a shorter clip is most likely a mistake (a header, a click).
@@ -67,7 +67,7 @@ class FoldModels:
 
     ``states``: stage -> ``{"model": state dict, "model_config": build_model arguments with
     ``name``}``, as a ``best.pt`` holds them and an exported model stores them; ``models``:
-    stage -> the same model made ready to predict (:func:`seld.models.inference_model`)."""
+    stage -> the same model made ready to predict (:func:`seld.methods.models.inference_model`)."""
 
     fold: int
     scaler: Scaler
@@ -110,7 +110,7 @@ class FoldModels:
         """This fold's prediction from unscaled features (channels, frames, bins), at the label
         rate (``frames`` label frames): detection from the SED (or joint) model, directions from
         the DOA (or joint) model, as the cross-validation combines them; through each of
-        ``views`` when given (test-time augmentation, :func:`seld.inference.run_views`)."""
+        ``views`` when given (test-time augmentation, :func:`seld.methods.inference.run_views`)."""
         # up to WINDOW_S in one pass: a centred STFT gives a 60 s recording 6001 frames
         window = round(WINDOW_S * fps) + 1
         outputs = {}

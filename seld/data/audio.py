@@ -11,7 +11,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from seld.metadata import DatasetError
+from seld.data.metadata import DatasetError
 
 #: Samples read per block when scanning a whole file for NaN / Inf.
 _SCAN_BLOCK = 1 << 18

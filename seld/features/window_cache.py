@@ -1,8 +1,8 @@
 """Memory-mappable side caches of feature files, one pair of ``.npy`` files per recording.
 
-Why a side cache and not the HDF5 files themselves: :func:`seld.store.write_feature_file` stores
-``features`` in one-second chunks (channels, frames per second, bins), so a recording's frames
-are not one contiguous (channels, frames, bins) block in the file and cannot be mapped as an
+Why a side cache and not the HDF5 files themselves: :func:`seld.features.store.write_feature_file`
+stores ``features`` in one-second chunks (channels, frames per second, bins), so a recording's
+frames are not one contiguous (channels, frames, bins) block in the file and cannot be mapped as an
 array. Changing the store layout would leave every existing store unreadable by the fast path,
 so the fast path copies each feature file once into
 

@@ -22,13 +22,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from seld.dcase import CLASSES, RecordingName, num_label_frames
-from seld.features import FeatureConfig
-from seld.fingerprint import changed_inputs, combined
-from seld.folds import Fold
+from seld.data.dcase import CLASSES, RecordingName, num_label_frames
+from seld.data.fingerprint import changed_inputs, combined
+from seld.data.folds import Fold
+from seld.data.metadata import DatasetError, Event, FrameTargets, atomic_write_text
+from seld.data.submission import events_to_rows
+from seld.features.spectral import FeatureConfig
 from seld.fsutil import atomic_path, writer_alive
-from seld.metadata import DatasetError, Event, FrameTargets, atomic_write_text
-from seld.submission import events_to_rows
 
 STORE_VERSION = 1
 _EVENT_DTYPE = np.dtype(
@@ -72,7 +72,7 @@ def write_feature_file(
 
     ``features``: (channels, frames, bins); ``targets`` at the feature frame rate, ``None`` for
     recordings without metadata; ``inputs`` the fingerprints of its audio and metadata files
-    (:func:`seld.fingerprint.input_fingerprints`).
+    (:func:`seld.data.fingerprint.input_fingerprints`).
     """
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         _create_features(h5, features, config)
@@ -107,7 +107,7 @@ def write_feature_file(
 
 def content_feature_path(root: Path, content: str) -> Path:
     """Where the features of a recording outside any dataset live: keyed by the hash of its
-    file's content (:func:`seld.fingerprint.content_fingerprint`), so a cached file can only
+    file's content (:func:`seld.data.fingerprint.content_fingerprint`), so a cached file can only
     ever be used for the very bytes it was made from, whatever the recording's name or path."""
     return root / "content" / f"{content}.h5"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seld.dcase import CLASS_INDEX, CLASSES, METADATA_HEADER, NUM_CLASSES
+from seld.data.dcase import CLASS_INDEX, CLASSES, METADATA_HEADER, NUM_CLASSES
 from seld.errors import SeldError
 from seld.fsutil import atomic_path
 

@@ -8,7 +8,7 @@ source at ``R d`` gives the same signals as rendering it at ``d`` and then mixin
 - ``mic``: capsule ``i`` hears a source at ``R d`` as capsule ``j`` hears one at ``d`` when
   ``c_j = R^T c_i`` (free-field delays depend on ``d . c``). The maps for which every capsule has
   such a partner are the array's symmetries; they are found here from the capsule directions in
-  :data:`seld.dcase.MIC_CAPSULES_DEG`, not from a table. For the tetrahedral array 8 of the 16
+  :data:`seld.data.dcase.MIC_CAPSULES_DEG`, not from a table. For the tetrahedral array 8 of the 16
   maps qualify.
 - ``foa``: the first-order channels (W, Y, Z, X) are the responses (1, y, z, x), so a source at
   ``R d`` gives the new (x, y, z) channels ``R`` times the old ones: every one of the 16 maps is a
@@ -32,7 +32,7 @@ from functools import cache
 import numpy as np
 import torch
 
-from seld.dcase import FORMATS, MIC_CAPSULES_DEG
+from seld.data.dcase import FORMATS, MIC_CAPSULES_DEG
 
 #: FOA channel index of each Cartesian axis (ACN order W, Y, Z, X).
 _FOA_AXIS_CHANNEL = (3, 1, 2)
@@ -159,7 +159,7 @@ class FeatureMap:
 
 
 def feature_map(symmetry: Symmetry, kind: str) -> FeatureMap:
-    """How ``symmetry`` acts on the features of ``kind`` (see :mod:`seld.features`)."""
+    """How ``symmetry`` acts on the features of ``kind`` (see :mod:`seld.features.spectral`)."""
     sources, signs = symmetry.sources, symmetry.signs
     out_src = list(sources)
     out_sign = [1.0] * _AUDIO_CHANNELS  # log power does not see a sign

@@ -21,14 +21,21 @@ import numpy as np
 import torch
 from scipy.ndimage import median_filter
 
-from seld.augment import FeatureMap, Symmetry, feature_map, inverse, symmetries, unit_vectors
-from seld.dcase import CLASSES, LABEL_FRAMES_PER_SECOND, NUM_CLASSES, num_label_frames
+from seld.data.dcase import CLASSES, LABEL_FRAMES_PER_SECOND, NUM_CLASSES, num_label_frames
+from seld.data.submission import predictions_to_rows
+from seld.features.augment import (
+    FeatureMap,
+    Symmetry,
+    feature_map,
+    inverse,
+    symmetries,
+    unit_vectors,
+)
+from seld.features.store import Scaler
 from seld.fsutil import atomic_path
 from seld.metrics.batched import count_masks, pooled_counts, prepare_references
 from seld.metrics.grid import predicted_cells
 from seld.metrics.scores import ScoreReport, SeldCounts, SeldScores, report_from_counts
-from seld.store import Scaler
-from seld.submission import predictions_to_rows
 
 
 @dataclass
@@ -97,7 +104,7 @@ def run_model(
 @dataclass(frozen=True)
 class View:
     """One test-time view of a recording: its features under a channel symmetry of the array
-    (:mod:`seld.augment`), and the symmetry that brings the view's directions back."""
+    (:mod:`seld.features.augment`), and the symmetry that brings the view's directions back."""
 
     features: FeatureMap
     back: Symmetry

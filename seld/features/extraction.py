@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seld.audio import read_audio
-from seld.dataset import Recording
-from seld.features import FeatureConfig, extract_features
-from seld.fingerprint import input_fingerprints
-from seld.metadata import DatasetError, events_to_targets, read_metadata
-from seld.store import feature_path, write_feature_file
+from seld.data.audio import read_audio
+from seld.data.dataset import Recording
+from seld.data.fingerprint import input_fingerprints
+from seld.data.metadata import DatasetError, events_to_targets, read_metadata
+from seld.features.spectral import FeatureConfig, extract_features
+from seld.features.store import feature_path, write_feature_file
 
 
 def extract_recording(recording: Recording, config: FeatureConfig, root: Path) -> Path:

@@ -39,12 +39,12 @@ import numpy as np
 import torch
 
 from seld.config import validate_config
-from seld.dcase import CLASSES, NUM_CHANNELS
+from seld.data.dcase import CLASSES, NUM_CHANNELS
 from seld.errors import ConfigError, SeldError
+from seld.features.store import Scaler
 from seld.fsutil import atomic_path
-from seld.inference import Postprocessing
-from seld.predict import FoldModels, Predictor
-from seld.store import Scaler
+from seld.methods.inference import Postprocessing
+from seld.serving.predict import FoldModels, Predictor
 
 FORMAT = "seld-orchestrator model"
 #: Bumped when the layout changes in a way older readers cannot follow.

@@ -38,7 +38,7 @@ from pydantic import ConfigDict, Field
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from seld.dcase import NUM_CLASSES
+from seld.data.dcase import NUM_CLASSES
 
 POOLS = ("avg", "max")
 #: Forms of the direction output: the seed's azimuth and elevation (radians) per class, or a
