@@ -215,6 +215,7 @@ def bare(settings, threads: int) -> dict:
     import seld.methods.training
     from orchestrator.cv import settings_fold_data
     from orchestrator.fold import predict_split, train_fold_stage
+    from seld.methods.inference import views_of
 
     torch.set_num_threads(threads)
     validation: list[float] = []
@@ -266,9 +267,10 @@ def bare(settings, threads: int) -> dict:
                     )
                 t0 = time.perf_counter()
                 data = settings_fold_data(settings, fold)
+                views = views_of(settings.experiment)  # the test-time views the cv predicts with
                 for split in settings.predict_splits:
                     for stage in settings.stages:
-                        predict_split(data, settings.run_dir, split, stage)
+                        predict_split(data, settings.run_dir, split, stage, views=views)
                 predictions.append(round(time.perf_counter() - t0, 3))
     finally:
         seld.methods.training.evaluate_files = evaluate

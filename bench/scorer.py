@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "seld"))
 
 from seld.data.dcase import AZIMUTH_GRID, CLASSES, ELEVATION_GRID, NUM_CLASSES, num_label_frames
 from seld.data.metadata import Event, write_metadata

@@ -41,6 +41,28 @@ from orchestrator.ray_utils import HEAD_NODE
 NO_PLACEMENT_GROUP = PlacementGroupSchedulingStrategy(placement_group=None)
 
 
+@ray.remote
+def _warm_up() -> None:
+    """Loads what a fold task needs (torch, the training code) into this worker process."""
+    import orchestrator.cv  # noqa: F401
+
+
+def warm_fold_workers(settings: CVSettings) -> list[Any]:
+    """Start as many worker processes as fold tasks can run at once and load torch and the
+    training code into them, while the driver is still setting up (the metrics sink, MLflow):
+    Ray gives the fold tasks submitted next these processes, so the first stages start without
+    the few seconds of imports (4.3-4.7 s on 2 cores). Nothing waits for them. Only the
+    one-task-per-fold path on CPUs: Ray Train starts its own workers, and fold tasks on GPU
+    nodes would not land in processes warmed here."""
+    if settings.uses_ray_train or settings.use_gpu:
+        return []
+    slots = int(ray.available_resources().get("CPU", 0) // max(settings.cpus_per_worker, 1e-9))
+    warm = _warm_up.options(
+        num_cpus=settings.cpus_per_worker, scheduling_strategy=NO_PLACEMENT_GROUP
+    )
+    return [warm.remote() for _ in range(min(len(settings.folds), slots))]
+
+
 def run_fold_jobs(
     settings: CVSettings,
     run_ids: dict[int, dict[str, str]],

@@ -17,11 +17,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import ray
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cv import CVSettings
-from orchestrator.cv_jobs import run_fold_jobs
-from orchestrator.evaluation import evaluate_split
+from orchestrator.cv_jobs import run_fold_jobs, warm_fold_workers
+from orchestrator.evaluation import evaluate_split, suite_reports
 from orchestrator.extract import current_inputs
 from orchestrator.jsonout import to_json
 from orchestrator.ray_utils import ray_session
@@ -38,6 +39,7 @@ from seld.data.dataset import DatasetLayout
 from seld.data.fingerprint import combined
 from seld.fsutil import atomic_path
 from seld.metrics.scores import ScoreReport
+from seld.metrics.suites import MetricSuite, get_suite
 from seld.serving.plots import plot_recording
 
 
@@ -175,15 +177,21 @@ def run_cv(
     on_status: Callable[[dict[str, dict[str, Any]]], None] | None = None,
     overwrite: bool = False,
     tags: dict[str, str] | None = None,
+    suites: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run (or continue) a cross-validation and return its summary.
+
+    ``suites``: metric suites (:mod:`seld.metrics.suites`) to score the test splits with
+    besides DCASE 2019's, in the summary (``suites``, with jackknife intervals and per-class
+    scores) and in MLflow (``cv_<suite>_<metric>``).
 
     The run folder is locked for the whole run; continuing a run made with other settings is
     refused unless ``overwrite`` (which starts it again from scratch). SIGTERM or Ctrl-C marks
     its MLflow runs KILLED. ``tags`` go on its MLflow run (a sweep's cell: its parent run,
     variant and seed)."""
+    chosen = [get_suite(name) for name in suites]  # an unknown suite fails before any work
     with claimed_run(settings, overwrite):
-        return _run_cv(settings, address, experiment_name, on_status, tags)
+        return _run_cv(settings, address, experiment_name, on_status, tags, chosen)
 
 
 def _run_cv(
@@ -192,8 +200,11 @@ def _run_cv(
     experiment_name: str | None,
     on_status: Callable[[dict[str, dict[str, Any]]], None] | None,
     tags: dict[str, str] | None = None,
+    suites: list[MetricSuite] | None = None,
 ) -> dict[str, Any]:
     started = time.time()
+    # with Ray already up (the CLI starts it), the imports overlap the MLflow set-up too
+    warmed = ray.is_initialized() and bool(warm_fold_workers(settings))
     client = MlflowClient(settings.tracking_uri)
     experiment = get_experiment(
         client,
@@ -202,6 +213,8 @@ def _run_cv(
     )
     runs = create_cv_runs(client, settings, experiment, tags=tags)
     with killed_on_interrupt(client, runs), ray_session(address):
+        if not warmed:
+            warm_fold_workers(settings)  # imports overlap the sink's start
         sink = start_sink(settings.tracking_uri)
         fold_results = run_fold_jobs(
             settings, {k: runs["children"][str(k)] for k in settings.folds}, sink, on_status
@@ -214,6 +227,9 @@ def _run_cv(
     for group, per_key in overall.groups.items():
         for key, scores in per_key.items():
             log_scores(client, pid, f"{group}{key}_", scores.as_dict())
+    extra = suite_reports(settings, "test", suites) if suites else {}
+    for name, report in extra.items():
+        log_scores(client, pid, f"cv_{name.replace('-', '_')}_", report.overall)
     summary = {
         "run": settings.run,
         "mlflow_parent_run": pid,
@@ -224,6 +240,10 @@ def _run_cv(
             g: {str(k): v.as_dict() for k, v in d.items()} for g, d in overall.groups.items()
         },
         "folds": {str(k): r.overall.as_dict() for k, r in per_fold.items()},
+        "suites": {
+            name: {k: v for k, v in r.as_dict().items() if k != "per_file"}
+            for name, r in extra.items()
+        },
         "stages": {str(r["fold"]): r["stages"] for r in fold_results},
         "elapsed_s": time.time() - started,
     }

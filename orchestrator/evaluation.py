@@ -20,6 +20,7 @@ from seld.methods import inference
 from seld.methods.inference import Prediction, views_of
 from seld.metrics.reference import score_files
 from seld.metrics.scores import ScoreReport
+from seld.metrics.suites import MetricSuite, SuiteReport, score_recordings, tracked
 
 #: (predictions, references) of some recordings: ``references`` maps a name to (rows, frames)
 Split = tuple[dict[str, Prediction], dict[str, tuple[np.ndarray, int]]]
@@ -86,3 +87,40 @@ def evaluate_split(
         per_fold[k] = score_files(pairs[k])
         everything.update(pairs[k])
     return SplitEvaluation(split, score_files(everything), per_fold, pairs)
+
+
+def suite_reports(
+    s: CVSettings,
+    split: str,
+    suites: list[MetricSuite],
+    post: Postprocessing | None = None,
+    *,
+    folds: tuple[int, ...] | None = None,
+) -> dict[str, SuiteReport]:
+    """The ``split`` of the given folds (all of the run's by default) under ``post`` (the run's
+    own by default), all recordings together, scored with each metric suite, with jackknife
+    intervals. A suite that scores continuous directions gets them as predicted; the others
+    the submission rows as written."""
+    post = post or Postprocessing.of(s)
+    recordings = {}
+    for k in folds or s.folds:
+        predictions, refs = fold_split(s, k, split)
+        for stem, prediction in predictions.items():
+            recordings[stem] = (refs[stem], prediction)
+    out = {}
+    for suite in suites:
+        rows = {
+            stem: (
+                tracked(ref),
+                inference.tracked_rows(
+                    prediction,
+                    post.thresholds,
+                    post.median_frames,
+                    rounded=suite.rounds_to_grid,
+                ),
+                frames,
+            )
+            for stem, ((ref, frames), prediction) in recordings.items()
+        }
+        out[suite.name] = score_recordings(suite, rows, with_jackknife=len(rows) > 1)
+    return out

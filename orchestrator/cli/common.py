@@ -51,6 +51,14 @@ submit_app = typer.Typer(
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+SuiteOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--suite",
+        help="Also score the test splits with this metric suite (repeatable): dcase2022 "
+        "(location-aware, macro), dcase2022-micro; with jackknife intervals.",
+    ),
+]
 
 StorageOpt = Annotated[
     str,

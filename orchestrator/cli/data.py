@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,8 @@ from orchestrator.cli.render import (
     print_problems,
     print_redone,
     print_score_report,
+    print_suite_reports,
+    print_warnings,
     progress_bar,
 )
 from orchestrator.jsonout import to_json
@@ -36,7 +39,8 @@ from seld.data.dataset import DatasetLayout, recording_durations, validate_datas
 from seld.data.dcase import FORMATS
 from seld.data.folds import PROTOCOLS, make_folds
 from seld.data.metadata import DatasetError
-from seld.metrics.reference import score_directories
+from seld.metrics.reference import read_directories, score_directories
+from seld.metrics.suites import get_suite, score_recordings, tracked
 from seld.synth import SynthConfig, SynthesisError, missing_recordings, plan_recordings
 
 
@@ -174,9 +178,24 @@ def score(
             help="Reject impossible directions and frames past the end instead of warning.",
         ),
     ] = False,
+    suites: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--suite",
+            help="Metric suite, repeatable: dcase2019 (default), dcase2022 (location-aware, "
+            "macro), dcase2022-micro.",
+        ),
+    ] = None,
+    with_jackknife: Annotated[
+        bool,
+        typer.Option(
+            "--jackknife", help="95% leave-one-recording-out intervals, as DCASE 2022 reports."
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Score DCASE 2019 submission CSVs like the official script: all, per split, ov and ir."""
+    """Score DCASE 2019 submission CSVs like the official script: all, per split, ov and ir;
+    or with other metric suites, side by side, per class, with jackknife intervals."""
     durations = None
     if duration is None:
         try:
@@ -184,21 +203,46 @@ def score(
         except DatasetError:
             durations = None  # a bare metadata folder: one-minute recordings, as in DCASE 2019
     warnings: list[DatasetError] = []
-    report = score_directories(
+    names = suites or ["dcase2019"]
+    chosen = [get_suite(name) for name in names]  # an unknown name fails before any reading
+    if names == ["dcase2019"] and not with_jackknife:  # the official script's view
+        report = score_directories(
+            ref,
+            pred,
+            durations=durations,
+            default_duration_s=duration if duration is not None else 60.0,
+            official_blocks=not corrected_blocks,
+            strict=strict,
+            warnings=warnings,
+        )
+        print_warnings(warnings)
+        if json_out:
+            console.print_json(to_json(report.as_dict()))
+        else:
+            print_score_report(console, report, f"DCASE 2019 scores of {pred}")
+        return
+    pairs = read_directories(
         ref,
         pred,
         durations=durations,
         default_duration_s=duration if duration is not None else 60.0,
-        official_blocks=not corrected_blocks,
         strict=strict,
         warnings=warnings,
     )
-    for warning in warnings:
-        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    print_warnings(warnings)
+    recordings = {stem: (tracked(r), tracked(p), n) for stem, (r, p, n) in pairs.items()}
+    reports = []
+    for suite in chosen:
+        if corrected_blocks and suite.name == "dcase2019":
+            suite = replace(suite, official_blocks=False)
+        try:
+            reports.append(score_recordings(suite, recordings, with_jackknife=with_jackknife))
+        except ValueError as exc:
+            raise DatasetError(ref, str(exc)) from None
     if json_out:
-        console.print_json(to_json(report.as_dict()))
-    else:
-        print_score_report(console, report, f"DCASE 2019 scores of {pred}")
+        console.print_json(to_json({r.suite: r.as_dict() for r in reports}))
+        return
+    print_suite_reports(console, chosen, reports, f"scores of {pred} ({len(pairs)} recordings)")
 
 
 @app.command()

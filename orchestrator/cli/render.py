@@ -60,6 +60,70 @@ def print_score_report(console: Console, report: ScoreReport, title: str = "Scor
     console.print(scores_table(title, rows, "files"))
 
 
+def _suite_cell(value: float, metric: Any, interval: tuple[float, float] | None = None) -> str:
+    pattern = "{:.2f}" if metric.unit == "°" else "{:.3f}"
+    text = _fmt(value, pattern)
+    if interval is not None:
+        text += f" [{_fmt(interval[0], pattern)}, {_fmt(interval[1], pattern)}]"
+    return text
+
+
+def print_suite_reports(
+    console: Console, suites: list[Any], reports: list[Any], title: str
+) -> None:
+    """Each metric suite's overall scores (with 95% jackknife intervals when computed), then
+    its per-class table where the suite keeps classes apart. Arrows say which way is
+    better."""
+    from seld.data.dcase import CLASSES
+
+    for suite, report in zip(suites, reports, strict=True):
+        table = Table(title=f"{suite.name}: {title}", title_justify="left")
+        table.add_column("")
+        for m in suite.metrics:
+            arrow = "↑" if m.higher_is_better else "↓"
+            table.add_column(
+                f"{m.label}{' (' + m.unit + ')' if m.unit else ''} {arrow}", justify="right"
+            )
+        intervals = report.intervals or {}
+        table.add_row(
+            "all",
+            *(_suite_cell(report.overall[m.key], m, intervals.get(m.key)) for m in suite.metrics),
+        )
+        if report.per_class is not None:
+            class_intervals = report.class_intervals or {}
+            for i in range(len(next(iter(report.per_class.values())))):
+                name = CLASSES[i] if i < len(CLASSES) else f"class {i}"
+                table.add_row(
+                    name,
+                    *(
+                        _suite_cell(
+                            report.per_class[m.key][i],
+                            m,
+                            class_intervals[m.key][i] if m.key in class_intervals else None,
+                        )
+                        for m in suite.metrics
+                    ),
+                )
+        console.print(table)
+        console.print(f"  {suite.description}", highlight=False)
+        if report.absent_classes and getattr(suite, "average", "") == "macro":
+            names = ", ".join(
+                CLASSES[i] if i < len(CLASSES) else f"class {i}" for i in report.absent_classes
+            )
+            console.print(
+                f"  [yellow]note:[/yellow] {len(report.absent_classes)} class(es) neither in the "
+                f"references nor predicted ({names}) count in the macro average as F 0, LE 180°, "
+                "LR 0, as in the official code",
+                highlight=False,
+            )
+
+
+def print_warnings(warnings: list[DatasetError]) -> None:
+    """Repairable problems of scored files, one line each, on stderr."""
+    for warning in warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+
+
 def print_problems(console: Console, problems: list[DatasetError]) -> None:
     """One line per problem, file first, never wrapped (so it can be grepped)."""
     for problem in problems:

@@ -24,6 +24,7 @@ from orchestrator.cli.common import (
     SeedOpt,
     SetOpt,
     StorageOpt,
+    SuiteOpt,
     ThresholdOpt,
     TrackingUriOpt,
     WorkspaceOpt,
@@ -40,6 +41,7 @@ from orchestrator.cli.render import (
     err_console,
     print_demo,
     print_score_report,
+    print_suite_reports,
     scores_table,
     status_table,
 )
@@ -201,6 +203,7 @@ def cv(
         bool,
         typer.Option("--overwrite", help="Start an existing run of other settings from scratch."),
     ] = False,
+    suites: SuiteOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Four-fold cross-validation: per fold SED then DOA on Ray, tracked in MLflow.
@@ -244,6 +247,7 @@ def cv(
                 settings,
                 on_status=lambda st: live.update(status_table(st)),
                 overwrite=overwrite,
+                suites=tuple(suites or ()),
             )
     if json_out:
         console.print_json(to_json(result))
@@ -259,6 +263,16 @@ def cv(
         if g != "split"
     }
     console.print(scores_table("per ov and ir, all folds", grouped, ""))
+    if result["suites"]:
+        from seld.metrics.suites import SuiteReport, get_suite
+
+        names = list(result["suites"])
+        print_suite_reports(
+            console,
+            [get_suite(n) for n in names],
+            [SuiteReport(**result["suites"][n]) for n in names],
+            "all test splits",
+        )
     console.print(
         f"MLflow: run {result['mlflow_parent_run']} in {result['tracking_uri']} "
         f"({result['elapsed_s']:.0f} s); `seld-orch ui --workspace {workspace}`"

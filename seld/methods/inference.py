@@ -36,6 +36,7 @@ from seld.fsutil import atomic_path
 from seld.metrics.batched import count_masks, pooled_counts, prepare_references
 from seld.metrics.grid import predicted_cells
 from seld.metrics.scores import ScoreReport, SeldCounts, SeldScores, report_from_counts
+from seld.metrics.suites import tracked
 
 
 @dataclass
@@ -284,10 +285,47 @@ def submission_rows(
     ``activity`` (frames, classes) replaces the detection (e.g. the reference, to judge a DOA
     model alone)."""
     if activity is None:
-        activity = prediction.sed > np.asarray(thresholds, dtype=np.float32)
-        if median_frames > 1:  # smooth each class's detections over time
-            activity = median_filter(activity.astype(np.uint8), size=(median_frames, 1)) > 0
+        activity = detections(prediction, thresholds, median_frames)
     return predictions_to_rows(activity.astype(bool), *_rounded_directions(prediction))
+
+
+def detections(
+    prediction: Prediction,
+    thresholds: float | Sequence[float] | np.ndarray = 0.3,
+    median_frames: int = 1,
+) -> np.ndarray:
+    """(frames, classes) bool: where a class's probability exceeds its threshold, then a median
+    filter over ``median_frames`` label frames (1: none)."""
+    activity = prediction.sed > np.asarray(thresholds, dtype=np.float32)
+    if median_frames > 1:  # smooth each class's detections over time
+        activity = median_filter(activity.astype(np.uint8), size=(median_frames, 1)) > 0
+    return activity
+
+
+def tracked_rows(
+    prediction: Prediction,
+    thresholds: float | Sequence[float] | np.ndarray = 0.3,
+    median_frames: int = 1,
+    *,
+    rounded: bool = True,
+) -> np.ndarray:
+    """Track-wise rows ``(frame, class, 0, azimuth, elevation)`` of the detections, as metric
+    suites take them (:mod:`seld.metrics.suites`): the directions rounded to the 10 degree grid
+    as a DCASE 2019 submission writes them, or (``rounded=False``) as predicted, for the suites
+    that score continuous directions."""
+    if rounded:
+        return tracked(submission_rows(prediction, thresholds, median_frames=median_frames))
+    frames, classes = np.nonzero(detections(prediction, thresholds, median_frames))
+    return np.stack(
+        [
+            frames,
+            classes,
+            np.zeros(len(frames)),
+            prediction.azimuth[frames, classes],
+            prediction.elevation[frames, classes],
+        ],
+        axis=1,
+    ).astype(np.float64)
 
 
 def _rounded_directions(prediction: Prediction) -> tuple[np.ndarray, np.ndarray]:

@@ -30,7 +30,7 @@ from seld.data.submission import check_rows, events_to_rows, read_submission, su
 from seld.metrics.grid import NUM_CELLS, cell_distance_table, cell_keys, min_assignment_cost
 from seld.metrics.scores import ScoreReport, SeldCounts, report_from_counts
 
-__all__ = ["count_file", "score_directories", "score_files"]
+__all__ = ["count_file", "read_directories", "score_directories", "score_files"]
 
 
 def _sed_counts(
@@ -139,7 +139,36 @@ def score_directories(
     strict: bool = False,
     warnings: list[DatasetError] | None = None,
 ) -> ScoreReport:
-    """Score a folder of submission CSVs against a folder of reference metadata CSVs.
+    """Score a folder of submission CSVs against a folder of reference metadata CSVs
+    (:func:`read_directories` reads and checks them)."""
+    pairs = read_directories(
+        ref_dir,
+        pred_dir,
+        durations=durations,
+        default_duration_s=default_duration_s,
+        strict=strict,
+        warnings=warnings,
+    )
+    counts = {}
+    for stem, (ref_rows, pred_rows, frames) in pairs.items():
+        try:
+            counts[stem] = count_file(ref_rows, pred_rows, frames, official_blocks=official_blocks)
+        except ValueError as exc:  # only the reference can still be at fault here
+            raise DatasetError(Path(ref_dir) / f"{stem}.csv", str(exc)) from None
+    return report_from_counts(counts)
+
+
+def read_directories(
+    ref_dir: Path,
+    pred_dir: Path,
+    *,
+    durations: Mapping[str, float] | None = None,
+    default_duration_s: float = 60.0,
+    strict: bool = False,
+    warnings: list[DatasetError] | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """Each recording's reference rows (from its metadata CSV), predicted rows (its submission
+    CSV) and label frame count, by stem.
 
     Rows the official scorer silently repairs (impossible directions, frames past the end; see
     :func:`seld.data.submission.submission_problems`) are appended to ``warnings``, or, when
@@ -171,7 +200,7 @@ def score_directories(
             f"missing predictions for {len(missing)} reference recording(s): {', '.join(missing)}",
         )
     durations = durations or {}
-    counts = {}
+    pairs = {}
     for stem, ref_path in refs.items():
         duration = durations.get(stem, default_duration_s)
         frames = num_label_frames(duration)
@@ -182,8 +211,5 @@ def score_directories(
                 raise DatasetError(preds[stem], problem)
             if warnings is not None:
                 warnings.append(DatasetError(preds[stem], problem))
-        try:
-            counts[stem] = count_file(ref_rows, pred_rows, frames, official_blocks=official_blocks)
-        except ValueError as exc:  # only the reference can still be at fault here
-            raise DatasetError(ref_path, str(exc)) from None
-    return report_from_counts(counts)
+        pairs[stem] = (ref_rows, pred_rows, frames)
+    return pairs

@@ -117,6 +117,75 @@ def test_score_oracle_and_perturbed(synth_root: Path, tmp_path: Path):
     table = invoke("score", "--ref", synth_root / "metadata_dev", "--pred", pred / "noisy")
     assert "SELD score" in table.output and "split 4" in table.output
 
+    # other metric suites, side by side, with jackknife intervals
+    suites = invoke(
+        "score",
+        "--ref",
+        synth_root / "metadata_dev",
+        "--pred",
+        pred / "noisy",
+        "--suite",
+        "dcase2019",
+        "--suite",
+        "dcase2022",
+        "--jackknife",
+        "--json",
+    )
+    assert suites.exit_code == 0, suites.output
+    both = json.loads(suites.stdout)
+    assert both["dcase2019"]["overall"]["seld"] == pytest.approx(overall["seld"])
+    assert both["dcase2019"]["per_class"] is None
+    loc = both["dcase2022"]
+    assert len(loc["per_class"]["f"]) == 11 and set(loc["per_file"]) == set(durations)
+    low, high = loc["intervals"]["seld"]
+    assert low <= loc["overall"]["seld"] <= high or low < high
+    # the oracle is perfect (micro-averaged); macro-averaged, on the classes it has: the
+    # official macro average counts a class absent from references and predictions as F 0
+    oracle = json.loads(
+        invoke(
+            "score",
+            "--ref",
+            synth_root / "metadata_dev",
+            "--pred",
+            pred / "oracle",
+            "--suite",
+            "dcase2022",
+            "--suite",
+            "dcase2022-micro",
+            "--json",
+        ).stdout
+    )
+    perfect = {"er": 0, "f": 1, "le": 0, "lr": 1, "seld": 0}
+    assert oracle["dcase2022-micro"]["overall"] == pytest.approx(perfect, abs=1e-5)
+    macro = oracle["dcase2022"]
+    absent = macro["absent_classes"]
+    assert 0 < len(absent) < 11
+    present = [c for c in range(11) if c not in absent]
+    assert [macro["per_class"]["f"][c] for c in present] == pytest.approx([1] * len(present))
+    assert [macro["per_class"]["le"][c] for c in absent] == [180.0] * len(absent)
+    assert macro["overall"]["f"] == pytest.approx(len(present) / 11)
+    shown = invoke(
+        "score",
+        "--ref",
+        synth_root / "metadata_dev",
+        "--pred",
+        pred / "noisy",
+        "--suite",
+        "dcase2022",
+    )
+    assert "F20° ↑" in shown.output and "LE_CD (°) ↓" in shown.output, shown.output
+    assert "neither in the references nor predicted" in shown.output
+    unknown = invoke(
+        "score",
+        "--ref",
+        synth_root / "metadata_dev",
+        "--pred",
+        pred / "noisy",
+        "--suite",
+        "dcase1999",
+    )
+    assert unknown.exit_code == 2 and "unknown metric suite 'dcase1999'" in unknown.output
+
     (pred / "noisy" / "split1_ir0_ov1_0.csv").unlink()
     missing = invoke("score", "--ref", synth_root / "metadata_dev", "--pred", pred / "noisy")
     assert missing.exit_code == 2 and "split1_ir0_ov1_0" in missing.output

@@ -64,7 +64,7 @@ TINY_FEATURES = load_config("tiny").features
 def test_four_fold_cv_is_tracked_and_rescorable(local_ray, tiny_data: Path, tiny_ws: Path):
     data, ws = tiny_data, tiny_ws
     assert extract_dataset(data, ws, TINY_FEATURES, "mic").ok  # the shared features are reused
-    summary = run_cv(settings(data, ws))
+    summary = run_cv(settings(data, ws), suites=("dcase2022",))
     s = settings(data, ws)
 
     client = MlflowClient(s.tracking_uri)
@@ -101,6 +101,30 @@ def test_four_fold_cv_is_tracked_and_rescorable(local_ray, tiny_data: Path, tiny
     rescored = json.loads(result.stdout)["overall"]
     for key in ("er", "f", "frame_recall"):
         assert rescored[key] == pytest.approx(parent.data.metrics[f"cv_{key}"])
+
+    # the test splits also scored with the DCASE 2022 suite: continuous directions (the CSVs
+    # hold the 10-degree grid), per class, with jackknife intervals, in MLflow
+    loc = summary["suites"]["dcase2022"]
+    assert parent.data.metrics["cv_dcase2022_seld"] == pytest.approx(loc["overall"]["seld"])
+    assert (
+        len(loc["per_class"]["f"]) == 11
+        and loc["intervals"]["seld"][0] < loc["intervals"]["seld"][1]
+    )
+    on_grid = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--ref",
+            str(data / "metadata_dev"),
+            "--pred",
+            str(submissions),
+            "--suite",
+            "dcase2022",
+            "--json",
+        ],
+    )
+    grid_le = json.loads(on_grid.stdout)["dcase2022"]["overall"]["le"]
+    assert grid_le != pytest.approx(loc["overall"]["le"], abs=1e-6)  # not the rounded rows
 
     # thresholds tuned on the validation predictions: never worse there, same with the same seed
     from orchestrator.search_space import load_search_space
@@ -403,3 +427,26 @@ def test_the_joint_method_trains_through_cv_with_set_overrides(tiny_data: Path, 
     )
     assert [r.data.tags["stage"] for r in children] == ["joint"]
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"config.yaml"}
+
+
+@ray.remote
+def _process_state() -> tuple[int, bool]:
+    import os
+    import sys
+
+    return os.getpid(), "orchestrator.cv" in sys.modules and "torch" in sys.modules
+
+
+def test_warmed_workers_take_the_next_fold_tasks(local_ray, tmp_path: Path):
+    """The processes warmed while the driver sets up are the ones the next tasks of the fold
+    task's shape get, with torch and the training code already loaded."""
+    from orchestrator.cv_jobs import NO_PLACEMENT_GROUP, warm_fold_workers
+
+    s = settings(tmp_path, tmp_path, cpus_per_worker=1.0)
+    refs = warm_fold_workers(s)
+    assert len(refs) == 2  # two fold tasks fit on the 2 CPUs
+    ray.get(refs)
+    probe = _process_state.options(num_cpus=1.0, scheduling_strategy=NO_PLACEMENT_GROUP)
+    states = ray.get([probe.remote() for _ in range(2)])
+    assert all(loaded for _, loaded in states), states
+    assert warm_fold_workers(settings(tmp_path, tmp_path, use_gpu=True)) == []

@@ -1,0 +1,127 @@
+"""Speed of the location-aware metric suite (DCASE 2022) against its literal reference.
+
+On ``--recordings`` one-minute recordings at 100 ms label frames (600 frames, 13 classes) of
+moving sources, a quarter of them with same-class overlaps, and noisy predictions of them: the
+literal re-statement of the official scorer (``tests/seld/reference_location_aware.py``, block
+by block and class by class in Python) against :meth:`LocationAware.count_many` (all
+recordings at once), both from the same rows; then the jackknife intervals from counts (every
+leave-one-out pooling is the total minus one recording) against re-scoring each subset with
+the literal reference, as the official script does. Prints each time, the ratio, and the
+largest difference of the scores (0 expected to 1e-9).
+
+    python bench/metric_suites.py [--recordings 100] [--seed 0] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "seld"))
+
+from reference_location_aware import Counter
+from test_location_aware import _noisy, _random_rows
+
+from seld.metrics.location_aware import LocationAware, pool
+from seld.metrics.suites import get_suite, jackknife
+
+CLASSES, PER_BLOCK, FRAMES = 13, 10, 600
+
+
+def recordings(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        ref = _random_rows(rng, FRAMES, 40, overlap=i % 4 == 0)
+        out.append((ref, _noisy(rng, ref, FRAMES), FRAMES))
+    return out
+
+
+def best_of(fn, repeats: int = 3) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recordings", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jackknife-recordings", type=int, default=20)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    data = recordings(args.recordings, args.seed)
+    rows = sum(len(r) + len(p) for r, p, _ in data)
+    print(f"{args.recordings} recordings of {FRAMES} frames, {rows} rows (reference + prediction)")
+
+    def literal(subset):
+        counter = Counter(CLASSES)
+        for ref, pred, frames in subset:
+            counter.add(ref, pred, frames, PER_BLOCK)
+        return counter.scores("macro")
+
+    scorer = LocationAware("dcase2022")
+    t_literal, expected = best_of(lambda: literal(data))
+    t_fast, counts = best_of(lambda: pool(scorer.count_many(data, PER_BLOCK, CLASSES)))
+    got = scorer.scores(counts)
+    diff = max(abs(float(expected[k]) - got[k]) for k in got)
+    print(
+        f"counts and scores   literal {t_literal:8.3f} s   fast {t_fast:8.3f} s   "
+        f"ratio {t_literal / t_fast:6.1f}x   largest score difference {diff:.1e}"
+    )
+
+    subset = data[: args.jackknife_recordings]
+    suite = get_suite("dcase2022")
+    t_lit_jk, partial = best_of(
+        lambda: [literal(subset[:i] + subset[i + 1 :]) for i in range(len(subset))], repeats=1
+    )
+    whole = literal(subset)
+    t_fast_jk, (intervals, _) = best_of(
+        lambda: jackknife(suite, suite.count_many(subset, PER_BLOCK, CLASSES))
+    )
+    n = len(subset)
+    t_value = stats.t.ppf(0.975, n - 1)
+    jk_diff = 0.0
+    for key in ("er", "f", "le", "lr", "seld"):
+        p = np.array([float(x[key]) for x in partial])
+        bias = (n - 1) * (p.mean() - float(whole[key]))
+        se = np.sqrt((n - 1) * np.mean((p - p.mean()) ** 2))
+        low, high = float(whole[key]) - bias - t_value * se, float(whole[key]) - bias + t_value * se
+        jk_diff = max(jk_diff, abs(low - intervals[key][0]), abs(high - intervals[key][1]))
+    print(
+        f"jackknife ({len(subset)} rec.) literal {t_lit_jk:8.3f} s   fast {t_fast_jk:8.3f} s   "
+        f"ratio {t_lit_jk / t_fast_jk:6.1f}x   SELD interval "
+        f"[{intervals['seld'][0]:.4f}, {intervals['seld'][1]:.4f}], largest interval difference "
+        f"{jk_diff:.1e}"
+    )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "recordings": args.recordings,
+                    "rows": rows,
+                    "literal_s": t_literal,
+                    "fast_s": t_fast,
+                    "ratio": t_literal / t_fast,
+                    "largest_difference": diff,
+                    "jackknife_literal_s": t_lit_jk,
+                    "jackknife_fast_s": t_fast_jk,
+                    "jackknife_largest_difference": jk_diff,
+                    "jackknife_ratio": t_lit_jk / t_fast_jk,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
