@@ -78,15 +78,15 @@ class SearchSpace:
             for name in param.names():
                 taken[name] = param.suggest(trial, name)
 
-    def searcher(self, seed: int, metric: str | None = None) -> Any:
+    def searcher(self, seed: int, metric: str | None = None, mode: str = "min") -> Any:
         """Ray Tune's ``OptunaSearch`` over this space: a TPE sampler seeded with ``seed``,
-        minimising ``metric`` (default: the space's own)."""
+        minimising (or, ``mode="max"``, maximising) ``metric`` (default: the space's own)."""
         from ray.tune.search.optuna import OptunaSearch
 
         return OptunaSearch(
             space=self.define_by_run,
             metric=metric or self.metric,
-            mode="min",
+            mode=mode,
             sampler=optuna.samplers.TPESampler(seed=seed),
         )
 

@@ -35,9 +35,11 @@ from orchestrator.layout import ray_storage
 from orchestrator.search_space import SearchSpace
 from orchestrator.study import export_study, results_frame
 from orchestrator.tracking import flatten, log_params, log_scores
+from seld.errors import ConfigError
 from seld.fsutil import atomic_path
-from seld.methods.inference import ThresholdScorer
-from seld.metrics.scores import ScoreReport, report_from_counts
+from seld.methods.inference import SuiteScorer, ThresholdScorer
+from seld.metrics.scores import ScoreReport
+from seld.metrics.suites import get_suite
 
 DEFAULT_THRESHOLD = 0.3
 
@@ -60,6 +62,25 @@ def postprocessing(config: dict[str, Any]) -> tuple[np.ndarray, int]:
     return post.thresholds, post.median_frames
 
 
+#: what a search scores with: the DCASE 2019 scorer, or a metric suite's
+Scorer = ThresholdScorer | SuiteScorer
+
+
+def search_mode(space: SearchSpace, suite: str | None = None) -> str:
+    """``"min"`` or ``"max"``: the direction of the space's metric (``val_<score>``) in the
+    suite (DCASE 2019's by default). Raises :class:`ConfigError` naming the suite's scores
+    when the metric is not one of them."""
+    chosen = get_suite(suite or "dcase2019")
+    key = space.metric.removeprefix("val_")
+    for metric in chosen.metrics:
+        if metric.key == key:
+            return "max" if metric.higher_is_better else "min"
+    raise ConfigError(
+        f"search space {space.name}: metric {space.metric!r} is not a score of the "
+        f"{chosen.name} suite (val_ + one of {', '.join(m.key for m in chosen.metrics)})"
+    )
+
+
 def score_with(scorer: ThresholdScorer, config: dict[str, Any]) -> ScoreReport:
     """Scores of the scorer's recordings under a trial's post-processing (as ``score_files``
     of the thresholded submissions gives them)."""
@@ -67,10 +88,13 @@ def score_with(scorer: ThresholdScorer, config: dict[str, Any]) -> ScoreReport:
     return scorer.report(thresholds, median)
 
 
-def _trial(config: dict[str, Any], scorer: ThresholdScorer) -> None:
+def _trial(config: dict[str, Any], scorer: Scorer, missing: float = 1e9) -> None:
+    """One trial: the scores of the scorer's predictions under the trial's post-processing;
+    a score that cannot be computed (NaN) is reported as ``missing``, the worst value in the
+    search's direction."""
     thresholds, median = postprocessing(config)
-    scores = scorer.overall(thresholds, median).as_dict()
-    tune.report({f"val_{k}": (v if v == v else 1e9) for k, v in scores.items()})
+    scores = scorer.scores(thresholds, median)
+    tune.report({f"val_{k}": (v if v == v else missing) for k, v in scores.items()})
 
 
 @contextmanager
@@ -88,7 +112,7 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
 
 
 def search(
-    scorer: ThresholdScorer,
+    scorer: Scorer,
     space: SearchSpace,
     *,
     trials: int,
@@ -96,6 +120,7 @@ def search(
     concurrency: int,
     storage: Path,
     name: str,
+    mode: str = "min",
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Run ``trials`` Ray Tune trials suggested by a seeded Optuna TPE searcher, each scoring
     ``scorer``'s predictions under its setting; returns the best config and one row per trial
@@ -104,13 +129,15 @@ def search(
     With ``concurrency`` 1 the sampler sees every result before the next suggestion, so a seed
     gives the same search every time.
     """
+    missing = 1e9 if mode == "min" else -1e9
+    trial = tune.with_parameters(_trial, scorer=scorer, missing=missing)
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trial, scorer=scorer), {"cpu": 1}),
+        tune.with_resources(trial, {"cpu": 1}),
         tune_config=tune.TuneConfig(
             metric=space.metric,
-            mode="min",
+            mode=mode,
             num_samples=trials,
-            search_alg=space.searcher(seed),
+            search_alg=space.searcher(seed, mode=mode),
             reuse_actors=True,
             max_concurrent_trials=concurrency,
         ),
@@ -139,9 +166,13 @@ def search_folds(
     per_fold: bool = False,
     storage: Path,
     name: str,
+    suite: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """The search on in-memory predictions: fold -> (predictions, references) of its
     validation and test splits.
+
+    ``suite``: a metric suite (:mod:`seld.metrics.suites`) whose scores the search optimises
+    (the space's metric, in that score's direction) and reports; DCASE 2019's by default.
 
     Jointly, one search of ``trials`` trials scores all validation splits together and its best
     setting is applied to every test split; ``per_fold``, each fold gets a search of ``trials``
@@ -152,34 +183,41 @@ def search_folds(
     the trials of each search (``"all"`` or ``"fold<k>"``).
     """
     folds = list(validation)
-    val = {k: ThresholdScorer(*validation[k]) for k in folds}
-    tst = {k: ThresholdScorer(*test[k]) for k in folds}
+    mode = search_mode(space, suite)
+
+    def scorer(predictions: dict, refs: dict) -> Scorer:
+        if suite is None:
+            return ThresholdScorer(predictions, refs)
+        return SuiteScorer(get_suite(suite), predictions, refs)
+
+    val = {k: scorer(*validation[k]) for k in folds}
+    tst = {k: scorer(*test[k]) for k in folds}
     started = time.perf_counter()
     if per_fold:
         best, frames = {}, {}
         for k in folds:
             best[k], frames[f"fold{k}"] = search(
                 val[k], space, trials=trials, seed=seed, concurrency=concurrency,
-                storage=storage, name=f"{name}-fold{k}",
+                storage=storage, name=f"{name}-fold{k}", mode=mode,
             )  # fmt: skip
     else:
-        joint = ThresholdScorer(
+        joint = scorer(
             {s: p for k in folds for s, p in validation[k][0].items()},
             {s: r for k in folds for s, r in validation[k][1].items()},
         )
         config, frame = search(
             joint, space, trials=trials, seed=seed, concurrency=concurrency,
-            storage=storage, name=name,
+            storage=storage, name=name, mode=mode,
         )  # fmt: skip
         best, frames = dict.fromkeys(folds, config), {"all": frame}
     search_s = time.perf_counter() - started
     default = {"threshold": DEFAULT_THRESHOLD}
 
-    def pooled(scorers: dict[int, ThresholdScorer], configs: Mapping[int, dict]) -> dict:
+    def pooled(scorers: dict[int, Scorer], configs: Mapping[int, dict]) -> dict:
         counts = {}
         for k in folds:
             counts.update(scorers[k].counts(*postprocessing(configs[k])))
-        return report_from_counts(counts).overall.as_dict()
+        return scorers[folds[0]].pooled(counts)
 
     table = {
         "validation_default": pooled(val, dict.fromkeys(folds, default)),
@@ -189,9 +227,9 @@ def search_folds(
     }
     if per_fold:
         table |= {
-            f"fold{k}_{split}_{kind}": (val if split == "validation" else tst)[k]
-            .overall(*postprocessing(default if kind == "default" else best[k]))
-            .as_dict()
+            f"fold{k}_{split}_{kind}": (val if split == "validation" else tst)[k].scores(
+                *postprocessing(default if kind == "default" else best[k])
+            )
             for k in folds
             for split in ("validation", "test")
             for kind in ("default", "tuned")
@@ -206,6 +244,8 @@ def search_folds(
         "trials_per_s": n_trials / search_s,
         "seed": seed,
         "concurrency": concurrency,
+        "suite": suite or "dcase2019",
+        "mode": mode,
     }
     return summary, frames
 
@@ -219,23 +259,31 @@ def tune_thresholds(
     concurrency: int = 1,
     per_fold: bool = False,
     experiment: str | None = None,
+    suite: str | None = None,
 ) -> dict[str, Any]:
     """Search the space on a cv run's validation predictions; apply the best to its test
     splits (:func:`search_folds`), write ``trials.csv``, ``importance.png`` and
     ``summary.json`` under ``<run>/<experiment>/`` (per fold: ``fold<k>/`` for the first two)
     and log them to MLflow.
 
+    ``suite``: optimise and report a metric suite's scores instead of DCASE 2019's; the
+    search's folder and MLflow names then carry the suite's name (``thresholds-dcase2022``,
+    ``tuned_dcase2022_cv_seld``).
+
     With ``concurrency`` 1 (the default) the TPE sampler sees every result before the next
     suggestion, so a seed gives the same search every time.
     """
-    experiment = experiment or ("thresholds-per-fold" if per_fold else "thresholds")
+    mode = search_mode(space, suite)  # a metric the suite lacks fails before any loading
+    experiment = experiment or ("thresholds-per-fold" if per_fold else "thresholds") + (
+        f"-{suite}" if suite else ""
+    )
     started = time.time()
     validation = {k: load_split(settings, "validation", (k,)) for k in settings.folds}
     test = {k: load_split(settings, "test", (k,)) for k in settings.folds}
     summary, frames = search_folds(
         validation, test, space, trials=trials, seed=seed, concurrency=concurrency,
         per_fold=per_fold, storage=Path(ray_storage(settings.workspace)),
-        name=f"{settings.run}-{experiment}-{int(started)}",
+        name=f"{settings.run}-{experiment}-{int(started)}", suite=suite,
     )  # fmt: skip
     out_dir = settings.run_dir / experiment
     artifacts: list[tuple[Path, str | None]] = []
@@ -243,7 +291,7 @@ def tune_thresholds(
     for key, frame in frames.items():
         folder = out_dir if key == "all" else out_dir / key
         exported = export_study(
-            frame, space, space.metric, "min", folder, f"{settings.run} {experiment} {key}"
+            frame, space, space.metric, mode, folder, f"{settings.run} {experiment} {key}"
         )
         summary["importances"][key] = exported["importances"]
         for path in (exported["trials_csv"], exported["importance_png"]):
@@ -285,4 +333,6 @@ def _log(
         client.log_artifact(run_id, str(path), folder)
     client.set_terminated(run_id, "FINISHED")
     prefix = "tuned_per_fold_cv_" if summary["per_fold"] else "tuned_cv_"
+    if summary["suite"] != "dcase2019":
+        prefix = prefix.replace("tuned_", f"tuned_{summary['suite'].replace('-', '_')}_")
     log_scores(client, runs["parent"], prefix, summary["scores"]["test_tuned"])

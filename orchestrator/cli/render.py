@@ -68,6 +68,19 @@ def _suite_cell(value: float, metric: Any, interval: tuple[float, float] | None 
     return text
 
 
+def suite_scores_table(suite: Any, rows: Mapping[str, Mapping[str, float]], title: str) -> Table:
+    """One row per named set of a metric suite's scores, a column per score with its
+    direction (↑ higher is better, ↓ lower)."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    for m in suite.metrics:
+        unit = f" ({m.unit})" if m.unit else ""
+        table.add_column(f"{m.label}{unit} {'↑' if m.higher_is_better else '↓'}", justify="right")
+    for name, scores in rows.items():
+        table.add_row(name, *(_suite_cell(scores[m.key], m) for m in suite.metrics))
+    return table
+
+
 def print_suite_reports(
     console: Console, suites: list[Any], reports: list[Any], title: str
 ) -> None:

@@ -31,10 +31,17 @@ from orchestrator.cli.common import (
     run_name,
     tune_app,
 )
-from orchestrator.cli.render import console, err_console, hparams_table, scores_table
+from orchestrator.cli.render import (
+    console,
+    err_console,
+    hparams_table,
+    scores_table,
+    suite_scores_table,
+)
 from orchestrator.jsonout import to_json
 from orchestrator.search_space import shipped_space
 from seld.metrics.scores import SeldScores
+from seld.metrics.suites import get_suite
 
 THRESHOLDS_SPACE = shipped_space("thresholds.yaml")
 HPARAMS_SPACE = shipped_space("hparams.yaml")
@@ -59,6 +66,14 @@ def tune_thresholds_command(
         ),
     ] = False,
     address: AddressOpt = None,
+    suite: Annotated[
+        str | None,
+        typer.Option(
+            "--suite",
+            help="Optimise and report this metric suite's scores (dcase2022, dcase2022-micro) "
+            "instead of DCASE 2019's; the space's metric in that score's direction.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Tune SED thresholds and post-processing on a finished cv run's validation predictions,
@@ -77,16 +92,22 @@ def tune_thresholds_command(
             seed=seed,
             concurrency=concurrency,
             per_fold=per_fold,
+            suite=suite,
         )
     if json_out:
         console.print_json(to_json(summary))
         return
-    rows = {
-        name.replace("_", ", "): SeldScores(**v)
+    title = f"thresholds of run {run}: before and after tuning"
+    shown = {
+        name.replace("_", ", "): v
         for name, v in summary["scores"].items()
         if not name.startswith("fold")  # per-fold rows stay in the JSON and MLflow
     }
-    console.print(scores_table(f"thresholds of run {run}: before and after tuning", rows, ""))
+    if suite is None:
+        rows = {name: SeldScores(**v) for name, v in shown.items()}
+        console.print(scores_table(title, rows, ""))
+    else:
+        console.print(suite_scores_table(get_suite(suite), shown, f"{suite}: {title}"))
     console.print(
         f"best: {summary['best_config']}; {summary['trials']} trials in "
         f"{summary['search_s']:.1f} s ({summary['trials_per_s']:.1f} trials/s)"

@@ -35,8 +35,9 @@ from seld.features.store import Scaler
 from seld.fsutil import atomic_path
 from seld.metrics.batched import count_masks, pooled_counts, prepare_references
 from seld.metrics.grid import predicted_cells
+from seld.metrics.location_aware import pool
 from seld.metrics.scores import ScoreReport, SeldCounts, SeldScores, report_from_counts
-from seld.metrics.suites import tracked
+from seld.metrics.suites import MetricSuite, tracked
 
 
 @dataclass
@@ -487,6 +488,64 @@ class ThresholdScorer:
         """The scores of all recordings together (``report(...).overall``, without the rest)."""
         masks = self.masks(thresholds, median_frames)
         return pooled_counts(self.references, masks, self.cells).scores()
+
+    def scores(
+        self, thresholds: float | Sequence[float] | np.ndarray = 0.3, median_frames: int = 1
+    ) -> dict[str, float]:
+        """:meth:`overall` as a dict (what :class:`SuiteScorer` gives too)."""
+        return self.overall(thresholds, median_frames).as_dict()
+
+    @staticmethod
+    def pooled(counts: Mapping[str, SeldCounts]) -> dict[str, float]:
+        """The scores of per-recording counts pooled (from :meth:`counts` of any scorers)."""
+        return report_from_counts(counts).overall.as_dict()
+
+
+class SuiteScorer:
+    """:class:`ThresholdScorer`'s job for any metric suite (:mod:`seld.metrics.suites`): one
+    set of predictions scored under many thresholds / median filters. Each call thresholds
+    the predictions into track-wise rows (:func:`tracked_rows`: the 10 degree grid for a suite
+    that rounds, the predicted directions otherwise) and counts all recordings in one pass.
+
+    ``predictions``: name -> :class:`Prediction`; ``refs``: name -> ``(ref_rows, num_frames)``
+    (DCASE 2019 rows) for at least those names."""
+
+    def __init__(
+        self,
+        suite: MetricSuite,
+        predictions: Mapping[str, Prediction],
+        refs: Mapping[str, tuple[np.ndarray, int]],
+        *,
+        frames_per_second: float = LABEL_FRAMES_PER_SECOND,
+        num_classes: int = NUM_CLASSES,
+    ):
+        self.suite = suite
+        self.names = tuple(predictions)
+        self._predictions = [predictions[n] for n in self.names]
+        self._references = [(tracked(refs[n][0]), refs[n][1]) for n in self.names]
+        self._rate, self._classes = frames_per_second, num_classes
+
+    def counts(
+        self, thresholds: float | Sequence[float] | np.ndarray = 0.3, median_frames: int = 1
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Each recording's counts under this post-processing."""
+        rounded = self.suite.rounds_to_grid
+        recordings = [
+            (ref, tracked_rows(p, thresholds, median_frames, rounded=rounded), frames)
+            for (ref, frames), p in zip(self._references, self._predictions, strict=True)
+        ]
+        each = self.suite.count_many(recordings, self._rate, self._classes)
+        return dict(zip(self.names, each, strict=True))
+
+    def scores(
+        self, thresholds: float | Sequence[float] | np.ndarray = 0.3, median_frames: int = 1
+    ) -> dict[str, float]:
+        """The suite's scores of all recordings together."""
+        return self.pooled(self.counts(thresholds, median_frames))
+
+    def pooled(self, counts: Mapping[str, dict[str, np.ndarray]]) -> dict[str, float]:
+        """The suite's scores of per-recording counts pooled."""
+        return self.suite.scores(pool(list(counts.values())))
 
 
 def save_predictions(path: Path, predictions: Sequence[Prediction]) -> None:

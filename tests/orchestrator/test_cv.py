@@ -149,6 +149,28 @@ def test_four_fold_cv_is_tracked_and_rescorable(local_ray, tiny_data: Path, tiny
     }
     assert "tuned_cv_seld" in client.get_run(parent.info.run_id).data.metrics
 
+    # a metric suite's aggregate instead, and a higher-is-better score in its own direction
+    import dataclasses
+
+    import pandas as pd
+
+    from seld.errors import ConfigError
+
+    loc = tune_thresholds(s, space, trials=8, seed=3, suite="dcase2022")
+    assert loc["suite"] == "dcase2022" and loc["mode"] == "min"
+    assert set(loc["scores"]["test_tuned"]) == {"er", "f", "le", "lr", "seld"}
+    trials = pd.read_csv(s.run_dir / "thresholds-dcase2022" / "trials.csv")
+    assert len(trials) == 8
+    assert loc["scores"]["validation_tuned"]["seld"] == pytest.approx(trials["val_seld"].min())
+    up = tune_thresholds(s, dataclasses.replace(space, metric="val_f"), trials=8, seed=3,
+                         suite="dcase2022")  # fmt: skip
+    assert up["mode"] == "max"
+    trials = pd.read_csv(s.run_dir / "thresholds-dcase2022" / "trials.csv")
+    assert up["scores"]["validation_tuned"]["f"] == pytest.approx(trials["val_f"].max())
+    assert "tuned_dcase2022_cv_seld" in client.get_run(parent.info.run_id).data.metrics
+    with pytest.raises(ConfigError, match="is not a score of the dcase2019 suite"):
+        tune_thresholds(s, dataclasses.replace(space, metric="val_le"))
+
     # a rerun of the same command skips every finished stage
     again = run_cv(s)
     for k, fold in again["stages"].items():
