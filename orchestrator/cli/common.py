@@ -51,6 +51,13 @@ submit_app = typer.Typer(
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+DatasetFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset-format",
+        help="The dataset's layout and labels: dcase2019 or starss23 (default: detected).",
+    ),
+]
 SuiteOpt = Annotated[
     list[str] | None,
     typer.Option(

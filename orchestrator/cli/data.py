@@ -13,6 +13,7 @@ from orchestrator.cli.common import (
     AddressOpt,
     ConfigFormatOpt,
     ConfigOpt,
+    DatasetFormatOpt,
     DatasetOpt,
     FormatOpt,
     JsonOpt,
@@ -38,6 +39,7 @@ from orchestrator.synthesize import synthesize_on_ray
 from seld.data.dataset import DatasetLayout, recording_durations, validate_dataset
 from seld.data.dcase import FORMATS
 from seld.data.folds import PROTOCOLS, make_folds
+from seld.data.formats import DatasetFormat, Starss23, detect_format, get_format, scoring_pairs
 from seld.data.metadata import DatasetError
 from seld.metrics.reference import read_directories, score_directories
 from seld.metrics.suites import get_suite, score_recordings, tracked
@@ -108,18 +110,27 @@ def synth(
 
 @app.command()
 def validate(
-    dataset: Annotated[Path, typer.Argument(help="Dataset root (DCASE 2019 layout).")],
+    dataset: Annotated[Path, typer.Argument(help="Dataset root (any registered layout).")],
     fmt: Annotated[str | None, typer.Option("--format", help="Check one format only.")] = None,
+    dataset_format: DatasetFormatOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check every file of a dataset; name every problem; exit 1 if there is any."""
+    layout = get_format(dataset_format) if dataset_format else None
+    if layout is None and dataset.is_dir() and Starss23().detect(dataset):
+        layout = detect_format(dataset)  # otherwise the DCASE 2019 checks name what is wrong
     with progress_bar(transient=True) as progress:
         task = progress.add_task("checking", total=None, current="")
-        report = validate_dataset(
-            dataset,
-            formats=None if fmt is None else (fmt,),
-            progress=lambda path: progress.update(task, advance=1, current=path.name),
-        )
+
+        def step(path: Path) -> None:
+            progress.update(task, advance=1, current=path.name)
+
+        if layout is None or layout.name == "dcase2019":
+            report = validate_dataset(
+                dataset, formats=None if fmt is None else (fmt,), progress=step
+            )
+        else:
+            report = layout.validate(dataset, progress=step)
     if json_out:
         console.print_json(
             to_json(
@@ -182,10 +193,11 @@ def score(
         list[str] | None,
         typer.Option(
             "--suite",
-            help="Metric suite, repeatable: dcase2019 (default), dcase2022 (location-aware, "
-            "macro), dcase2022-micro.",
+            help="Metric suite, repeatable: dcase2019, dcase2022 (location-aware, macro), "
+            "dcase2022-micro; default: the dataset format's.",
         ),
     ] = None,
+    dataset_format: DatasetFormatOpt = None,
     with_jackknife: Annotated[
         bool,
         typer.Option(
@@ -203,6 +215,12 @@ def score(
         except DatasetError:
             durations = None  # a bare metadata folder: one-minute recordings, as in DCASE 2019
     warnings: list[DatasetError] = []
+    layout = get_format(dataset_format) if dataset_format else None
+    if layout is None and Starss23().detect(ref.parent):
+        layout = detect_format(ref.parent)
+    if layout is not None and layout.name != "dcase2019":
+        _score_format(layout, ref, pred, suites, with_jackknife, json_out)
+        return
     names = suites or ["dcase2019"]
     chosen = [get_suite(name) for name in names]  # an unknown name fails before any reading
     if names == ["dcase2019"] and not with_jackknife:  # the official script's view
@@ -243,6 +261,39 @@ def score(
         console.print_json(to_json({r.suite: r.as_dict() for r in reports}))
         return
     print_suite_reports(console, chosen, reports, f"scores of {pred} ({len(pairs)} recordings)")
+
+
+def _score_format(
+    layout: DatasetFormat,
+    ref: Path,
+    pred: Path,
+    suites: list[str] | None,
+    with_jackknife: bool,
+    json_out: bool,
+) -> None:
+    """``score`` for a dataset format other than DCASE 2019: its CSVs, its label rate and
+    classes, its default suite unless others are named."""
+    chosen = [get_suite(name) for name in suites or [layout.default_suite]]
+    recordings = scoring_pairs(layout, ref, pred)
+    reports = []
+    for suite in chosen:
+        try:
+            reports.append(
+                score_recordings(
+                    suite,
+                    recordings,
+                    frames_per_second=layout.label_frames_per_second,
+                    num_classes=len(layout.classes),
+                    with_jackknife=with_jackknife and len(recordings) > 1,
+                )
+            )
+        except ValueError as exc:
+            raise DatasetError(ref, str(exc)) from None
+    if json_out:
+        console.print_json(to_json({r.suite: r.as_dict() for r in reports}))
+        return
+    title = f"{layout.name} scores of {pred} ({len(recordings)} recordings)"
+    print_suite_reports(console, chosen, reports, title, classes=layout.classes)
 
 
 @app.command()

@@ -82,13 +82,18 @@ def suite_scores_table(suite: Any, rows: Mapping[str, Mapping[str, float]], titl
 
 
 def print_suite_reports(
-    console: Console, suites: list[Any], reports: list[Any], title: str
+    console: Console,
+    suites: list[Any],
+    reports: list[Any],
+    title: str,
+    classes: tuple[str, ...] | None = None,
 ) -> None:
     """Each metric suite's overall scores (with 95% jackknife intervals when computed), then
     its per-class table where the suite keeps classes apart. Arrows say which way is
     better."""
     from seld.data.dcase import CLASSES
 
+    classes = classes or CLASSES
     for suite, report in zip(suites, reports, strict=True):
         table = Table(title=f"{suite.name}: {title}", title_justify="left")
         table.add_column("")
@@ -105,7 +110,7 @@ def print_suite_reports(
         if report.per_class is not None:
             class_intervals = report.class_intervals or {}
             for i in range(len(next(iter(report.per_class.values())))):
-                name = CLASSES[i] if i < len(CLASSES) else f"class {i}"
+                name = classes[i] if i < len(classes) else f"class {i}"
                 table.add_row(
                     name,
                     *(
@@ -121,7 +126,7 @@ def print_suite_reports(
         console.print(f"  {suite.description}", highlight=False)
         if report.absent_classes and getattr(suite, "average", "") == "macro":
             names = ", ".join(
-                CLASSES[i] if i < len(CLASSES) else f"class {i}" for i in report.absent_classes
+                classes[i] if i < len(classes) else f"class {i}" for i in report.absent_classes
             )
             console.print(
                 f"  [yellow]note:[/yellow] {len(report.absent_classes)} class(es) neither in the "
