@@ -17,13 +17,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator.cv import CVSettings
 from orchestrator.cv_run import run_cv
-from orchestrator.evaluation import Postprocessing, evaluate_split
+from orchestrator.evaluation import Postprocessing, evaluate_split, suite_reports
 from orchestrator.extract import extract_dataset
 from orchestrator.ray_utils import ray_session
 from orchestrator.search_space import load_search_space, shipped_space
@@ -37,6 +37,7 @@ from seld.data.submission import events_to_rows
 from seld.metrics.baselines import BASELINES
 from seld.metrics.reference import score_files
 from seld.metrics.scores import ScoreReport
+from seld.metrics.suites import SuiteReport, get_suite
 from seld.synth import SynthConfig, missing_recordings
 
 STEPS = 5
@@ -82,6 +83,8 @@ class DemoResult:
     before: ScoreReport
     after: ScoreReport
     baselines: dict[str, ScoreReport]
+    #: the tuned test predictions scored with other metric suites (``--suite``)
+    suites: dict[str, SuiteReport] = field(default_factory=dict)
 
 
 def run_demo(
@@ -93,10 +96,13 @@ def run_demo(
     trials: int,
     experiment: ExperimentConfig | None = None,
     reporter: DemoReporter | None = None,
+    suites: tuple[str, ...] = (),
 ) -> DemoResult:
     """Run (or continue) the whole pipeline with ``experiment`` (the ``tiny`` preset by
     default; its format decides what is synthesized) and return its results; ``reporter``
-    hears of its progress."""
+    hears of its progress. ``suites``: metric suites that score the tuned test predictions
+    as well (:mod:`seld.metrics.suites`)."""
+    chosen = [get_suite(name) for name in suites]  # an unknown suite fails before any work
     say = reporter or DemoReporter()
     started = time.perf_counter()
     workspace = workspace.resolve()
@@ -144,8 +150,10 @@ def run_demo(
         space = load_search_space(shipped_space("thresholds.yaml"))
         tuned = tune_thresholds(settings, space, trials=trials, seed=seed)
 
-    after = evaluate_split(settings, "test", Postprocessing.from_params(tuned["best_config"]))
+    best = Postprocessing.from_params(tuned["best_config"])
+    after = evaluate_split(settings, "test", best)
     before = evaluate_split(settings, "test")  # the run's own post-processing
+    extra = suite_reports(settings, "test", chosen, best) if chosen else {}
     stems = {stem for pairs in before.pairs.values() for stem in pairs}
     baselines = _baselines(dataset, stems, fmt)
     elapsed = time.perf_counter() - started
@@ -180,10 +188,14 @@ def run_demo(
         "groups_after_tuning": _groups(after.overall),
         "baselines": {name: rep.overall.as_dict() for name, rep in baselines.items()},
         "plots": str(settings.layout.plots),
+        "suites_after_tuning": {
+            name: {k: v for k, v in r.as_dict().items() if k != "per_file"}
+            for name, r in extra.items()
+        },
         "elapsed_s": round(elapsed, 1),
         "step_started_s": {k: round(v - started, 1) for k, v in timings.items()},
     }
-    return DemoResult(summary, before.overall, after.overall, baselines)
+    return DemoResult(summary, before.overall, after.overall, baselines, extra)
 
 
 def _baselines(dataset: Path, stems: set[str], fmt: str = "mic") -> dict[str, ScoreReport]:

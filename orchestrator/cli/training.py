@@ -297,6 +297,7 @@ def demo(
     seed: SeedOpt = 0,
     config: ConfigOpt = "tiny",
     sets: SetOpt = None,
+    suites: SuiteOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The main job: synthesize a small dataset, extract features, four-fold two-stage cv,
@@ -311,11 +312,21 @@ def demo(
         trials=trials,
         experiment=experiment_config(config, sets, epochs=epochs, seed=seed),
         reporter=DemoConsole(quiet=json_out),
+        suites=tuple(suites or ()),
     )
     if json_out:
         console.print_json(to_json(result.summary))
         return
     print_demo(console, result.summary, result.before, result.after, result.baselines, workspace)
+    if result.suites:
+        from seld.metrics.suites import get_suite
+
+        print_suite_reports(
+            console,
+            [get_suite(name) for name in result.suites],
+            list(result.suites.values()),
+            "all test splits, tuned post-processing",
+        )
 
 
 @config_app.command("list")

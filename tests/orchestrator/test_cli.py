@@ -230,7 +230,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path):
     ws = tmp_path / "ws"
     result = invoke(
         "demo", "--workspace", ws, "--per-split", 1, "--seconds", 4, "--epochs", 1,
-        "--trials", 10, "--json",
+        "--trials", 10, "--suite", "dcase2022", "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -242,6 +242,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path):
     assert search["trials"] == 10
     assert search["validation_tuned"]["seld"] <= search["validation_default"]["seld"]
     assert set(summary["groups_after_tuning"]) >= {"ov1", "ov2"}
+    located = summary["suites_after_tuning"]["dcase2022"]
+    assert set(located["overall"]) == {"er", "f", "le", "lr", "seld"}
+    assert len(located["per_class"]["f"]) == 11 and located["intervals"] is not None
     assert summary["baselines"]["silence"]["er"] == 1
     assert len(list(Path(summary["plots"]).glob("*.png"))) == 4
     # everything in the local MLflow store: the cv run, its fold/stage runs, the threshold search
