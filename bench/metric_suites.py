@@ -1,4 +1,5 @@
-"""Speed of the location-aware metric suite (DCASE 2022) against its literal reference.
+"""Speed of the location-aware (DCASE 2022) and frame-wise (DCASE 2024) metric suites against
+their literal references.
 
 On ``--recordings`` one-minute recordings at 100 ms label frames (600 frames, 13 classes) of
 moving sources, a quarter of them with same-class overlaps, and noisy predictions of them: the
@@ -6,8 +7,9 @@ literal re-statement of the official scorer (``tests/seld/reference_location_awa
 by block and class by class in Python) against :meth:`LocationAware.count_many` (all
 recordings at once), both from the same rows; then the jackknife intervals from counts (every
 leave-one-out pooling is the total minus one recording) against re-scoring each subset with
-the literal reference, as the official script does. Prints each time, the ratio, and the
-largest difference of the scores (0 expected to 1e-9).
+the literal reference, as the official script does; then the frame-wise DCASE 2024 counts (the
+same rows with a distance each) against ``tests/seld/reference_frame_wise.py``. Prints each
+time, the ratio, and the largest difference of the scores (0 expected to 1e-9).
 
     python bench/metric_suites.py [--recordings 100] [--seed 0] [--json F]
 """
@@ -25,9 +27,11 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "seld"))
 
+from reference_frame_wise import Counter as FrameCounter
 from reference_location_aware import Counter
 from test_location_aware import _noisy, _random_rows
 
+from seld.metrics.frame_wise import FrameWise
 from seld.metrics.location_aware import LocationAware, pool
 from seld.metrics.suites import get_suite, jackknife
 
@@ -102,6 +106,30 @@ def main() -> None:
         f"ratio {t_lit_jk / t_fast_jk:6.1f}x   SELD interval "
         f"[{intervals['seld'][0]:.4f}, {intervals['seld'][1]:.4f}], largest interval difference "
         f"{jk_diff:.1e}"
+    )
+    rng = np.random.default_rng(args.seed + 1)
+    with_distance = [
+        (
+            *(np.concatenate([r, rng.uniform(0.5, 4, (len(r), 1))], axis=1) for r in (ref, pred)),
+            frames,
+        )
+        for ref, pred, frames in data
+    ]
+
+    def literal_2024():
+        counter = FrameCounter(CLASSES)
+        for ref, pred, frames in with_distance:
+            counter.add(ref, pred, frames)
+        return counter.scores("macro")
+
+    frame_wise = FrameWise("dcase2024")
+    t_lit24, expected24 = best_of(literal_2024, repeats=1)
+    t_fast24, counts24 = best_of(lambda: pool(frame_wise.count_many(with_distance, CLASSES)))
+    got24 = frame_wise.scores(counts24)
+    diff24 = max(abs(float(expected24[k]) - got24[k]) for k in got24)
+    print(
+        f"dcase2024 frame-wise  literal {t_lit24:8.3f} s   fast {t_fast24:8.3f} s   "
+        f"ratio {t_lit24 / t_fast24:6.1f}x   largest score difference {diff24:.1e}"
     )
     if args.json:
         args.json.write_text(

@@ -274,9 +274,13 @@ def _score_format(
     """``score`` for a dataset format other than DCASE 2019: its CSVs, its label rate and
     classes, its default suite unless others are named."""
     chosen = [get_suite(name) for name in suites or [layout.default_suite]]
-    recordings = scoring_pairs(layout, ref, pred)
+    read: dict[bool, dict] = {}
     reports = []
     for suite in chosen:
+        distances = getattr(suite, "needs_distance", False)
+        if distances not in read:  # the 2024 scorer reads prediction columns its own way
+            read[distances] = scoring_pairs(layout, ref, pred, distances)
+        recordings = read[distances]
         try:
             reports.append(
                 score_recordings(

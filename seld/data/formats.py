@@ -112,7 +112,7 @@ class DatasetFormat(Protocol):
 
     def read_reference(self, path: Path) -> np.ndarray: ...
 
-    def read_prediction(self, path: Path) -> np.ndarray: ...
+    def read_prediction(self, path: Path, distances: bool = False) -> np.ndarray: ...
 
     def validate(
         self, root: Path, progress: Callable[[Path], None] | None = None
@@ -191,9 +191,10 @@ class Starss23:
         return [found[k] for k in sorted(found)]
 
     def read_reference(self, path: Path, num_frames: int | None = None) -> np.ndarray:
-        """A metadata CSV as track-wise rows ``(frame, class, source, azimuth, elevation)``
-        (the DCASE 2024 distance column, when present, is checked and left out). With
-        ``num_frames``, a frame at or past it is a problem."""
+        """A metadata CSV as track-wise rows ``(frame, class, source, azimuth, elevation,
+        distance)``: the DCASE 2024 distance column in metres (the file holds centimetres, which
+        the official scorer converts too), NaN where the file has none. With ``num_frames``, a
+        frame at or past it is a problem."""
         path = Path(path)
         rows = []
         for line, fields in _rows_of(path, (5, 6), "metadata"):
@@ -219,23 +220,38 @@ class Starss23:
                 raise DatasetError(path, f"line {line}: azimuth {azimuth:g} outside -180..180")
             if not -90 <= elevation <= 90:
                 raise DatasetError(path, f"line {line}: elevation {elevation:g} outside -90..90")
-            if len(fields) == 6 and _number(path, line, "distance", fields[5], False) <= 0:
-                raise DatasetError(path, f"line {line}: distance {fields[5]} is not positive")
-            rows.append((frame, cls, source, azimuth, elevation))
-        return np.array(rows, dtype=np.float64).reshape(-1, 5)
+            distance = math.nan
+            if len(fields) == 6:
+                distance = _number(path, line, "distance", fields[5], False)
+                if distance <= 0:
+                    raise DatasetError(path, f"line {line}: distance {fields[5]} is not positive")
+                distance /= 100.0
+            rows.append((frame, cls, source, azimuth, elevation, distance))
+        return np.array(rows, dtype=np.float64).reshape(-1, 6)
 
-    def read_prediction(self, path: Path) -> np.ndarray:
-        """A prediction CSV as the DCASE 2022/2023 scorer reads it: ``frame, class, track,
-        azimuth, elevation`` (degrees), or ``frame, class, track, x, y, z``."""
+    def read_prediction(self, path: Path, distances: bool = False) -> np.ndarray:
+        """A prediction CSV as track-wise rows with a distance column (NaN where none).
+
+        As the DCASE 2022/2023 scorer reads it (``distances=False``): ``frame, class, track,
+        azimuth, elevation`` (degrees), or ``frame, class, track, x, y, z``. As the DCASE 2024
+        scorer reads it (``distances=True``, for suites that score distances): ``frame, class,
+        azimuth, elevation`` (track 0), ``frame, class, track, azimuth, elevation``, with a
+        distance in metres after them, or ``frame, class, track, x, y, z, distance``."""
         path = Path(path)
         rows = []
-        for line, fields in _rows_of(path, (5, 6), "prediction"):
+        widths = (4, 5, 6, 7) if distances else (5, 6)
+        for line, fields in _rows_of(path, widths, "prediction"):
+            if distances and len(fields) == 4:
+                fields = [fields[0], fields[1], "0", fields[2], fields[3]]
             values = [
                 _number(path, line, name, text, whole=i < 3)
                 for i, (name, text) in enumerate(
-                    zip(("frame", "class index", "track", "a", "b", "c"), fields, strict=False)
+                    zip(("frame", "class index", "track", "a", "b", "c", "d"), fields, strict=False)
                 )
             ]
+            distance = math.nan
+            if distances and len(values) in (6, 7):
+                distance = values.pop()
             frame, cls, track = values[:3]
             if frame < 0:
                 raise DatasetError(path, f"line {line}: negative frame {int(frame)}")
@@ -250,8 +266,8 @@ class Starss23:
                 elevation = math.atan2(z, math.sqrt(x**2 + y**2)) * 180 / math.pi
             else:
                 azimuth, elevation = values[3:]
-            rows.append((frame, cls, track, azimuth, elevation))
-        return np.array(rows, dtype=np.float64).reshape(-1, 5)
+            rows.append((frame, cls, track, azimuth, elevation, distance))
+        return np.array(rows, dtype=np.float64).reshape(-1, 6)
 
     def validate(self, root: Path, progress: Callable[[Path], None] | None = None) -> FormatReport:
         """Check every audio and metadata file; every problem named, none stops the rest."""
@@ -344,10 +360,12 @@ class Dcase2019:
     def read_reference(self, path: Path, num_frames: int | None = None) -> np.ndarray:
         events = read_metadata(path)
         frames = num_frames or max((num_label_frames(e.end) for e in events), default=0)
-        return np.insert(events_to_rows(events, frames).astype(np.float64), 2, 0.0, axis=1)
+        rows = np.insert(events_to_rows(events, frames).astype(np.float64), 2, 0.0, axis=1)
+        return np.insert(rows, 5, np.nan, axis=1)
 
-    def read_prediction(self, path: Path) -> np.ndarray:
-        return np.insert(read_submission(path).astype(np.float64), 2, 0.0, axis=1)
+    def read_prediction(self, path: Path, distances: bool = False) -> np.ndarray:
+        rows = np.insert(read_submission(path).astype(np.float64), 2, 0.0, axis=1)
+        return np.insert(rows, 5, np.nan, axis=1)
 
     def validate(self, root: Path, progress: Callable[[Path], None] | None = None) -> FormatReport:
         found = validate_dataset(root, progress=progress)
@@ -358,7 +376,10 @@ class Dcase2019:
 
 
 def scoring_pairs(
-    fmt: DatasetFormat, ref_dir: str | os.PathLike[str], pred_dir: str | os.PathLike[str]
+    fmt: DatasetFormat,
+    ref_dir: str | os.PathLike[str],
+    pred_dir: str | os.PathLike[str],
+    distances: bool = False,
 ) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
     """Each reference metadata CSV under ``ref_dir`` (sub-folders included) with the
     prediction CSV of the same stem under ``pred_dir`` (flat or in sub-folders), read by the
@@ -396,7 +417,7 @@ def scoring_pairs(
     for stem, path in refs.items():
         ref = fmt.read_reference(path)
         frames = int(ref[:, 0].max()) if len(ref) else 0
-        pairs[stem] = (ref, fmt.read_prediction(preds[stem]), frames)
+        pairs[stem] = (ref, fmt.read_prediction(preds[stem], distances), frames)
     return pairs
 
 

@@ -91,7 +91,8 @@ def _table(rows: Sequence[np.ndarray], offsets: np.ndarray, num_classes: int, si
     ``offsets[i] + frame``; rows at or past ``n_i = offsets[i + 1] - offsets[i]`` are dropped."""
     parts, frames = [], []
     for i, r in enumerate(rows):
-        r = np.asarray(r, dtype=np.float64).reshape(-1, 5)
+        r = np.asarray(r, dtype=np.float64)
+        r = r.reshape(-1, r.shape[-1] if r.ndim == 2 else 5)[:, :5]
         if len(r):
             cls, frame = r[:, 1], r[:, 0]
             if cls.min() < 0 or cls.max() >= num_classes:

@@ -31,6 +31,7 @@ from scipy import stats
 
 from seld.data.dcase import CLASSES, LABEL_FRAMES_PER_SECOND
 from seld.errors import ConfigError
+from seld.metrics.frame_wise import FrameWise
 from seld.metrics.location_aware import LocationAware, pool
 from seld.metrics.reference import count_file
 from seld.metrics.scores import SeldCounts
@@ -171,6 +172,43 @@ class LocationAwareSuite:
         return self._scorer.class_scores(counts)
 
 
+@dataclass(frozen=True)
+class FrameWiseSuite:
+    """:class:`seld.metrics.frame_wise.FrameWise` as a suite: DCASE 2024, frame by frame, with
+    distances (rows of six columns)."""
+
+    name: str
+    description: str
+    average: str = "macro"
+    metrics: tuple[Metric, ...] = (
+        Metric("f", "F20°/RDE1", True),
+        Metric("doae", "DOAE_CD", False, "°"),
+        Metric("rde", "RDE_CD", False),
+        Metric("de", "DE_CD", False, "m"),
+        Metric("lr", "LR_CD", True),
+        Metric("er", "ER", False),
+        Metric("seld", "SELD", False),
+    )
+    aggregate: str = "seld"
+    rounds_to_grid: bool = False
+    needs_distance: bool = True
+    _scorer: FrameWise = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_scorer", FrameWise(self.name, self.average))
+
+    def count_many(
+        self, recordings: Sequence[Recording], frames_per_second: float, num_classes: int
+    ) -> list[Counts]:
+        return self._scorer.count_many(recordings, num_classes)
+
+    def scores(self, counts: Counts) -> dict[str, float]:
+        return self._scorer.scores(counts)
+
+    def class_scores(self, counts: Counts) -> dict[str, np.ndarray] | None:
+        return self._scorer.class_scores(counts)
+
+
 #: every registered suite by name: one line a suite
 SUITES: dict[str, MetricSuite] = {
     s.name: s
@@ -185,6 +223,11 @@ SUITES: dict[str, MetricSuite] = {
             "dcase2022-micro",
             "the DCASE 2022 counts micro-averaged (every count summed over classes)",
             average="micro",
+        ),
+        FrameWiseSuite(
+            "dcase2024",
+            "DCASE 2024: frame-wise F within 20° and a relative distance error of 1, "
+            "class-dependent DOA error, (relative) distance error and recall, macro-averaged",
         ),
     )
 }
@@ -203,7 +246,8 @@ def get_suite(name: str) -> MetricSuite:
 def _untracked(rows: np.ndarray) -> np.ndarray:
     """Track-wise rows -> the 2019 submission rows (frame, class, azimuth, elevation), whole
     degrees as the 2019 format writes them."""
-    rows = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    rows = np.asarray(rows, dtype=np.float64)
+    rows = rows.reshape(-1, rows.shape[-1] if rows.ndim == 2 else 5)
     return np.rint(rows[:, [0, 1, 3, 4]]).astype(np.int64)
 
 

@@ -77,7 +77,8 @@ def test_starss_recordings_and_labels(tmp_path: Path):
     assert all(set(r.audio) == {"foa", "mic"} and r.metadata is not None for r in recordings)
     first = recordings[2]
     read = fmt.read_reference(first.metadata)
-    np.testing.assert_array_equal(read, np.array(rows[first.stem], dtype=float))
+    np.testing.assert_array_equal(read[:, :5], np.array(rows[first.stem], dtype=float))
+    assert (read[:, 5] == 1.5).all()  # 150 cm in the file, metres as the 2024 scorer reads it
     assert fmt.validate(tmp_path).ok
 
 
@@ -85,10 +86,15 @@ def test_starss_predictions_polar_and_cartesian(tmp_path: Path):
     fmt = get_format("starss23")
     polar = tmp_path / "p.csv"
     polar.write_text("3,1,0,90.5,-10\n4,1,0,-170,45\n")
-    np.testing.assert_allclose(fmt.read_prediction(polar)[:, 3:], [[90.5, -10], [-170, 45]])
+    np.testing.assert_allclose(fmt.read_prediction(polar)[:, 3:5], [[90.5, -10], [-170, 45]])
     cart = tmp_path / "c.csv"
     cart.write_text("3,1,0,0.0,1.0,0.0\n4,2,1,0.5,0.5,0.7071067811865476\n")
-    np.testing.assert_allclose(fmt.read_prediction(cart)[:, 3:], [[90, 0], [45, 45]], atol=1e-9)
+    np.testing.assert_allclose(fmt.read_prediction(cart)[:, 3:5], [[90, 0], [45, 45]], atol=1e-9)
+    # the 2024 conventions: four columns (no track), polar + distance, Cartesian + distance
+    d24 = tmp_path / "d.csv"
+    d24.write_text("3,1,90,0\n4,1,2,-90,0,1.5\n5,2,0,0.0,1.0,0.0,2.5\n")
+    read = fmt.read_prediction(d24, distances=True)
+    np.testing.assert_allclose(read[:, 2:], [[0, 90, 0, np.nan], [2, -90, 0, 1.5], [0, 90, 0, 2.5]])
 
 
 BAD = {
@@ -133,6 +139,43 @@ def test_missing_metadata_folder_bad_audio_and_cli(tmp_path: Path):
     assert result.exit_code == 1
     listed = json.loads(result.stdout)["problems"]
     assert {Path(p["file"]).name for p in listed} == {"dev-test-tau", "fold4_room23_mix003.wav"}
+
+
+def test_score_the_2024_suite_with_distances(tmp_path: Path):
+    """The DCASE 2024 suite on STARSS-layout references with distances (cm) and predictions in
+    the 2024 format (polar + distance in metres), equal to the literal frame-wise reference."""
+    from reference_frame_wise import Counter as FrameCounter
+
+    rows = write_starss(tmp_path / "data", seed=2, distance=True)
+    rng = np.random.default_rng(7)
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    counter = FrameCounter(13)
+    for stem, ref in rows.items():
+        pred = [[*r[:3], r[3] + float(rng.normal(0, 12)), r[4], float(rng.uniform(0.5, 3))]
+                for r in ref if rng.random() < 0.85]  # fmt: skip
+        (pred_dir / f"{stem}.csv").write_text("".join(",".join(map(str, r)) + "\n" for r in pred))
+        counter.add(np.array([[*r, 1.5] for r in ref], float),
+                    np.array(pred, float).reshape(-1, 6), max(r[0] for r in ref))  # fmt: skip
+    ref_dir = tmp_path / "data" / "metadata_dev"
+    result = CliRunner().invoke(
+        app, ["score", "--ref", str(ref_dir), "--pred", str(pred_dir), "--suite", "dcase2024",
+              "--suite", "dcase2022", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    expected = counter.scores("macro")
+    for key in ("er", "f", "doae", "de", "rde", "lr", "seld"):
+        assert scores["dcase2024"]["overall"][key] == pytest.approx(float(expected[key]), abs=1e-9)
+    assert set(scores["dcase2022"]["overall"]) == {"er", "f", "le", "lr", "seld"}
+    # without distances in the references the 2024 suite says so
+    no_distance = tmp_path / "nd"
+    write_starss(no_distance, seed=2)
+    refused = CliRunner().invoke(
+        app, ["score", "--ref", str(no_distance / "metadata_dev"), "--pred", str(pred_dir),
+              "--suite", "dcase2024"],
+    )  # fmt: skip
+    assert refused.exit_code == 2 and "reference: a row without a distance" in refused.output
 
 
 def test_score_a_starss_layout_with_its_suite(tmp_path: Path):
