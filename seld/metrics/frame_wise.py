@@ -31,12 +31,12 @@ format's reader (:mod:`seld.data.formats`) does the same.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
+
+from seld.metrics.matching import match_cells
 
 __all__ = ["CLASS_COUNTS", "FrameWise"]
 
@@ -45,8 +45,6 @@ CLASS_COUNTS = (
     "TP", "FP", "FP_spatial", "FN", "Nref", "AngE", "DistE", "RelDistE", "DE_TP", "DE_FP",
     "DE_FN",
 )  # fmt: skip
-#: largest instance count matched by enumerating assignments
-_ENUMERATED = 5
 
 
 def unit_vectors(azimuth_deg: np.ndarray, elevation_deg: np.ndarray) -> np.ndarray:
@@ -105,42 +103,6 @@ def _side(rows: Sequence[np.ndarray], offsets: np.ndarray, num_classes: int, wha
     return _Side(key, unit_vectors(r[:, 3], r[:, 4]), r[:, 5], count)
 
 
-def _match(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Minimum-cost matchings of many equal-shaped cost matrices (cells, n_r, n_p): per match
-    its cell, row and column, cell by cell with rows ascending as ``linear_sum_assignment``
-    gives them; ties and large cells go to ``linear_sum_assignment`` itself."""
-    cells_n, n_r, n_p = cost.shape
-    k = min(n_r, n_p)
-    out_c, out_r, out_q = [], [], []
-    solve = np.ones(cells_n, dtype=bool)
-    if max(n_r, n_p) <= _ENUMERATED:
-        if n_r <= n_p:
-            perms = np.array(list(itertools.permutations(range(n_p), n_r)))
-            rows_of, cols_of = np.broadcast_to(np.arange(n_r), perms.shape), perms
-        else:
-            perms = np.array(list(itertools.permutations(range(n_r), n_p)))
-            by_row = np.argsort(perms, axis=1)
-            rows_of = np.take_along_axis(perms, by_row, axis=1)
-            cols_of = np.take_along_axis(np.broadcast_to(np.arange(n_p), perms.shape), by_row, 1)
-        totals = cost[:, rows_of, cols_of].sum(axis=2)
-        if totals.shape[1] > 1:
-            two = np.partition(totals, 1, axis=1)[:, :2]
-            solve = two[:, 1] - two[:, 0] <= 1e-9 * np.maximum(1.0, two[:, 0])
-        else:
-            solve = np.zeros(cells_n, dtype=bool)
-        easy = np.flatnonzero(~solve)
-        best = np.argmin(totals[easy], axis=1)
-        out_c.append(np.repeat(easy, k))
-        out_r.append(rows_of[best].ravel())
-        out_q.append(cols_of[best].ravel())
-    for g in np.flatnonzero(solve):
-        rows, cols = linear_sum_assignment(cost[g])
-        out_c.append(np.full(len(rows), g))
-        out_r.append(rows)
-        out_q.append(cols)
-    return tuple(np.concatenate(a).astype(np.int64) for a in (out_c, out_r, out_q))  # type: ignore[return-value]
-
-
 @dataclass(frozen=True)
 class FrameWise:
     """The frame-wise metric suite of DCASE 2024 (``average`` ``"macro"``) or its micro
@@ -183,7 +145,7 @@ class FrameWise:
                 ri = first_r[group][:, None] + np.arange(a)
                 pi = first_p[group][:, None] + np.arange(b)
                 cost = chord_angles(ref.xyz[ri][:, :, None, :], pred.xyz[pi][:, None, :, :])
-                cell, row, col = _match(cost)
+                cell, row, col = match_cells(cost)
                 pairs_cell.append(both[group[cell]])
                 pairs_r.append(ri[cell, row])
                 pairs_p.append(pi[cell, col])

@@ -41,12 +41,12 @@ script passes the reference's largest frame index as ``num_frames``
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
+
+from seld.metrics.matching import match_cells
 
 __all__ = ["COUNT_NAMES", "LocationAware", "official_num_frames"]
 
@@ -116,10 +116,6 @@ def _table(rows: Sequence[np.ndarray], offsets: np.ndarray, num_classes: int, si
     return _Table(key, np.arange(len(key)) - group_start, r[order, 3], r[order, 4], count)
 
 
-#: largest instance count matched by enumerating assignments (beyond it, one Hungarian call each)
-_ENUMERATED = 5
-
-
 def _match_group(
     ref: _Table, pred: _Table, ref_at: np.ndarray, pred_at: np.ndarray, n_r: int, n_p: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -138,44 +134,8 @@ def _match_group(
         pred.azimuth[p_idx][:, None, :],
         pred.elevation[p_idx][:, None, :],
     )  # (cells, n_r, n_p)
-    k = min(n_r, n_p)
-    cells, rows_out, dists = [], [], []
-    solve = np.ones(len(cost), dtype=bool)
-    if max(n_r, n_p) <= _ENUMERATED:
-        if n_r <= n_p:  # every reference instance gets a distinct prediction
-            perms = np.array(list(itertools.permutations(range(n_p), n_r)))  # (P, n_r)
-            # rows 0..n_r-1, columns perm: already in ascending row order
-            rows_of = np.broadcast_to(np.arange(n_r), perms.shape)
-            cols_of = perms
-        else:  # every prediction gets a distinct reference instance
-            perms = np.array(list(itertools.permutations(range(n_r), n_p)))  # (P, n_p)
-            by_row = np.argsort(perms, axis=1)
-            rows_of = np.take_along_axis(perms, by_row, axis=1)
-            cols_of = np.broadcast_to(np.arange(n_p), perms.shape)
-            cols_of = np.take_along_axis(cols_of, by_row, axis=1)
-        totals = cost[:, rows_of, cols_of].sum(axis=2)  # (cells, P)
-        if totals.shape[1] > 1:
-            two = np.partition(totals, 1, axis=1)[:, :2]
-            solve = two[:, 1] - two[:, 0] <= 1e-9 * np.maximum(1.0, two[:, 0])  # a tie
-        else:
-            solve = np.zeros(len(cost), dtype=bool)
-        easy = np.flatnonzero(~solve)
-        best = np.argmin(totals[easy], axis=1)
-        rows, cols = rows_of[best], cols_of[best]  # (easy cells, k)
-        cells.append(np.repeat(easy, k))
-        rows_out.append(rows.ravel())
-        dists.append(cost[easy[:, None], rows, cols].ravel())
-    for g in np.flatnonzero(solve):
-        rows, cols = linear_sum_assignment(cost[g])
-        cells.append(np.full(len(rows), g))
-        rows_out.append(rows)
-        dists.append(cost[g, rows, cols])
-    cell = np.concatenate(cells) if cells else np.zeros(0, dtype=np.int64)
-    return (
-        cell.astype(np.int64),
-        np.concatenate(rows_out).astype(np.int64) if rows_out else cell,
-        np.concatenate(dists) if dists else np.zeros(0),
-    )
+    cell, row, col = match_cells(cost)
+    return cell, row, cost[cell, row, col]
 
 
 @dataclass(frozen=True)

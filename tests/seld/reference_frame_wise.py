@@ -10,6 +10,7 @@ fast on purpose.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -94,6 +95,11 @@ class Counter:
             self.I += max(0, loc_fp - loc_fn)
 
     def scores(self, average: str) -> dict[str, float]:
+        with warnings.catch_warnings():  # a class without matches: NaN errors, as the official
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return self._scores(average)
+
+    def _scores(self, average: str) -> dict[str, float]:
         k = {n: np.array(v) for n, v in self.k.items()}
         er = (self.S + self.D + self.I) / (k["Nref"].sum() + EPS)
         if average == "micro":

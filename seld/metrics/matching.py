@@ -1,0 +1,58 @@
+"""Minimum-cost matching of the instances of many (frame, class) cells at once: the Hungarian
+step of the location-aware and frame-wise SELD metrics."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+__all__ = ["match_cells"]
+
+#: largest instance count matched by trying every assignment (beyond it, one
+#: ``linear_sum_assignment`` call per cell)
+ENUMERATED = 5
+
+
+def match_cells(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The minimum-cost matchings of ``cells`` equal-shaped cost matrices ``(cells, n_r, n_p)``:
+    for every match, its cell, row and column; cell by cell, rows ascending, as
+    ``scipy.optimize.linear_sum_assignment`` gives them. Cells of up to :data:`ENUMERATED`
+    instances are solved together by trying every assignment; a cell whose best total is tied
+    (within 1e-9), or a larger one, goes to ``linear_sum_assignment`` itself, so that ties are
+    broken as the official scorers break them."""
+    n_cells, n_r, n_p = cost.shape
+    k = min(n_r, n_p)
+    out_c, out_r, out_q = [], [], []
+    solve = np.ones(n_cells, dtype=bool)
+    if max(n_r, n_p) <= ENUMERATED:
+        if n_r <= n_p:  # every row gets a distinct column: rows 0..n_r-1 already ascending
+            perms = np.array(list(itertools.permutations(range(n_p), n_r)))  # (P, n_r)
+            rows_of, cols_of = np.broadcast_to(np.arange(n_r), perms.shape), perms
+        else:  # every column gets a distinct row: sort each assignment by row
+            perms = np.array(list(itertools.permutations(range(n_r), n_p)))  # (P, n_p)
+            by_row = np.argsort(perms, axis=1)
+            rows_of = np.take_along_axis(perms, by_row, axis=1)
+            cols_of = np.take_along_axis(np.broadcast_to(np.arange(n_p), perms.shape), by_row, 1)
+        totals = cost[:, rows_of, cols_of].sum(axis=2)  # (cells, P)
+        if totals.shape[1] > 1:
+            two = np.partition(totals, 1, axis=1)[:, :2]
+            solve = two[:, 1] - two[:, 0] <= 1e-9 * np.maximum(1.0, two[:, 0])
+        else:
+            solve = np.zeros(n_cells, dtype=bool)
+        easy = np.flatnonzero(~solve)
+        best = np.argmin(totals[easy], axis=1)
+        out_c.append(np.repeat(easy, k))
+        out_r.append(rows_of[best].ravel())
+        out_q.append(cols_of[best].ravel())
+    for g in np.flatnonzero(solve):
+        rows, cols = linear_sum_assignment(cost[g])
+        out_c.append(np.full(len(rows), g))
+        out_r.append(rows)
+        out_q.append(cols)
+    if not out_c:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    cell, row, col = (np.concatenate(a).astype(np.int64) for a in (out_c, out_r, out_q))
+    return cell, row, col
