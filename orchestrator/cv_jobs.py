@@ -107,10 +107,27 @@ def run_fold_jobs(
             if on_history is not None and sink is not None:
                 on_history(ray.get(sink.get_history.remote()))
     except BaseException:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        stop_fold_jobs(pending)
         raise
     return ray.get(refs)
+
+
+#: how long cancelled fold jobs get to unwind (remove their partial files) before being killed
+CANCEL_GRACE_S = 10.0
+
+
+def stop_fold_jobs(refs: list[Any], grace_s: float = CANCEL_GRACE_S) -> None:
+    """Cancel running fold jobs: first by interrupting them (a ``KeyboardInterrupt`` inside, so
+    that a checkpoint being written is removed, not left half-written), then, those still
+    running after ``grace_s``, by killing their processes."""
+    for ref in refs:
+        ray.cancel(ref)
+    _, still = ray.wait(refs, num_returns=len(refs), timeout=grace_s)
+    for ref in still:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # already finished or cancelled in between: nothing left to stop
+            pass
 
 
 def _train_loop(config: dict[str, Any]) -> None:

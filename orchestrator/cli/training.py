@@ -124,17 +124,20 @@ def evaluate(
     protocol: ProtocolOpt = None,
     threshold: ThresholdOpt = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    suites: SuiteOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Two-stage inference of one fold: SED detections, DOA directions, scored on its test
-    split, next to the same detections with a constant direction."""
+    split, next to the same detections with a constant direction (and with other metric
+    suites on request)."""
     from orchestrator.fold import (
         constant_direction_report,
         method_predictions,
         references,
         score_predictions,
     )
-    from seld.methods.inference import views_of
+    from seld.methods.inference import tracked_rows, views_of
+    from seld.metrics.suites import get_suite, score_recordings, tracked
 
     experiment = experiment_config(config, sets, fmt=fmt, threshold=threshold, protocol=protocol)
     threshold = experiment.inference.threshold
@@ -147,12 +150,29 @@ def evaluate(
     submissions = layout.fold_submissions(fold)
     report = score_predictions(preds, refs, threshold, submissions)
     constant = constant_direction_report(preds, refs, threshold)
+    chosen = [get_suite(name) for name in suites or ()]
+    extra = {
+        suite.name: score_recordings(
+            suite,
+            {
+                stem: (
+                    tracked(ref),
+                    tracked_rows(preds[stem], threshold, rounded=suite.rounds_to_grid),
+                    n,
+                )
+                for stem, (ref, n) in refs.items()
+            },
+            with_jackknife=len(refs) > 1,
+        )
+        for suite in chosen
+    }
     if json_out:
         console.print_json(
             to_json(
                 {
                     "two_stage": report.as_dict(),
                     "constant_direction": constant.overall.as_dict(),
+                    "suites": {n: r.as_dict() for n, r in extra.items()},
                     "submissions": str(submissions),
                 }
             )
@@ -166,6 +186,8 @@ def evaluate(
         )
     )
     print_score_report(console, report, "two-stage, per split / ov / ir")
+    if extra:
+        print_suite_reports(console, chosen, list(extra.values()), f"fold {fold} test split")
     console.print(f"submissions: {submissions}")
 
 

@@ -125,6 +125,16 @@ def test_four_fold_cv_is_tracked_and_rescorable(local_ray, tiny_data: Path, tiny
     )
     grid_le = json.loads(on_grid.stdout)["dcase2022"]["overall"]["le"]
     assert grid_le != pytest.approx(loc["overall"]["le"], abs=1e-6)  # not the rounded rows
+    # one fold's evaluation from the run's cached predictions, with the suite beside
+    fold1 = CliRunner().invoke(
+        app,
+        ["evaluate", "--dataset", str(data), "--fold", "1", "--workspace", str(ws),
+         "--run", s.run, "--suite", "dcase2022", "--json"],
+    )  # fmt: skip
+    assert fold1.exit_code == 0, fold1.output
+    evaluated = json.loads(fold1.stdout)
+    assert evaluated["two_stage"]["overall"]["seld"] == pytest.approx(summary["folds"]["1"]["seld"])
+    assert set(evaluated["suites"]["dcase2022"]["overall"]) == {"er", "f", "le", "lr", "seld"}
 
     # thresholds tuned on the validation predictions: never worse there, same with the same seed
     from orchestrator.search_space import load_search_space
