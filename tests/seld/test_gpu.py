@@ -38,4 +38,12 @@ def test_amp_channels_last_step_matches_float32(stage):
         torch.isfinite(loss)
         and abs(loss.item() - reference.item()) < 0.05 * abs(reference.item()) + 1e-3
     )
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fast.parameters())
+    # the stage's loss reaches the shared layers and its own head; the other head gets no
+    # gradient in this stage (SED trains no direction head, DOA no event head)
+    grads = {name: p.grad for name, p in fast.named_parameters()}
+    unused = {"sed": ("azimuth_fc", "elevation_fc"), "doa": ("event_fc",)}[stage]
+    for name, grad in grads.items():
+        if name.startswith(unused):
+            assert grad is None, name
+        else:
+            assert grad is not None and torch.isfinite(grad).all(), name
