@@ -20,7 +20,7 @@ from seld.methods import inference
 from seld.methods.inference import Prediction, views_of
 from seld.metrics.reference import score_files
 from seld.metrics.scores import ScoreReport
-from seld.metrics.suites import MetricSuite, SuiteReport, score_recordings, tracked
+from seld.metrics.suites import MetricSuite, SuiteReport, suite_report
 
 #: (predictions, references) of some recordings: ``references`` maps a name to (rows, frames)
 Split = tuple[dict[str, Prediction], dict[str, tuple[np.ndarray, int]]]
@@ -102,25 +102,14 @@ def suite_reports(
     intervals. A suite that scores continuous directions gets them as predicted; the others
     the submission rows as written."""
     post = post or Postprocessing.of(s)
-    recordings = {}
-    for k in folds or s.folds:
-        predictions, refs = fold_split(s, k, split)
-        for stem, prediction in predictions.items():
-            recordings[stem] = (refs[stem], prediction)
-    out = {}
-    for suite in suites:
-        rows = {
-            stem: (
-                tracked(ref),
-                inference.tracked_rows(
-                    prediction,
-                    post.thresholds,
-                    post.median_frames,
-                    rounded=suite.rounds_to_grid,
-                ),
-                frames,
-            )
-            for stem, ((ref, frames), prediction) in recordings.items()
-        }
-        out[suite.name] = score_recordings(suite, rows, with_jackknife=len(rows) > 1)
-    return out
+    predictions, refs = load_split(s, split, folds)
+    return {
+        suite.name: suite_report(
+            suite,
+            inference.SuiteScorer(suite, predictions, refs).counts(
+                post.thresholds, post.median_frames
+            ),
+            with_jackknife=True,
+        )
+        for suite in suites
+    }

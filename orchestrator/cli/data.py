@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -42,7 +43,7 @@ from seld.data.folds import PROTOCOLS, make_folds
 from seld.data.formats import DatasetFormat, Starss23, detect_format, get_format, scoring_pairs
 from seld.data.metadata import DatasetError
 from seld.metrics.reference import read_directories, score_directories
-from seld.metrics.suites import get_suite, score_recordings, tracked
+from seld.metrics.suites import MetricSuite, get_suite, score_recordings, tracked
 from seld.synth import SynthConfig, SynthesisError, missing_recordings, plan_recordings
 
 
@@ -249,18 +250,12 @@ def score(
     )
     print_warnings(warnings)
     recordings = {stem: (tracked(r), tracked(p), n) for stem, (r, p, n) in pairs.items()}
-    reports = []
-    for suite in chosen:
-        if corrected_blocks and suite.name == "dcase2019":
-            suite = replace(suite, official_blocks=False)
-        try:
-            reports.append(score_recordings(suite, recordings, with_jackknife=with_jackknife))
-        except ValueError as exc:
-            raise DatasetError(ref, str(exc)) from None
-    if json_out:
-        console.print_json(to_json({r.suite: r.as_dict() for r in reports}))
-        return
-    print_suite_reports(console, chosen, reports, f"scores of {pred} ({len(pairs)} recordings)")
+    if corrected_blocks:
+        chosen = [replace(s, official_blocks=False) if s.name == "dcase2019" else s for s in chosen]
+    _score_suites(
+        get_format("dcase2019"), chosen, lambda _suite: recordings, ref, pred, with_jackknife,
+        json_out,
+    )  # fmt: skip
 
 
 def _score_format(
@@ -275,12 +270,30 @@ def _score_format(
     classes, its default suite unless others are named."""
     chosen = [get_suite(name) for name in suites or [layout.default_suite]]
     read: dict[bool, dict] = {}
-    reports = []
-    for suite in chosen:
+
+    def recordings_for(suite: MetricSuite) -> dict:
         distances = getattr(suite, "needs_distance", False)
         if distances not in read:  # the 2024 scorer reads prediction columns its own way
             read[distances] = scoring_pairs(layout, ref, pred, distances)
-        recordings = read[distances]
+        return read[distances]
+
+    _score_suites(layout, chosen, recordings_for, ref, pred, with_jackknife, json_out)
+
+
+def _score_suites(
+    layout: DatasetFormat,
+    chosen: list[MetricSuite],
+    recordings_for: Callable[[MetricSuite], dict],
+    ref: Path,
+    pred: Path,
+    with_jackknife: bool,
+    json_out: bool,
+) -> None:
+    """Score with each suite (the recordings as that suite reads them, at the format's label
+    rate and classes); a suite that cannot score them names the reference folder."""
+    reports = []
+    for suite in chosen:
+        recordings = recordings_for(suite)
         try:
             reports.append(
                 score_recordings(
@@ -288,7 +301,7 @@ def _score_format(
                     recordings,
                     frames_per_second=layout.label_frames_per_second,
                     num_classes=len(layout.classes),
-                    with_jackknife=with_jackknife and len(recordings) > 1,
+                    with_jackknife=with_jackknife,
                 )
             )
         except ValueError as exc:

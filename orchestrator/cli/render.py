@@ -68,16 +68,24 @@ def _suite_cell(value: float, metric: Any, interval: tuple[float, float] | None 
     return text
 
 
-def suite_scores_table(suite: Any, rows: Mapping[str, Mapping[str, float]], title: str) -> Table:
+def suite_scores_table(
+    suite: Any,
+    rows: Mapping[str, Mapping[str, float]],
+    title: str,
+    intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
+) -> Table:
     """One row per named set of a metric suite's scores, a column per score with its
-    direction (↑ higher is better, ↓ lower)."""
+    direction (↑ higher is better, ↓ lower); ``intervals``: row -> score -> (low, high)."""
     table = Table(title=title, title_justify="left")
     table.add_column("")
     for m in suite.metrics:
         unit = f" ({m.unit})" if m.unit else ""
         table.add_column(f"{m.label}{unit} {'↑' if m.higher_is_better else '↓'}", justify="right")
     for name, scores in rows.items():
-        table.add_row(name, *(_suite_cell(scores[m.key], m) for m in suite.metrics))
+        shown = (intervals or {}).get(name, {})
+        table.add_row(
+            name, *(_suite_cell(scores[m.key], m, shown.get(m.key)) for m in suite.metrics)
+        )
     return table
 
 
@@ -89,45 +97,25 @@ def print_suite_reports(
     classes: tuple[str, ...] | None = None,
 ) -> None:
     """Each metric suite's overall scores (with 95% jackknife intervals when computed), then
-    its per-class table where the suite keeps classes apart. Arrows say which way is
-    better."""
+    its per-class rows where the suite keeps classes apart. Arrows say which way is better."""
     from seld.data.dcase import CLASSES
 
     classes = classes or CLASSES
+
+    def class_name(i: int) -> str:
+        return classes[i] if i < len(classes) else f"class {i}"
+
     for suite, report in zip(suites, reports, strict=True):
-        table = Table(title=f"{suite.name}: {title}", title_justify="left")
-        table.add_column("")
-        for m in suite.metrics:
-            arrow = "↑" if m.higher_is_better else "↓"
-            table.add_column(
-                f"{m.label}{' (' + m.unit + ')' if m.unit else ''} {arrow}", justify="right"
-            )
-        intervals = report.intervals or {}
-        table.add_row(
-            "all",
-            *(_suite_cell(report.overall[m.key], m, intervals.get(m.key)) for m in suite.metrics),
-        )
-        if report.per_class is not None:
-            class_intervals = report.class_intervals or {}
-            for i in range(len(next(iter(report.per_class.values())))):
-                name = classes[i] if i < len(classes) else f"class {i}"
-                table.add_row(
-                    name,
-                    *(
-                        _suite_cell(
-                            report.per_class[m.key][i],
-                            m,
-                            class_intervals[m.key][i] if m.key in class_intervals else None,
-                        )
-                        for m in suite.metrics
-                    ),
-                )
-        console.print(table)
+        rows = {"all": report.overall}
+        intervals = {"all": report.intervals or {}}
+        per_class, class_intervals = report.per_class or {}, report.class_intervals or {}
+        for i in range(len(next(iter(per_class.values()), []))):
+            rows[class_name(i)] = {k: v[i] for k, v in per_class.items()}
+            intervals[class_name(i)] = {k: v[i] for k, v in class_intervals.items()}
+        console.print(suite_scores_table(suite, rows, f"{suite.name}: {title}", intervals))
         console.print(f"  {suite.description}", highlight=False)
         if report.absent_classes and getattr(suite, "average", "") == "macro":
-            names = ", ".join(
-                classes[i] if i < len(classes) else f"class {i}" for i in report.absent_classes
-            )
+            names = ", ".join(class_name(i) for i in report.absent_classes)
             console.print(
                 f"  [yellow]note:[/yellow] {len(report.absent_classes)} class(es) neither in the "
                 f"references nor predicted ({names}) count in the macro average as F 0, LE 180°, "

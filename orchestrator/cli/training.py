@@ -136,8 +136,8 @@ def evaluate(
         references,
         score_predictions,
     )
-    from seld.methods.inference import tracked_rows, views_of
-    from seld.metrics.suites import get_suite, score_recordings, tracked
+    from seld.methods.inference import SuiteScorer, views_of
+    from seld.metrics.suites import get_suite, suite_report
 
     experiment = experiment_config(config, sets, fmt=fmt, threshold=threshold, protocol=protocol)
     threshold = experiment.inference.threshold
@@ -152,17 +152,8 @@ def evaluate(
     constant = constant_direction_report(preds, refs, threshold)
     chosen = [get_suite(name) for name in suites or ()]
     extra = {
-        suite.name: score_recordings(
-            suite,
-            {
-                stem: (
-                    tracked(ref),
-                    tracked_rows(preds[stem], threshold, rounded=suite.rounds_to_grid),
-                    n,
-                )
-                for stem, (ref, n) in refs.items()
-            },
-            with_jackknife=len(refs) > 1,
+        suite.name: suite_report(
+            suite, SuiteScorer(suite, preds, refs).counts(threshold), with_jackknife=True
         )
         for suite in chosen
     }

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seld.metrics.matching import match_cells
+from seld.metrics.matching import match_cells, stack_recordings
 
 __all__ = ["CLASS_COUNTS", "FrameWise"]
 
@@ -72,35 +72,15 @@ class _Side:
     key: np.ndarray  # frame * classes + class, sorted, file order within a key
     xyz: np.ndarray  # (rows, 3)
     distance: np.ndarray  # (rows,)
-    count: np.ndarray  # (frames, classes)
 
 
 def _side(rows: Sequence[np.ndarray], offsets: np.ndarray, num_classes: int, what: str) -> _Side:
-    keys, kept_rows = [], []
-    for i, r in enumerate(rows):
-        r = np.asarray(r, dtype=np.float64)
-        if r.size == 0:
-            continue
-        if r.ndim != 2 or r.shape[1] < 6:
-            raise ValueError(f"{what}: rows need 6 columns (frame, class, track, az, el, distance)")
-        if r[:, 1].min() < 0 or r[:, 1].max() >= num_classes:
-            raise ValueError(f"{what}: class index outside 0..{num_classes - 1}")
-        if r[:, 0].min() < 0:
-            raise ValueError(f"{what}: negative frame index")
-        if np.isnan(r[:, 5]).any():
-            raise ValueError(f"{what}: a row without a distance")
-        kept = r[:, 0] < offsets[i + 1] - offsets[i]
-        kept_rows.append(r[kept])
-        keys.append(
-            (r[kept, 0].astype(np.int64) + offsets[i]) * num_classes + r[kept, 1].astype(np.int64)
-        )
-    total = int(offsets[-1])
-    r = np.concatenate(kept_rows) if kept_rows else np.zeros((0, 6))
-    key = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
-    order = np.argsort(key, kind="stable")
-    key, r = key[order], r[order]
-    count = np.bincount(key, minlength=total * num_classes).reshape(total, num_classes)
-    return _Side(key, unit_vectors(r[:, 3], r[:, 4]), r[:, 5], count)
+    key, r = stack_recordings(
+        rows, offsets, num_classes, what, 6, "frame, class, track, az, el, distance"
+    )
+    if np.isnan(r[:, 5]).any():
+        raise ValueError(f"{what}: a row without a distance")
+    return _Side(key, unit_vectors(r[:, 3], r[:, 4]), r[:, 5])
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seld.metrics.matching import match_cells
+from seld.metrics.matching import match_cells, stack_recordings
 
 __all__ = ["COUNT_NAMES", "LocationAware", "official_num_frames"]
 
@@ -80,40 +80,16 @@ class _Table:
     """One side's rows inside the scored blocks, grouped by (frame, class) in file order."""
 
     key: np.ndarray  # frame * classes + class, sorted (stable: file order within a key)
-    position: np.ndarray  # the row's place among its (frame, class)'s rows
     azimuth: np.ndarray
     elevation: np.ndarray
     count: np.ndarray  # (frames, classes) instances per frame and class
 
 
 def _table(rows: Sequence[np.ndarray], offsets: np.ndarray, num_classes: int, side: str) -> _Table:
-    """Rows of many recordings on one frame axis: recording ``i``'s frames ``[0, n_i)`` become
-    ``offsets[i] + frame``; rows at or past ``n_i = offsets[i + 1] - offsets[i]`` are dropped."""
-    parts, frames = [], []
-    for i, r in enumerate(rows):
-        r = np.asarray(r, dtype=np.float64)
-        r = r.reshape(-1, r.shape[-1] if r.ndim == 2 else 5)[:, :5]
-        if len(r):
-            cls, frame = r[:, 1], r[:, 0]
-            if cls.min() < 0 or cls.max() >= num_classes:
-                raise ValueError(f"{side}: class index outside 0..{num_classes - 1}")
-            if frame.min() < 0:
-                raise ValueError(f"{side}: negative frame index")
-            kept = frame < offsets[i + 1] - offsets[i]
-            parts.append(r[kept])
-            frames.append(frame[kept].astype(np.int64) + offsets[i])
+    key, r = stack_recordings(rows, offsets, num_classes, side)
     total = int(offsets[-1])
-    if parts:
-        r = np.concatenate(parts)
-        key = np.concatenate(frames) * num_classes + r[:, 1].astype(np.int64)
-    else:
-        r, key = np.zeros((0, 5)), np.zeros(0, dtype=np.int64)
-    order = np.argsort(key, kind="stable")  # file order within a (frame, class)
-    key = key[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else key
-    group_start = np.repeat(starts, np.diff(np.r_[starts, len(key)]))
     count = np.bincount(key, minlength=total * num_classes).reshape(total, num_classes)
-    return _Table(key, np.arange(len(key)) - group_start, r[order, 3], r[order, 4], count)
+    return _Table(key, r[:, 3], r[:, 4], count)
 
 
 def _match_group(

@@ -1,18 +1,56 @@
-"""Minimum-cost matching of the instances of many (frame, class) cells at once: the Hungarian
-step of the location-aware and frame-wise SELD metrics."""
+"""The (frame, class) cells of the location-aware and frame-wise SELD metrics: many recordings'
+track-wise rows on one frame axis, and the minimum-cost matching of the instances of many
+cells at once (their Hungarian step)."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["match_cells"]
+__all__ = ["match_cells", "stack_recordings"]
 
 #: largest instance count matched by trying every assignment (beyond it, one
 #: ``linear_sum_assignment`` call per cell)
 ENUMERATED = 5
+
+
+def stack_recordings(
+    rows: Sequence[np.ndarray],
+    offsets: np.ndarray,
+    num_classes: int,
+    side: str,
+    columns: int = 5,
+    what: str = "frame, class, track, azimuth, elevation",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Track-wise rows of many recordings on one frame axis: recording ``i``'s frames
+    ``[0, n_i)`` become ``offsets[i] + frame``, rows at or past ``n_i = offsets[i + 1] -
+    offsets[i]`` are dropped. Returns the cell keys (``frame * num_classes + class``, sorted;
+    file order kept within a cell, which is how the official scorers tell a cell's instances
+    apart) and the rows' first ``columns`` columns in that order. ``ValueError`` names the
+    ``side`` for rows with fewer columns, a class out of range or a negative frame."""
+    keys, kept_rows = [], []
+    for i, r in enumerate(rows):
+        r = np.asarray(r, dtype=np.float64)
+        if r.size == 0:
+            continue
+        if r.ndim != 2 or r.shape[1] < columns:
+            raise ValueError(f"{side}: rows need {columns} columns ({what})")
+        if r[:, 1].min() < 0 or r[:, 1].max() >= num_classes:
+            raise ValueError(f"{side}: class index outside 0..{num_classes - 1}")
+        if r[:, 0].min() < 0:
+            raise ValueError(f"{side}: negative frame index")
+        kept = r[:, 0] < offsets[i + 1] - offsets[i]
+        kept_rows.append(r[kept, :columns])
+        frames = r[kept, 0].astype(np.int64) + offsets[i]
+        keys.append(frames * num_classes + r[kept, 1].astype(np.int64))
+    if not keys:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, columns))
+    key, stacked = np.concatenate(keys), np.concatenate(kept_rows)
+    order = np.argsort(key, kind="stable")
+    return key[order], stacked[order]
 
 
 def match_cells(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -44,6 +44,7 @@ __all__ = [
     "get_suite",
     "jackknife",
     "score_recordings",
+    "suite_report",
 ]
 
 Counts = dict[str, np.ndarray]
@@ -298,6 +299,15 @@ def score_recordings(
         raise ValueError("no recordings to score")
     names = list(recordings)
     each = suite.count_many([recordings[n] for n in names], frames_per_second, num_classes)
+    return suite_report(suite, dict(zip(names, each, strict=True)), with_jackknife=with_jackknife)
+
+
+def suite_report(
+    suite: MetricSuite, counts: Mapping[str, Counts], *, with_jackknife: bool = False
+) -> SuiteReport:
+    """A suite's report of recordings' counts (name -> counts): pooled, per class, per
+    recording, and jackknife intervals when asked for and there are two recordings or more."""
+    names, each = list(counts), list(counts.values())
     total = pool(each)
     per_class = suite.class_scores(total)
     report = SuiteReport(
@@ -309,7 +319,7 @@ def score_recordings(
     if per_class is not None:
         seen = sum(v for k, v in total.items() if np.ndim(v) == 1 and k != "total_DE")
         report.absent_classes = [int(c) for c in np.flatnonzero(np.asarray(seen) == 0)]
-    if with_jackknife:
+    if with_jackknife and len(each) > 1:
         report.intervals, report.class_intervals = jackknife(suite, each)
     return report
 
