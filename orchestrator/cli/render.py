@@ -114,13 +114,15 @@ def print_suite_reports(
             intervals[class_name(i)] = {k: v[i] for k, v in class_intervals.items()}
         console.print(suite_scores_table(suite, rows, f"{suite.name}: {title}", intervals))
         console.print(f"  {suite.description}", highlight=False)
-        if report.absent_classes and getattr(suite, "average", "") == "macro":
+        note = getattr(suite, "absent_note", "")
+        if report.absent_classes and note:
             names = ", ".join(class_name(i) for i in report.absent_classes)
             console.print(
                 f"  [yellow]note:[/yellow] {len(report.absent_classes)} class(es) neither in the "
-                f"references nor predicted ({names}) count in the macro average as F 0, LE 180°, "
-                "LR 0, as in the official code",
+                f"references nor predicted ({names}) count in the macro average as {note}, as in "
+                "the official code",
                 highlight=False,
+                soft_wrap=True,
             )
 
 

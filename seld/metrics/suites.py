@@ -172,6 +172,11 @@ class LocationAwareSuite:
     def class_scores(self, counts: Counts) -> dict[str, np.ndarray] | None:
         return self._scorer.class_scores(counts)
 
+    @property
+    def absent_note(self) -> str:
+        """How a class neither in the references nor predicted enters the overall scores."""
+        return "F 0, LE 180°, LR 0" if self.average == "macro" else ""
+
 
 @dataclass(frozen=True)
 class FrameWiseSuite:
@@ -208,6 +213,15 @@ class FrameWiseSuite:
 
     def class_scores(self, counts: Counts) -> dict[str, np.ndarray] | None:
         return self._scorer.class_scores(counts)
+
+    @property
+    def absent_note(self) -> str:
+        """How a class neither in the references nor predicted enters the overall scores."""
+        return (
+            "F 0 and LR 0 (its DOA and distance errors are left out)"
+            if self.average == "macro"
+            else ""
+        )
 
 
 #: every registered suite by name: one line a suite

@@ -168,6 +168,13 @@ def test_score_the_2024_suite_with_distances(tmp_path: Path):
     for key in ("er", "f", "doae", "de", "rde", "lr", "seld"):
         assert scores["dcase2024"]["overall"][key] == pytest.approx(float(expected[key]), abs=1e-9)
     assert set(scores["dcase2022"]["overall"]) == {"er", "f", "le", "lr", "seld"}
+    # a class in neither side: each suite's own note of how its macro average counts it
+    assert scores["dcase2024"]["absent_classes"]
+    table = CliRunner().invoke(
+        app, ["score", "--ref", str(ref_dir), "--pred", str(pred_dir), "--suite", "dcase2024"]
+    )
+    assert "its DOA and distance errors are left out" in table.output
+    assert "LE 180" not in table.output
     # without distances in the references the 2024 suite says so
     no_distance = tmp_path / "nd"
     write_starss(no_distance, seed=2)
