@@ -34,7 +34,7 @@ from orchestrator.runs import TRAINERS, validate_run_name
 from seld.config import ExperimentConfig, load_config, validate_config
 from seld.fsutil import atomic_path
 from seld.methods.inference import views_of
-from seld.methods.training import TrainConfig, load_checkpoint
+from seld.methods.training import TrainConfig, gpu_share_device, load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,10 @@ class CVSettings:
     workspace: str
     config: Mapping[str, Any] = field(default_factory=lambda: load_config("tiny").to_dict())
     run: str = "cv"
-    use_gpu: bool = False
+    #: the GPU share of each fold job (each data-parallel worker): 0 trains on CPUs, 1 gives a
+    #: job a whole GPU, a fraction lets several jobs share one (0.25: four folds on one GPU,
+    #: each held to a quarter of its memory)
+    gpus_per_job: float = 0.0
     workers_per_fold: int = 1
     cpus_per_worker: float = 1.0
     max_failures: int = 2
@@ -62,6 +65,11 @@ class CVSettings:
 
     def __post_init__(self) -> None:
         validate_run_name(self.run, nested=True)
+        if not 0 <= self.gpus_per_job <= 1:
+            raise ValueError(
+                f"gpus_per_job {self.gpus_per_job}: expected a share of one GPU, 0 to 1 "
+                "(0: CPUs only)"
+            )
         if self.trainer not in TRAINERS:
             raise ValueError(f"trainer {self.trainer!r}: expected one of {', '.join(TRAINERS)}")
         if self.trainer == "task" and self.workers_per_fold > 1:
@@ -69,6 +77,10 @@ class CVSettings:
                 "trainer 'task' trains with one worker per fold; data-parallel "
                 "folds (workers_per_fold > 1) need trainer 'ray-train' or 'auto'"
             )
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_job > 0
 
     @property
     def uses_ray_train(self) -> bool:
@@ -122,6 +134,8 @@ class CVSettings:
     def from_dict(cls, data: Mapping[str, Any]) -> CVSettings:
         """The inverse of :meth:`to_dict` (tuples come back as lists through Ray and JSON)."""
         data = dict(data)
+        if "use_gpu" in data:  # runs made before fractional GPUs: a whole GPU or none
+            data["gpus_per_job"] = 1.0 if data.pop("use_gpu") else 0.0
         if "predict_splits" in data:
             data["predict_splits"] = tuple(data["predict_splits"])
         return cls(**data)
@@ -149,6 +163,8 @@ class StageRecord:
     best_selection: float
     node_id: str = ""
     history: list[dict[str, float]] = field(default_factory=list)
+    #: the GPUs Ray gave the stage's training process (its ``CUDA_VISIBLE_DEVICES``)
+    gpu_ids: list[str] = field(default_factory=list)
 
 
 def settings_fold_data(s: CVSettings, fold: int) -> FoldData:
@@ -188,7 +204,12 @@ class StageBook:
         epochs of an interrupted attempt to whoever follows the curves."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "node.txt").write_text(ray.get_runtime_context().get_node_id())
-        worker = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        worker = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "gpu_ids": [str(g) for g in ray.get_runtime_context().get_accelerator_ids()["GPU"]],
+        }
         with atomic_path(self.out_dir / "worker.json") as tmp:
             tmp.write_text(json.dumps(worker))
         last = self.out_dir / "last.pt"
@@ -221,6 +242,7 @@ class StageBook:
             float(best["metrics"]["val_selection"]),
             (self.out_dir / "node.txt").read_text(),
             last["history"],
+            json.loads((self.out_dir / "worker.json").read_text()).get("gpu_ids", []),
         )
         with atomic_path(self.done_path) as tmp:
             tmp.write_text(json.dumps(asdict(record)))
@@ -242,10 +264,9 @@ def wait_holding_cpu(refs: list[Any]) -> list[Any]:
 
 
 def fold_device(s: CVSettings) -> str:
-    """Where a fold's training process trains and predicts: its GPU if it was given one."""
-    import torch
-
-    return "cuda" if s.use_gpu and torch.cuda.is_available() else "cpu"
+    """Where a fold's training process trains and predicts: its GPU if it was given one, held
+    to its share of the GPU's memory (:func:`seld.methods.training.gpu_share_device`)."""
+    return gpu_share_device(s.gpus_per_job).type
 
 
 def predict_fold(s: CVSettings, data: FoldData, device: str = "cpu") -> None:

@@ -90,7 +90,7 @@ def run_fold_jobs(
     else:
         task = fold_task.options(
             num_cpus=settings.cpus_per_worker,
-            num_gpus=1 if settings.use_gpu else 0,
+            num_gpus=settings.gpus_per_job,
             # a worker that died (killed, out of memory, its node lost) is tried again in a
             # new process; an exception of the training itself is not
             max_retries=settings.max_failures,
@@ -182,7 +182,7 @@ def fold_job(settings: dict[str, Any], fold: int, sink: Any, run_ids: dict[str, 
             records[stage] = record
             continue
         book.starting()
-        resources = {"CPU": s.cpus_per_worker} | ({"GPU": 1} if s.use_gpu else {})
+        resources = {"CPU": s.cpus_per_worker} | ({"GPU": s.gpus_per_job} if s.use_gpu else {})
         name = f"{s.run}-fold{fold}-{stage}"
         if not (book.out_dir / "last.pt").exists():
             _forget_train_run(s.storage_path, name)

@@ -55,11 +55,12 @@ METRIC = "val_seld"
 
 
 def default_concurrency(s: CVSettings) -> int:
-    """Trials at once: as many whole cross-validations as the cluster's GPUs (or CPUs) hold."""
+    """Trials at once: as many whole cross-validations as the cluster's GPUs (or CPUs) hold,
+    each fold job taking its share of a GPU."""
     resources = ray.cluster_resources()
     per_trial = len(s.folds) * s.workers_per_fold
-    if s.use_gpu:
-        return max(1, int(resources.get("GPU", 0) // per_trial))
+    if s.use_gpu:  # a share of a GPU per job: several trials' folds share each GPU
+        return max(1, int(resources.get("GPU", 0) / (per_trial * s.gpus_per_job) + 1e-9))
     return max(1, int(resources.get("CPU", 1) // (per_trial * s.cpus_per_worker)))
 
 

@@ -99,7 +99,7 @@ def default_cells_in_flight(base: CVSettings, sweep: Sweep) -> int:
     folds = max(len(c.experiment.cv.folds) for c in sweep.cells)
     per_cell = folds * base.workers_per_fold
     if base.use_gpu:
-        return max(1, int(resources.get("GPU", 0) // per_cell)) + 1
+        return max(1, int(resources.get("GPU", 0) / (per_cell * base.gpus_per_job) + 1e-9)) + 1
     return max(1, int(resources.get("CPU", 1) // (per_cell * base.cpus_per_worker))) + 1
 
 

@@ -151,7 +151,29 @@ NumCpusOpt = Annotated[
     int | None, typer.Option("--num-cpus", help="CPUs of the local Ray (default: all).")
 ]
 
-GpuOpt = Annotated[bool, typer.Option("--gpu/--no-gpu", help="One GPU per fold job.")]
+GpuOpt = Annotated[
+    bool, typer.Option("--gpu/--no-gpu", help="One GPU per fold job (--gpus-per-job 1).")
+]
+GpusPerJobOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--gpus-per-job",
+        min=0.0,
+        max=1.0,
+        help="Share of a GPU per fold job, e.g. 0.25: four fold jobs on one GPU, each held to "
+        "a quarter of its memory.",
+    ),
+]
+
+
+def gpu_share(gpu: bool, gpus_per_job: float | None) -> float:
+    """The GPU share of each fold job from ``--gpu`` and ``--gpus-per-job``."""
+    if gpus_per_job is None:
+        return 1.0 if gpu else 0.0
+    if gpu and gpus_per_job == 0:
+        raise typer.BadParameter("--gpu asks for a GPU and --gpus-per-job 0 for none")
+    return gpus_per_job
+
 
 TrackingUriOpt = Annotated[
     str | None, typer.Option("--tracking-uri", help="MLflow store (default: in workspace).")

@@ -12,6 +12,7 @@ from orchestrator.cli.common import (
     DatasetOpt,
     EpochsOpt,
     GpuOpt,
+    GpusPerJobOpt,
     JsonOpt,
     SetOpt,
     StorageOpt,
@@ -19,6 +20,7 @@ from orchestrator.cli.common import (
     WorkspaceOpt,
     app,
     fold_numbers,
+    gpu_share,
     new_cv_settings,
 )
 from orchestrator.cli.render import console, err_console, print_comparison
@@ -45,6 +47,7 @@ def sweep(
     ] = None,
     address: AddressOpt = None,
     gpu: GpuOpt = False,
+    gpus_per_job: GpusPerJobOpt = None,
     cpus_per_worker: Annotated[
         float, typer.Option("--cpus-per-worker", min=0.01, help="CPUs of each fold job's worker.")
     ] = 1.0,
@@ -80,7 +83,7 @@ def sweep(
         spec_.cells[0].experiment,
         tracking_uri,
         run=spec_.name,
-        use_gpu=gpu,
+        gpus_per_job=gpu_share(gpu, gpus_per_job),
         cpus_per_worker=cpus_per_worker,
         storage=storage,
     )

@@ -18,6 +18,7 @@ from orchestrator.cli.common import (
     EpochsOpt,
     FoldOpt,
     GpuOpt,
+    GpusPerJobOpt,
     JsonOpt,
     ProtocolOpt,
     RunOpt,
@@ -33,6 +34,7 @@ from orchestrator.cli.common import (
     experiment_config,
     extract_missing,
     fold_data,
+    gpu_share,
     new_cv_settings,
 )
 from orchestrator.cli.render import (
@@ -198,6 +200,7 @@ def cv(
     seed: ConfigSeedOpt = None,
     address: AddressOpt = None,
     gpu: GpuOpt = False,
+    gpus_per_job: GpusPerJobOpt = None,
     workers_per_fold: Annotated[
         int, typer.Option("--workers-per-fold", min=1, help="Data-parallel workers per fold job.")
     ] = 1,
@@ -246,7 +249,7 @@ def cv(
         experiment,
         tracking_uri,
         run=run,
-        use_gpu=gpu,
+        gpus_per_job=gpu_share(gpu, gpus_per_job),
         workers_per_fold=workers_per_fold,
         trainer=trainer,
         storage=storage,

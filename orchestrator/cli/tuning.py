@@ -15,6 +15,7 @@ from orchestrator.cli.common import (
     DatasetOpt,
     EpochsOpt,
     GpuOpt,
+    GpusPerJobOpt,
     JsonOpt,
     ProtocolOpt,
     RunOpt,
@@ -27,6 +28,7 @@ from orchestrator.cli.common import (
     experiment_config,
     extract_missing,
     fold_numbers,
+    gpu_share,
     new_cv_settings,
     run_name,
     tune_app,
@@ -147,6 +149,7 @@ def tune_hparams_command(
     ] = 1,
     address: AddressOpt = None,
     gpu: GpuOpt = False,
+    gpus_per_job: GpusPerJobOpt = None,
     tracking_uri: TrackingUriOpt = None,
     storage: StorageOpt = "",
     json_out: JsonOpt = False,
@@ -164,7 +167,13 @@ def tune_hparams_command(
     search_space = load_search_space(space)
     check_space(search_space, experiment, space)
     settings = new_cv_settings(
-        dataset, workspace, experiment, tracking_uri, run=name, use_gpu=gpu, storage=storage
+        dataset,
+        workspace,
+        experiment,
+        tracking_uri,
+        run=name,
+        gpus_per_job=gpu_share(gpu, gpus_per_job),
+        storage=storage,
     )
     # the dashboard's state API lets Ray Train free the CPUs of trials that ASHA stops
     with ray_session(address, dashboard=True) as dashboard_url:

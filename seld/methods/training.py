@@ -93,6 +93,10 @@ class TrainSettings:
     channels_last: bool = True
     #: ``torch.compile`` the model for training (CUDA only; the first epoch pays the compile)
     compile: bool = False
+    #: cuDNN autotuning (CUDA only): the fastest convolution algorithms for each input shape,
+    #: timed on first use; the choice may differ between runs, so results are not bitwise
+    #: repeatable on a GPU with it on
+    cudnn_benchmark: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,6 +184,18 @@ def pick_device(prefer: str = "auto") -> torch.device:
     if prefer == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(prefer)
+
+
+def gpu_share_device(share: float) -> torch.device:
+    """The device of a process given ``share`` of one GPU (0 < share <= 1), or the CPU when
+    it has none (``share`` 0, or no CUDA). With a fraction, the process's CUDA allocator is
+    held to that fraction of the GPU's memory: past it, this process fails with CUDA's
+    out-of-memory error, instead of starving the processes that share the GPU with it."""
+    if share <= 0 or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if share < 1:
+        torch.cuda.set_per_process_memory_fraction(share)
+    return torch.device("cuda")
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -278,6 +294,8 @@ def train_stage(
     torch.manual_seed(config.seed)
     model = build_stage_model(config, in_channels, sed_state).to(dev)
     use_cuda = dev.type == "cuda"
+    if use_cuda:
+        torch.backends.cudnn.benchmark = config.cudnn_benchmark
     if use_cuda and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net: torch.nn.Module = model

@@ -378,7 +378,7 @@ def test_folds_spread_over_nodes_and_doa_follows_its_own_sed(tmp_path: Path):
         ray.init(address=cluster.address, log_to_driver=False)
         ws = tmp_path / "ws"
         extract_dataset(data, ws, TINY_FEATURES, "mic")
-        summary = run_cv(settings(data, ws, use_gpu=True, epochs=3, cpus_per_worker=0.5))
+        summary = run_cv(settings(data, ws, gpus_per_job=1.0, epochs=3, cpus_per_worker=0.5))
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -390,6 +390,59 @@ def test_folds_spread_over_nodes_and_doa_follows_its_own_sed(tmp_path: Path):
     # fold 3 trains on the small splits 1 and 2: its DOA starts while fold 1's SED still runs
     slowest_sed_end = max(stages[k]["sed"]["end"] for k in stages)
     assert stages["3"]["doa"]["start"] < slowest_sed_end
+
+
+def test_four_fold_jobs_share_one_gpu(tiny_data: Path, tiny_ws: Path):
+    """`cv --gpus-per-job 0.25` on a node with one (simulated) GPU: the four fold jobs hold a
+    quarter of it each and train at once, all on GPU 0 (their CUDA_VISIBLE_DEVICES). Half a
+    GPU each would run two, then the other two."""
+    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False,
+             log_to_driver=False)  # fmt: skip
+    try:
+        assert ray.cluster_resources()["GPU"] == 1
+        args = ["cv", "--dataset", str(tiny_data), "--workspace", str(tiny_ws), "--run", "shared"]
+        args += ["--epochs", "2", "--gpus-per-job", "0.25", "--json"]
+        result = CliRunner().invoke(app, args)
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 0, result.output
+    run_dir = tiny_ws / "runs" / "shared"
+    assert json.loads((run_dir / "config.json").read_text())["run"]["gpus_per_job"] == 0.25
+    entered, ended = [], []
+    for k in (1, 2, 3, 4):
+        for stage in ("sed", "doa"):
+            done = json.loads((run_dir / f"fold{k}" / stage / "done.json").read_text())
+            assert done["gpu_ids"] == ["0"], (k, stage, done["gpu_ids"])
+        worker = json.loads((run_dir / f"fold{k}" / "sed" / "worker.json").read_text())
+        entered.append(worker["started"])
+        ended.append(json.loads((run_dir / f"fold{k}" / "sed" / "done.json").read_text())["end"])
+    assert max(entered) < min(ended)  # every fold's SED had started before the first ended
+    assert CVSettings.from_run(run_dir).gpus_per_job == 0.25
+    # a run made before fractional GPUs (use_gpu: true) reads as a whole GPU per job
+    legacy = CVSettings.from_run(run_dir).to_dict()
+    legacy.pop("gpus_per_job")
+    assert CVSettings.from_dict(legacy | {"use_gpu": True}).gpus_per_job == 1.0
+    with pytest.raises(ValueError, match=r"gpus_per_job 1\.5"):
+        CVSettings.from_dict(legacy | {"gpus_per_job": 1.5})
+
+
+def test_trials_and_sweep_cells_count_gpu_shares(tmp_path: Path):
+    """A search's trials at once and a sweep's cells in flight count each fold job's share of
+    a GPU: a 4-fold cv at a quarter of a GPU per job fits one GPU."""
+    from orchestrator.hparams import default_concurrency
+    from orchestrator.sweep import default_cells_in_flight
+    from orchestrator.sweep_spec import load_sweep
+
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False,
+             log_to_driver=False)  # fmt: skip
+    try:
+        sweep = load_sweep("tiny-table")
+        for share, trials in ((1.0, 1), (0.5, 1), (0.25, 2), (0.1, 5)):
+            s = settings(tmp_path, tmp_path, gpus_per_job=share)
+            assert default_concurrency(s) == trials, share
+            assert default_cells_in_flight(s, sweep) == trials + 1, share
+    finally:
+        ray.shutdown()
 
 
 def test_search_space_errors_name_the_field(tmp_path: Path):
@@ -481,4 +534,4 @@ def test_warmed_workers_take_the_next_fold_tasks(local_ray, tmp_path: Path):
     probe = _process_state.options(num_cpus=1.0, scheduling_strategy=NO_PLACEMENT_GROUP)
     states = ray.get([probe.remote() for _ in range(2)])
     assert all(loaded for _, loaded in states), states
-    assert warm_fold_workers(settings(tmp_path, tmp_path, use_gpu=True)) == []
+    assert warm_fold_workers(settings(tmp_path, tmp_path, gpus_per_job=1.0)) == []

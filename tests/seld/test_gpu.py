@@ -47,3 +47,26 @@ def test_amp_channels_last_step_matches_float32(stage):
             assert grad is None, name
         else:
             assert grad is not None and torch.isfinite(grad).all(), name
+
+
+def test_a_gpu_share_holds_the_process_to_its_part_of_the_memory():
+    """A fold job given a quarter of a GPU may allocate up to a quarter of its memory, and
+    fails with CUDA's out-of-memory error past that (in a fresh process: the bound is the
+    process's)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from seld.methods.training import gpu_share_device\n"
+        "device = gpu_share_device(0.25)\n"
+        "total = torch.cuda.get_device_properties(0).total_memory\n"
+        "within = torch.empty(int(total * 0.2), dtype=torch.uint8, device=device)\n"
+        "try:\n"
+        "    torch.empty(int(total * 0.1), dtype=torch.uint8, device=device)\n"
+        "    print('unbounded')\n"
+        "except torch.OutOfMemoryError:\n"
+        "    print('bounded', device)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["bounded", "cuda"], out.stdout + out.stderr
