@@ -106,6 +106,20 @@ def test_both_window_readers_train_the_same_model(fold_setup, tmp_path: Path):
         assert torch.equal(value, states["hdf5"][key]), key
 
 
+def test_the_gpu_speed_options_change_nothing_on_a_cpu(fold_setup, tmp_path: Path):
+    """AMP, channels-last, torch.compile and cuDNN autotuning are CUDA-only options: on a CPU
+    the same seed trains the same fp32 weights with all of them on as with all off."""
+    data_dir, ws = fold_setup
+    data = fold_data(data_dir, ws, FEATURES, "mic", 1)
+    states = {}
+    for on in (True, False):
+        fast = dict(amp=on, channels_last=on, compile=on, cudnn_benchmark=on)
+        result = train_fold_stage(data, tiny("sed", **fast), tmp_path / str(on), device="cpu")
+        states[on] = load_checkpoint(result.best_checkpoint)["model"]
+    for key, value in states[True].items():
+        assert value.dtype != torch.bfloat16 and torch.equal(value, states[False][key]), key
+
+
 def test_the_global_batch_is_split_among_data_parallel_workers():
     assert rank_batch_size(32, 1) == 32 and rank_batch_size(32, 4) == 8
     with pytest.raises(ValueError, match="does not divide among 3 data-parallel workers"):
