@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.ray_utils import ray_session, run_tasks
-from seld.data.dcase import RecordingName
 from seld.synth import SynthConfig, SynthesisError, missing_recordings, write_recording
+from seld.synth.writer import PlannedName
 
 
-def _synth_task(name: RecordingName, out: Path, config: SynthConfig) -> str:
+def _synth_task(name: PlannedName, out: Path, config: SynthConfig) -> str:
     write_recording(out, name, config)
     return name.stem
 
@@ -22,8 +22,8 @@ def synthesize_on_ray(
     *,
     address: str | None = None,
     num_cpus: int | None = None,
-    progress: Callable[[RecordingName], None] | None = None,
-) -> list[RecordingName]:
+    progress: Callable[[PlannedName], None] | None = None,
+) -> list[PlannedName]:
     """Write every planned recording that is not complete yet; returns the names written.
 
     Recordings are independent tasks; every file is written atomically, so an interrupted run
@@ -33,7 +33,7 @@ def synthesize_on_ray(
     todo = missing_recordings(out, config)
     failures: list[str] = []
 
-    def done(name: RecordingName, result: str | None, error: str | None) -> None:
+    def done(name: PlannedName, result: str | None, error: str | None) -> None:
         if error is not None:
             failures.append(f"{name}: {error}")
         elif progress is not None:

@@ -44,7 +44,8 @@ from seld.data.formats import DatasetFormat, Starss23, detect_format, get_format
 from seld.data.metadata import DatasetError
 from seld.metrics.reference import read_directories, score_directories
 from seld.metrics.suites import MetricSuite, get_suite, score_recordings, tracked
-from seld.synth import SynthConfig, SynthesisError, missing_recordings, plan_recordings
+from seld.synth import SynthConfig, SynthesisError, missing_recordings
+from seld.synth.writer import planned
 
 
 @app.command()
@@ -59,21 +60,37 @@ def synth(
     splits: Annotated[
         str, typer.Option("--splits", help="Comma-separated split numbers.")
     ] = "1,2,3,4",
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help="dcase2019, or starss23 (dev-train/dev-test sub-folders, 13 classes, 100 ms "
+            "frames, moving sources, same-class overlaps, distances; 24 kHz; --per-split "
+            "recordings in each of its folds 3 and 4, --splits ignored).",
+        ),
+    ] = "dcase2019",
     address: AddressOpt = None,
     num_cpus: NumCpusOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Synthesize a dataset in the DCASE 2019 development layout (rooms by image sources)."""
+    """Synthesize a dataset in the DCASE 2019 or STARSS23 development layout (rooms by image
+    sources)."""
     fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
     unknown = [f for f in fmts if f not in FORMATS]
     if unknown or not fmts:
         raise typer.BadParameter(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    from seld.synth.config import LAYOUTS, STARSS_SAMPLE_RATE
+
+    if layout not in LAYOUTS:
+        raise typer.BadParameter(f"unknown layout {layout!r}; choose from {', '.join(LAYOUTS)}")
     config = SynthConfig(
         seconds=seconds,
         per_split=per_split,
         splits=tuple(int(s) for s in splits.split(",")),
         formats=fmts,
         seed=seed,
+        layout=layout,
+        **({"sample_rate": STARSS_SAMPLE_RATE} if layout == "starss23" else {}),
     )
     todo = missing_recordings(out, config)
     started = time.perf_counter()
@@ -91,12 +108,13 @@ def synth(
             err_console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from None
     elapsed = time.perf_counter() - started
-    names = plan_recordings(config)
+    names = planned(config)
     summary = {
         "out": str(out),
         "recordings": len(names),
         "written": len(todo),
         "formats": list(fmts),
+        "layout": layout,
         "seconds_per_recording": seconds,
         "elapsed_s": round(elapsed, 2),
     }

@@ -19,8 +19,9 @@ suite. :func:`detect_format` tells the registered formats apart by their layout;
   ``dcase2022`` suite. Prediction CSVs are read as the DCASE 2022/2023 scorer reads them: five
   columns polar (degrees), six Cartesian ``x, y, z``.
 
-Reading, validating and scoring work for every registered format; training and synthesis are
-DCASE 2019 only so far.
+Reading, validating and scoring work for every registered format, and both are synthesized
+(``seld-orch synth --layout starss23``: :mod:`seld.synth.starss`); training is DCASE 2019 only
+so far.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Procedural sounds for the 11 classes (:mod:`~seld.synth.sounds`), five simulated shoebox rooms
 heard by the tetrahedral array and in first-order ambisonics (:mod:`~seld.synth.rooms`), ov1 / ov2
 scenes on the DCASE direction grid (:mod:`~seld.synth.scene`), and resumable parallel writing
-(:mod:`~seld.synth.writer`)::
+(:mod:`~seld.synth.writer`). ``SynthConfig(layout="starss23", sample_rate=24000)`` writes the
+STARSS23 development layout instead: 13 classes, 100 ms label frames, moving sources, same-class
+overlaps, source indices and distances (:mod:`~seld.synth.starss`)::
 
     config = SynthConfig(seconds=10.0, per_split=2)
     synthesize_dataset(Path("data/synth"), config, workers=4)

@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 from seld.data.dcase import FORMATS, SAMPLE_RATE, SPLITS
 
+#: the dataset layouts the synthesizer writes
+LAYOUTS: tuple[str, ...] = ("dcase2019", "starss23")
+STARSS_SAMPLE_RATE = 24_000
+
 
 @dataclass(frozen=True)
 class SceneStyle:
@@ -47,6 +51,9 @@ class SynthConfig:
     max_image_order: int | None = None
     subtype: str = "PCM_16"
     style: SceneStyle = field(default_factory=SceneStyle)
+    #: ``dcase2019`` (``splits`` of ``per_split`` recordings) or ``starss23``
+    #: (:mod:`seld.synth.starss`: ``per_split`` recordings in each of its folds 3 and 4)
+    layout: str = "dcase2019"
 
     def __post_init__(self) -> None:
         if self.seconds <= 0:
@@ -64,6 +71,13 @@ class SynthConfig:
             )
         if self.max_image_order is not None and self.max_image_order < 0:
             raise ValueError(f"max_image_order must be >= 0 or None, got {self.max_image_order}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.layout == "starss23" and self.sample_rate != STARSS_SAMPLE_RATE:
+            raise ValueError(
+                f"the starss23 layout is recorded at {STARSS_SAMPLE_RATE} Hz, as STARSS23 is; "
+                f"got sample_rate {self.sample_rate}"
+            )
         if self.sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
 

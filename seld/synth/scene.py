@@ -155,9 +155,20 @@ def render(
         stop = min(total, p.start + wet.shape[0])
         out[p.start : stop] += wet[: stop - p.start]
         active[p.start : p.stop] = True
+    return finish_mix(out, active, fmt, config, rng)
+
+
+def finish_mix(
+    out: np.ndarray, active: np.ndarray, fmt: str, config: SynthConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """The events' mix ``out`` ``(samples, 4)`` made a recording: diffuse noise ``snr_db`` below
+    the mean event power over the ``active`` samples (W for FOA, all capsules for mic), then
+    one gain to the style's peak level; float32."""
     reference = out[active][:, 0] if fmt == "foa" else out[active]
     power = float(np.mean(reference**2)) if active.any() else 1.0
-    out += diffuse_noise(fmt, total, rng, sr) * np.sqrt(power / 10 ** (config.snr_db / 10))
+    out += diffuse_noise(fmt, out.shape[0], rng, config.sample_rate) * np.sqrt(
+        power / 10 ** (config.snr_db / 10)
+    )
     out *= config.style.peak / max(float(np.max(np.abs(out))), 1e-12)
     return out.astype(np.float32)
 

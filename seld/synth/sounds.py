@@ -132,11 +132,14 @@ def keys_drop(rng: np.random.Generator, sr: int) -> np.ndarray:
     return out
 
 
-def speech(rng: np.random.Generator, sr: int) -> np.ndarray:
-    """Speech-like babble: a voice with gliding pitch, changing vowels, ~4 syllables/s."""
+def speech(
+    rng: np.random.Generator, sr: int, f0_hz: tuple[float, float] = (100.0, 220.0)
+) -> np.ndarray:
+    """Speech-like babble: a voice with gliding pitch within ``f0_hz``, changing vowels,
+    ~4 syllables/s."""
     seconds = rng.uniform(1.0, 3.0)
     n = num_samples(seconds, sr)
-    f0_start, f0_end = rng.uniform(100.0, 220.0, size=2)
+    f0_start, f0_end = rng.uniform(*f0_hz, size=2)
     f0 = glide(f0_start, f0_end, n) * (1 + 0.08 * np.sin(2 * np.pi * 0.7 * np.arange(n) / sr))
     voice = glottal_source(f0, sr, rng, jitter=0.015)
     scale = rng.uniform(0.95, 1.15)
@@ -240,6 +243,32 @@ def laughter(rng: np.random.Generator, sr: int) -> np.ndarray:
     return out
 
 
+def female_speech(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """:func:`speech` with a higher voice (180-300 Hz)."""
+    return speech(rng, sr, (180.0, 300.0))
+
+
+def male_speech(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """:func:`speech` with a lower voice (85-150 Hz)."""
+    return speech(rng, sr, (85.0, 150.0))
+
+
+def melody(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """A short tune: 4-10 notes of a pentatonic scale, each a few decaying harmonics."""
+    root = 220.0 * 2 ** (rng.integers(0, 12) / 12)
+    steps = np.array([0, 2, 4, 7, 9, 12, 14])
+    out = np.zeros(0)
+    for _ in range(int(rng.integers(4, 11))):
+        length = num_samples(rng.choice([0.15, 0.25, 0.4]), sr)
+        t = np.arange(length) / sr
+        f = root * 2 ** (steps[rng.integers(len(steps))] / 12)
+        note = sum(0.6**h * np.sin(2 * np.pi * f * (h + 1) * t) for h in range(4))
+        out = np.concatenate(
+            [out, note * np.exp(-t * rng.uniform(3.0, 8.0)) * hann_envelope(length, 0.05)]
+        )
+    return out
+
+
 #: The generator of each class, in class-index order.
 SOUNDS: dict[str, SoundGenerator] = {
     "knock": knock,
@@ -259,16 +288,20 @@ SOUNDS: dict[str, SoundGenerator] = {
 _TRIM_LEVEL = 10 ** (-50 / 20)
 
 
-def make_sound(label: str, rng: np.random.Generator, sr: int) -> np.ndarray:
+def make_sound(
+    label: str, rng: np.random.Generator, sr: int, sounds: dict[str, SoundGenerator] | None = None
+) -> np.ndarray:
     """One fresh instance of class ``label``: mono ``(samples,)`` ``float64``.
 
     Leading and trailing silence (below -50 dB of the peak) is trimmed and the loudest 50 ms
-    frame is scaled to unit RMS. Raises ``KeyError`` listing the classes for an unknown label.
+    frame is scaled to unit RMS. ``sounds``: the generator of each class (default
+    :data:`SOUNDS`, DCASE 2019's). Raises ``KeyError`` listing the classes for an unknown label.
     """
+    sounds = SOUNDS if sounds is None else sounds
     try:
-        generator = SOUNDS[label]
+        generator = sounds[label]
     except KeyError:
-        raise KeyError(f"no sound for class {label!r}; classes: {', '.join(SOUNDS)}") from None
+        raise KeyError(f"no sound for class {label!r}; classes: {', '.join(sounds)}") from None
     x = generator(rng, sr)
     loud = np.flatnonzero(np.abs(x) > _TRIM_LEVEL * np.max(np.abs(x)))
     x = fade(x[loud[0] : loud[-1] + 1], sr, 0.002)

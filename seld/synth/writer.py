@@ -1,4 +1,5 @@
-"""Writing synthesized recordings in the DCASE 2019 development layout, in parallel, resumably.
+"""Writing synthesized recordings in the DCASE 2019 or STARSS23 development layout
+(:mod:`seld.synth.starss`), in parallel, resumably.
 
 ``out_dir/metadata_dev/<stem>.csv``, ``out_dir/mic_dev/<stem>.wav``, ``out_dir/foa_dev/<stem>.wav``.
 Every file is written under a temporary name in its folder and renamed into place, so a file that
@@ -23,6 +24,10 @@ from seld.errors import SeldError
 from seld.fsutil import atomic_path
 from seld.synth.config import SynthConfig
 from seld.synth.scene import plan_recordings, synthesize_recording
+from seld.synth.starss import StarssName, format_starss_metadata, plan_starss, synthesize_starss
+
+#: a recording the synthesizer plans: DCASE 2019 layout or STARSS layout
+PlannedName = RecordingName | StarssName
 
 logger = logging.getLogger(__name__)
 
@@ -31,35 +36,49 @@ class SynthesisError(SeldError, RuntimeError):
     """A recording could not be made; the message names it, the cause says why."""
 
 
-def metadata_path(out_dir: Path, name: RecordingName) -> Path:
-    """``out_dir/metadata_dev/<stem>.csv``."""
-    return Path(out_dir) / "metadata_dev" / f"{name.stem}.csv"
+def _relative(name: PlannedName) -> str:
+    """Where a recording sits under its format's folder: ``<stem>``, or ``<group>/<stem>``."""
+    return f"{name.group}/{name.stem}" if isinstance(name, StarssName) else name.stem
 
 
-def audio_path(out_dir: Path, name: RecordingName, fmt: str) -> Path:
-    """``out_dir/<fmt>_dev/<stem>.wav``."""
-    return Path(out_dir) / f"{fmt}_dev" / f"{name.stem}.wav"
+def metadata_path(out_dir: Path, name: PlannedName) -> Path:
+    """``out_dir/metadata_dev/<stem>.csv`` (STARSS layout: ``.../<group>/<stem>.csv``)."""
+    return Path(out_dir) / "metadata_dev" / f"{_relative(name)}.csv"
+
+
+def audio_path(out_dir: Path, name: PlannedName, fmt: str) -> Path:
+    """``out_dir/<fmt>_dev/<stem>.wav`` (STARSS layout: ``.../<group>/<stem>.wav``)."""
+    return Path(out_dir) / f"{fmt}_dev" / f"{_relative(name)}.wav"
 
 
 def _write_wav(path: Path, audio: np.ndarray, config: SynthConfig) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         sf.write(tmp, audio, config.sample_rate, subtype=config.subtype, format="WAV")
 
 
-def write_recording(out_dir: Path, name: RecordingName, config: SynthConfig) -> Path:
+def write_recording(out_dir: Path, name: PlannedName, config: SynthConfig) -> Path:
     """Synthesize one recording and write its WAVs and metadata CSV; returns the CSV's path.
 
     Always writes (existing files are replaced); the CSV is written last.
     """
+    path = metadata_path(out_dir, name)
+    if isinstance(name, StarssName):
+        rows, audio = synthesize_starss(name, config)
+        for fmt, samples in audio.items():
+            _write_wav(audio_path(out_dir, name, fmt), samples, config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(format_starss_metadata(rows))
+        return path
     events, audio = synthesize_recording(name, config)
     for fmt, samples in audio.items():
         _write_wav(audio_path(out_dir, name, fmt), samples, config)
-    path = metadata_path(out_dir, name)
     write_metadata(path, events)
     return path
 
 
-def is_complete(out_dir: Path, name: RecordingName, config: SynthConfig) -> bool:
+def is_complete(out_dir: Path, name: PlannedName, config: SynthConfig) -> bool:
     """Whether the CSV and every requested WAV exist, the WAVs with the configured shape."""
     if not metadata_path(out_dir, name).is_file():
         return False
@@ -77,17 +96,24 @@ def is_complete(out_dir: Path, name: RecordingName, config: SynthConfig) -> bool
     return True
 
 
-def missing_recordings(out_dir: Path, config: SynthConfig) -> list[RecordingName]:
+def planned(config: SynthConfig) -> list[PlannedName]:
+    """The recordings of the config's layout, in plan order."""
+    if config.layout == "starss23":
+        return list(plan_starss(config))
+    return list(plan_recordings(config))
+
+
+def missing_recordings(out_dir: Path, config: SynthConfig) -> list[PlannedName]:
     """The planned recordings that :func:`synthesize_dataset` would make now (in plan order)."""
-    return [name for name in plan_recordings(config) if not is_complete(out_dir, name, config)]
+    return [name for name in planned(config) if not is_complete(out_dir, name, config)]
 
 
 def synthesize_dataset(
     out_dir: Path,
     config: SynthConfig,
     workers: int | None = None,
-    progress: Callable[[RecordingName], None] | None = None,
-) -> list[RecordingName]:
+    progress: Callable[[PlannedName], None] | None = None,
+) -> list[PlannedName]:
     """Make every planned recording that is not already complete under ``out_dir``.
 
     Recordings are made in a pool of ``workers`` processes (default ``os.cpu_count()``; 1 makes
@@ -103,7 +129,7 @@ def synthesize_dataset(
         raise ValueError(f"workers must be >= 1, got {workers}")
     out_dir = Path(out_dir)
     todo = missing_recordings(out_dir, config)
-    skipped = len(plan_recordings(config)) - len(todo)
+    skipped = len(planned(config)) - len(todo)
     if skipped:
         logger.info("%d recordings already complete in %s; making %d", skipped, out_dir, len(todo))
     workers = min(workers or os.cpu_count() or 1, max(len(todo), 1))
@@ -119,7 +145,7 @@ def synthesize_dataset(
     # spawn, not fork: the caller may hold threads (Ray, torch) that fork would copy half-way
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: dict[Future[Path], RecordingName] = {
+        pending: dict[Future[Path], PlannedName] = {
             pool.submit(write_recording, out_dir, name, config): name for name in todo
         }
         while pending:
