@@ -22,7 +22,12 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.cv import CVSettings
 from orchestrator.cv_jobs import run_fold_jobs, warm_fold_workers
-from orchestrator.evaluation import evaluate_split, suite_reports
+from orchestrator.evaluation import (
+    evaluate_split,
+    evaluate_split_suite,
+    run_labels,
+    suite_reports,
+)
 from orchestrator.extract import current_inputs
 from orchestrator.jsonout import to_json
 from orchestrator.ray_utils import ray_session
@@ -37,16 +42,20 @@ from orchestrator.tracking import (
 )
 from seld.data.dataset import DatasetLayout
 from seld.data.fingerprint import combined
+from seld.data.formats import dataset_format_of, dataset_recordings
+from seld.errors import ConfigError
 from seld.fsutil import atomic_path
 from seld.metrics.scores import ScoreReport
-from seld.metrics.suites import MetricSuite, get_suite
+from seld.metrics.suites import MetricSuite, get_suite, label_problem
 from seld.serving.plots import plot_recording
 
 
 def dataset_inputs(s: CVSettings) -> str:
     """One fingerprint of the run's development recordings (audio and metadata)."""
-    layout = DatasetLayout.discover(s.dataset)
-    return combined({r.stem: current_inputs(r) or {} for r in layout.recordings(s.fmt, "dev")})
+    recordings = dataset_recordings(s.dataset, s.fmt, "dev")
+    if dataset_format_of(s.dataset).name == "dcase2019":  # its reader names a missing folder
+        recordings = DatasetLayout.discover(s.dataset).recordings(s.fmt, "dev")
+    return combined({r.stem: current_inputs(r) or {} for r in recordings})
 
 
 def resolved_config(s: CVSettings) -> dict[str, Any]:
@@ -190,6 +199,11 @@ def run_cv(
     its MLflow runs KILLED. ``tags`` go on its MLflow run (a sweep's cell: its parent run,
     variant and seed)."""
     chosen = [get_suite(name) for name in suites]  # an unknown suite fails before any work
+    labels = run_labels(settings)
+    for suite in chosen:  # a suite that cannot score this run fails before any work
+        problem = label_problem(suite, labels.label_frames_per_second, labels.num_classes, False)
+        if problem:
+            raise ConfigError(problem)
     with claimed_run(settings, overwrite):
         return _run_cv(settings, address, experiment_name, on_status, tags, chosen)
 
@@ -219,15 +233,33 @@ def _run_cv(
         fold_results = run_fold_jobs(
             settings, {k: runs["children"][str(k)] for k in settings.folds}, sink, on_status
         )
-    overall, per_fold = cross_validated_scores(settings)
     pid = runs["parent"]
-    log_scores(client, pid, "cv_", overall.overall.as_dict())
-    for k, report in per_fold.items():
-        log_scores(client, pid, f"fold{k}_", report.overall.as_dict())
-    for group, per_key in overall.groups.items():
-        for key, scores in per_key.items():
-            log_scores(client, pid, f"{group}{key}_", scores.as_dict())
+    dataset_format = dataset_format_of(settings.dataset)
+    if dataset_format.name == "dcase2019":
+        overall, per_fold = cross_validated_scores(settings)
+        scores = overall.overall.as_dict()
+        fold_scores = {str(k): r.overall.as_dict() for k, r in per_fold.items()}
+        groups = {g: {str(k): v.as_dict() for k, v in d.items()} for g, d in overall.groups.items()}
+        with atomic_path(settings.layout.test_counts) as tmp:
+            tmp.write_text(json.dumps({name: asdict(c) for name, c in overall.counts.items()}))
+    else:  # scored with the format's own suite, its CSVs in the format's output form
+        default = get_suite(dataset_format.default_suite)
+        result = evaluate_split_suite(
+            settings, "test", default, submissions=settings.layout.submissions
+        )
+        scores = result.overall.overall
+        fold_scores = {str(k): r.overall for k, r in result.per_fold.items()}
+        groups = {}
+        suites = [s for s in suites or [] if s.name != default.name]
+    log_scores(client, pid, "cv_", scores)
+    for k, fold in fold_scores.items():
+        log_scores(client, pid, f"fold{k}_", fold)
+    for group, per_key in groups.items():
+        for key, values in per_key.items():
+            log_scores(client, pid, f"{group}{key}_", values)
     extra = suite_reports(settings, "test", suites) if suites else {}
+    if dataset_format.name != "dcase2019":
+        extra = {default.name: result.overall, **extra}
     for name, report in extra.items():
         log_scores(client, pid, f"cv_{name.replace('-', '_')}_", report.overall)
     summary = {
@@ -235,11 +267,11 @@ def _run_cv(
         "mlflow_parent_run": pid,
         "experiment_id": experiment,
         "tracking_uri": settings.tracking_uri,
-        "overall": overall.overall.as_dict(),
-        "groups": {
-            g: {str(k): v.as_dict() for k, v in d.items()} for g, d in overall.groups.items()
-        },
-        "folds": {str(k): r.overall.as_dict() for k, r in per_fold.items()},
+        "dataset_format": dataset_format.name,
+        "suite": dataset_format.default_suite,
+        "overall": scores,
+        "groups": groups,
+        "folds": fold_scores,
         "suites": {
             name: {k: v for k, v in r.as_dict().items() if k != "per_file"}
             for name, r in extra.items()
@@ -247,8 +279,6 @@ def _run_cv(
         "stages": {str(r["fold"]): r["stages"] for r in fold_results},
         "elapsed_s": time.time() - started,
     }
-    with atomic_path(settings.layout.test_counts) as tmp:
-        tmp.write_text(json.dumps({name: asdict(c) for name, c in overall.counts.items()}))
     metrics_path = settings.layout.metrics_json  # last: a run with metrics.json is complete
     with atomic_path(metrics_path) as tmp:
         tmp.write_text(to_json(summary))
@@ -256,7 +286,8 @@ def _run_cv(
     client.log_artifact(pid, str(settings.layout.config_json))
     client.log_artifact(pid, str(settings.layout.config_yaml))
     client.log_artifacts(pid, str(settings.layout.submissions), "submissions")
-    client.log_artifacts(pid, str(settings.layout.plots), "plots")
+    if settings.layout.plots.is_dir():  # DCASE 2019 runs draw a figure per fold
+        client.log_artifacts(pid, str(settings.layout.plots), "plots")
     for k in settings.folds:
         for stage in settings.stages:
             best = settings.layout.checkpoint(k, stage)

@@ -16,6 +16,9 @@ import numpy as np
 
 from orchestrator.cv import CVSettings, settings_fold_data
 from orchestrator.fold import method_predictions, references, submission_pairs
+from seld.data.formats import dataset_format_of
+from seld.features.store import LabelFacts
+from seld.fsutil import atomic_path
 from seld.methods import inference
 from seld.methods.inference import Prediction, views_of
 from seld.metrics.reference import score_files
@@ -33,8 +36,16 @@ class Postprocessing(inference.Postprocessing):
 
     @classmethod
     def of(cls, s: CVSettings) -> Postprocessing:
-        """The run's own: its experiment config's ``inference`` section."""
-        return cls.from_params({"threshold": s.threshold, "median_frames": s.median_frames})
+        """The run's own: its experiment config's ``inference`` section, for the classes of
+        its dataset's format."""
+        params = {"threshold": s.threshold, "median_frames": s.median_frames}
+        return cls.from_params(params, classes=run_labels(s).classes)
+
+
+def run_labels(s: CVSettings) -> LabelFacts:
+    """The labels of a run's dataset: its format, label frame rate and classes."""
+    fmt = dataset_format_of(s.dataset)
+    return LabelFacts(fmt.name, fmt.label_frames_per_second, fmt.classes)
 
 
 @dataclass
@@ -103,13 +114,67 @@ def suite_reports(
     the submission rows as written."""
     post = post or Postprocessing.of(s)
     predictions, refs = load_split(s, split, folds)
+    labels = run_labels(s)
     return {
         suite.name: suite_report(
             suite,
-            inference.SuiteScorer(suite, predictions, refs).counts(
+            inference.SuiteScorer(suite, predictions, refs, labels=labels).counts(
                 post.thresholds, post.median_frames
             ),
             with_jackknife=True,
         )
         for suite in suites
     }
+
+
+@dataclass
+class SuiteSplitEvaluation:
+    """:class:`SplitEvaluation` under a metric suite: all folds together (with jackknife
+    intervals), each fold."""
+
+    split: str
+    overall: SuiteReport
+    per_fold: dict[int, SuiteReport]
+
+
+def evaluate_split_suite(
+    s: CVSettings,
+    split: str,
+    suite: MetricSuite,
+    post: Postprocessing | None = None,
+    *,
+    folds: tuple[int, ...] | None = None,
+    submissions: Path | None = None,
+) -> SuiteSplitEvaluation:
+    """:func:`evaluate_split` for a dataset format other than DCASE 2019: scored with
+    ``suite`` (the format's default), per fold and all folds together; with ``submissions``,
+    each recording's CSV in the format's track-wise form (:func:`write_tracked_submission`)."""
+    post = post or Postprocessing.of(s)
+    labels = run_labels(s)
+    per_fold, everything = {}, {}
+    for k in folds or s.folds:
+        predictions, refs = fold_split(s, k, split)
+        scorer = inference.SuiteScorer(suite, predictions, refs, labels=labels)
+        counts = scorer.counts(post.thresholds, post.median_frames)
+        per_fold[k] = suite_report(suite, counts)
+        everything.update(counts)
+        if submissions is not None:
+            for stem, prediction in predictions.items():
+                rows = inference.tracked_rows(
+                    prediction, post.thresholds, post.median_frames, rounded=False
+                )
+                write_tracked_submission(submissions / f"{stem}.csv", rows)
+    return SuiteSplitEvaluation(
+        split, suite_report(suite, everything, with_jackknife=True), per_fold
+    )
+
+
+def write_tracked_submission(path: Path, rows: np.ndarray) -> None:
+    """Track-wise rows ``(frame, class, track, azimuth, elevation)`` as the DCASE 2022-2024
+    output format writes them (directions in degrees, to 0.01), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(
+        f"{int(f)},{int(c)},{int(t)},{a:.2f},{e:.2f}\n" for f, c, t, a, e in rows[:, :5].tolist()
+    )
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.ray_utils import ray_session, run_tasks
-from seld.data.dataset import DatasetLayout, Recording
+from seld.data.dataset import Recording
 from seld.data.fingerprint import input_fingerprints
+from seld.data.formats import dataset_format_of, dataset_recordings
 from seld.data.metadata import DatasetError
 from seld.features.extraction import extract_recording
 from seld.features.spectral import FeatureConfig
@@ -66,16 +67,17 @@ def plan_extraction(
     A feature file counts as complete only when it was made with ``config`` from the
     recording's current audio and metadata (their fingerprints); ``redone`` receives each
     recording whose existing file is out of date, and why."""
-    layout = DatasetLayout.discover(dataset)
+    dataset_format_of(dataset).training_recordings(Path(dataset), fmt)  # a bad root is named
     root = feature_root(workspace, config)
     todo, done = [], []
     for subset in subsets:
-        if (fmt, subset) not in layout.audio_dirs:
+        recordings = dataset_recordings(dataset, fmt, subset)
+        if not recordings:
             continue
         removed = remove_stale_temporaries(root / f"{fmt}_{subset}")
         if removed:
             log.info("removed %d temporary file(s) of an interrupted run", removed)
-        for rec in layout.recordings(fmt, subset):
+        for rec in recordings:
             path = feature_path(root, fmt, subset, rec.stem)
             inputs = current_inputs(rec)
             reason = "unreadable input" if inputs is None else stale_reason(path, config, inputs)

@@ -20,8 +20,9 @@ from orchestrator.extract import current_inputs
 from orchestrator.layout import RunLayout
 from seld.data.dataset import DatasetLayout
 from seld.data.folds import Fold, make_folds
+from seld.data.formats import dataset_format_of
 from seld.data.submission import write_submission
-from seld.errors import MissingArtifactError
+from seld.errors import ConfigError, MissingArtifactError
 from seld.features.spectral import FeatureConfig
 from seld.features.store import (
     Scaler,
@@ -68,8 +69,19 @@ def fold_data(
     protocol: str = "dcase2019",
 ) -> FoldData:
     """Resolve a fold's feature files; they must have been extracted (``seld-orch extract``)."""
-    layout = DatasetLayout.discover(dataset)
-    recordings = {r.name: r for r in layout.recordings(fmt)}
+    layout = dataset_format_of(dataset)
+    allowed = {layout.protocol} | ({"seed"} if layout.name == "dcase2019" else set())
+    if protocol not in allowed:
+        raise ConfigError(
+            f"{dataset} is a {layout.name} dataset: its protocol is {layout.protocol} "
+            f"(folds {', '.join(map(str, layout.folds))}), not {protocol}; set "
+            f"--protocol {layout.protocol} --folds {','.join(map(str, layout.folds))}"
+        )
+    if layout.name == "dcase2019":
+        found = DatasetLayout.discover(dataset).recordings(fmt)
+    else:
+        found = layout.training_recordings(Path(dataset), fmt)
+    recordings = {r.name: r for r in found}
     (chosen,) = make_folds(list(recordings), protocol=protocol, folds=[fold])
     root = feature_root(workspace, config)
 

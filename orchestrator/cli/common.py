@@ -233,9 +233,12 @@ def experiment_config(
     threshold: float | None = None,
     folds: str | None = None,
     protocol: str | None = None,
+    dataset: Path | None = None,
 ):
     """The command's experiment config: ``--config``, then ``--set``, then the shortcut options
-    that were given. A bad config ends the command (exit 2) naming the key."""
+    that were given. A bad config ends the command (exit 2) naming the key. With ``dataset``,
+    the cross-validation follows its format's official protocol where nothing else asks for
+    one (:func:`dataset_overrides`)."""
     from seld.config import load_config
 
     shortcuts = {
@@ -245,11 +248,28 @@ def experiment_config(
         "cv.protocol": protocol,
         "cv.folds": None if folds is None else list(fold_numbers(folds)),
     }
-    overrides = [*(sets or [])]
+    overrides = [*(dataset_overrides(dataset, sets, folds, protocol) if dataset else [])]
+    overrides += [*(sets or [])]
     overrides += [f"{k}={json.dumps(v)}" for k, v in shortcuts.items() if v is not None]
     if epochs is not None:  # an epoch count replaces a step budget
         overrides += [f"train.epochs={epochs}", "train.steps=null"]
     return load_config(config, overrides)
+
+
+def dataset_overrides(
+    dataset: Path, sets: list[str] | None, folds: str | None, protocol: str | None
+) -> list[str]:
+    """``cv.protocol`` and ``cv.folds`` of the dataset's format (STARSS23: its one official
+    fold), unless the command sets either (``--protocol``, ``--folds``, ``--set cv.*``); none
+    for DCASE 2019, whose protocol is every preset's."""
+    from seld.data.formats import dataset_format_of
+
+    fmt = dataset_format_of(dataset)
+    asked = protocol is not None or folds is not None
+    asked = asked or any(s.split("=", 1)[0].strip().startswith("cv.") for s in sets or [])
+    if fmt.name == "dcase2019" or asked:
+        return []
+    return [f"cv.protocol={json.dumps(fmt.protocol)}", f"cv.folds={list(fmt.folds)}"]
 
 
 def fold_data(dataset: Path, workspace: Path, experiment, fold: int):

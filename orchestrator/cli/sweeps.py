@@ -19,6 +19,7 @@ from orchestrator.cli.common import (
     TrackingUriOpt,
     WorkspaceOpt,
     app,
+    dataset_overrides,
     fold_numbers,
     gpu_share,
     new_cv_settings,
@@ -70,7 +71,7 @@ def sweep(
     from orchestrator.sweep import extract_sweep_features, run_sweep
     from orchestrator.sweep_spec import load_sweep
 
-    overrides = [*(sets or [])]
+    overrides = [*dataset_overrides(dataset, sets, folds, None), *(sets or [])]
     if folds is not None:
         overrides.append(f"cv.folds={list(fold_numbers(folds))}")
     if epochs is not None:

@@ -46,6 +46,7 @@ from orchestrator.cli.render import (
     print_suite_reports,
     scores_table,
     status_table,
+    suite_scores_table,
 )
 from orchestrator.jsonout import to_json
 from orchestrator.layout import RunLayout
@@ -76,7 +77,7 @@ def train(
     from orchestrator.fold import train_fold_stage
 
     experiment = experiment_config(
-        config, sets, fmt=fmt, epochs=epochs, seed=seed, protocol=protocol
+        config, sets, fmt=fmt, epochs=epochs, seed=seed, protocol=protocol, dataset=dataset
     )
     stage = stage or experiment.stages[0]
     data = fold_data(dataset, workspace, experiment, fold)
@@ -141,7 +142,9 @@ def evaluate(
     from seld.methods.inference import SuiteScorer, views_of
     from seld.metrics.suites import get_suite, suite_report
 
-    experiment = experiment_config(config, sets, fmt=fmt, threshold=threshold, protocol=protocol)
+    experiment = experiment_config(
+        config, sets, fmt=fmt, threshold=threshold, protocol=protocol, dataset=dataset
+    )
     threshold = experiment.inference.threshold
     data = fold_data(dataset, workspace, experiment, fold)
     layout = RunLayout.named(workspace, run)
@@ -242,6 +245,7 @@ def cv(
         threshold=threshold,
         folds=folds,
         protocol=protocol,
+        dataset=dataset,
     )
     settings = new_cv_settings(
         dataset,
@@ -268,26 +272,34 @@ def cv(
     if json_out:
         console.print_json(to_json(result))
         return
-    rows = {f"fold {k}": SeldScores(**v) for k, v in result["folds"].items()}
-    rows["all test splits"] = SeldScores(**result["overall"])
-    title = f"cross-validation {run} ({experiment.name or config}, {experiment.format})"
-    console.print(scores_table(title, rows, ""))
-    grouped = {
-        f"{g} {k}": SeldScores(**v)
-        for g, d in result["groups"].items()
-        for k, v in d.items()
-        if g != "split"
-    }
-    console.print(scores_table("per ov and ir, all folds", grouped, ""))
-    if result["suites"]:
-        from seld.metrics.suites import SuiteReport, get_suite
+    from seld.data.formats import get_format
+    from seld.metrics.suites import SuiteReport, get_suite
 
+    title = f"cross-validation {run} ({experiment.name or config}, {experiment.format})"
+    if result["dataset_format"] == "dcase2019":
+        rows = {f"fold {k}": SeldScores(**v) for k, v in result["folds"].items()}
+        rows["all test splits"] = SeldScores(**result["overall"])
+        console.print(scores_table(title, rows, ""))
+        grouped = {
+            f"{g} {k}": SeldScores(**v)
+            for g, d in result["groups"].items()
+            for k, v in d.items()
+            if g != "split"
+        }
+        console.print(scores_table("per ov and ir, all folds", grouped, ""))
+    else:  # the format's own suite per fold; all folds with intervals and classes below
+        rows = {f"fold {k}": v for k, v in result["folds"].items()}
+        rows["all test splits"] = result["overall"]
+        title += f", {result['dataset_format']} scored with {result['suite']}"
+        console.print(suite_scores_table(get_suite(result["suite"]), rows, title))
+    if result["suites"]:
         names = list(result["suites"])
         print_suite_reports(
             console,
             [get_suite(n) for n in names],
             [SuiteReport(**result["suites"][n]) for n in names],
             "all test splits",
+            get_format(result["dataset_format"]).classes,
         )
     console.print(
         f"MLflow: run {result['mlflow_parent_run']} in {result['tracking_uri']} "

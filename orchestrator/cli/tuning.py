@@ -162,7 +162,14 @@ def tune_hparams_command(
     from orchestrator.trial import check_space
 
     experiment = experiment_config(
-        config, sets, fmt=fmt, epochs=epochs, seed=seed, folds=folds, protocol=protocol
+        config,
+        sets,
+        fmt=fmt,
+        epochs=epochs,
+        seed=seed,
+        folds=folds,
+        protocol=protocol,
+        dataset=dataset,
     )
     search_space = load_search_space(space)
     check_space(search_space, experiment, space)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from seld.data.audio import AudioInfo, audio_info, scan_audio
 from seld.data.dcase import (
@@ -24,7 +25,6 @@ from seld.data.dcase import (
     NUM_CHANNELS,
     SPLITS,
     SUBSETS,
-    RecordingName,
     parse_recording_name,
 )
 from seld.data.metadata import DatasetError, Event, read_metadata
@@ -34,15 +34,29 @@ log = logging.getLogger(__name__)
 METADATA_DIR = "metadata_dev"
 
 
+class RecordingId(Protocol):
+    """A recording's name in any dataset format: its file stem and the split (fold) it is in."""
+
+    @property
+    def stem(self) -> str: ...
+
+    @property
+    def split(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class Recording:
-    """One recording of one format: its name, audio file and (development set) metadata file."""
+    """One recording of one audio format (``mic``, ``foa``): its name, audio file and
+    (development set) metadata file, and the dataset format whose reader reads that metadata
+    (:mod:`seld.data.formats`; a DCASE 2019 name here, a :class:`~seld.data.formats.StarssName`
+    for STARSS23)."""
 
-    name: RecordingName
+    name: RecordingId
     fmt: str
     subset: str
     audio_path: Path
     metadata_path: Path | None
+    dataset_format: str = "dcase2019"
 
     @property
     def stem(self) -> str:

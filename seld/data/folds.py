@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from seld.data.dcase import RecordingName, parse_recording_name
 from seld.errors import ConfigError, SeldError
 
-#: The DCASE 2019 baseline's protocol: fold k tests on split k and validates on the next split.
-PROTOCOLS = ("dcase2019", "seed")
+#: ``dcase2019``: the DCASE 2019 baseline's protocol: fold k tests on split k and validates on
+#: the next split. ``seed``: validates on the test split (leaky). ``starss23``: STARSS22/23's
+#: official split, one fold: test on fold 4 (dev-test), train on fold 3 (dev-train) less every
+#: ``STARSS_VALIDATION_EVERY``-th of its recordings (by name), which validate.
+PROTOCOLS = ("dcase2019", "seed", "starss23")
+STARSS_VALIDATION_EVERY = 4
+STARSS_TRAIN_SPLIT, STARSS_TEST_SPLIT = 3, 4
 
 
 class FoldError(SeldError, ValueError):
@@ -64,20 +70,21 @@ def fold_splits(
 
 
 def make_folds(
-    recordings: Iterable[RecordingName | str],
+    recordings: Iterable[RecordingName | str | Any],
     *,
     protocol: str = "dcase2019",
     splits: Sequence[int] = (1, 2, 3, 4),
     folds: Iterable[int] | None = None,
 ) -> list[Fold]:
-    """Assign recordings to the folds of a protocol.
+    """Assign recordings to the folds of a protocol. ``recordings``: names with a ``split``
+    (DCASE 2019 names, or their strings; :class:`seld.data.formats.StarssName`).
 
     Raises ``ValueError`` naming the split when a fold would have an empty training, validation
     or test set.
     """
-    names = sorted(
-        r if isinstance(r, RecordingName) else parse_recording_name(r) for r in recordings
-    )
+    names = sorted(r if not isinstance(r, str) else parse_recording_name(r) for r in recordings)
+    if protocol == "starss23":
+        return _starss_folds(names, folds)
     by_split: dict[int, list[RecordingName]] = {s: [] for s in splits}
     for name in names:
         if name.split in by_split:
@@ -93,3 +100,21 @@ def make_folds(
             parts.append(members)
         result.append(Fold(k, protocol, train_s, val_s, test_s, *parts))
     return result
+
+
+def _starss_folds(names: list[Any], folds: Iterable[int] | None) -> list[Fold]:
+    if any(k != 1 for k in folds or (1,)):
+        raise ConfigError(f"the starss23 protocol has one fold (1), not {list(folds or ())}")
+    dev_train = [n for n in names if n.split == STARSS_TRAIN_SPLIT]
+    validation = tuple(dev_train[::STARSS_VALIDATION_EVERY])
+    train = tuple(n for n in dev_train if n not in validation)
+    test = tuple(n for n in names if n.split == STARSS_TEST_SPLIT)
+    for role, members, split in (
+        ("training", train, STARSS_TRAIN_SPLIT),
+        ("validation", validation, STARSS_TRAIN_SPLIT),
+        ("test", test, STARSS_TEST_SPLIT),
+    ):
+        if not members:
+            raise FoldError(f"fold 1: no {role} recordings (fold {split} of the dataset)")
+    split = (STARSS_TRAIN_SPLIT,)
+    return [Fold(1, "starss23", split, split, (STARSS_TEST_SPLIT,), train, validation, test)]

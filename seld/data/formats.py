@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Protocol
 import numpy as np
 
 from seld.data.audio import scan_audio
-from seld.data.dataset import DatasetLayout, validate_dataset
+from seld.data.dataset import DatasetLayout, Recording, validate_dataset
 from seld.data.dcase import CLASSES, LABEL_FRAMES_PER_SECOND, SUBSETS, num_label_frames
 from seld.data.dcase import FORMATS as FORMAT_NAMES
 from seld.data.metadata import DatasetError, read_metadata
@@ -48,6 +49,9 @@ __all__ = [
     "FORMATS",
     "DatasetFormat",
     "FormatRecording",
+    "StarssName",
+    "dataset_format_of",
+    "dataset_recordings",
     "detect_format",
     "get_format",
     "scoring_pairs",
@@ -69,6 +73,42 @@ STARSS_CLASSES: tuple[str, ...] = (
     "bell",
     "knock",
 )
+
+
+_STARSS_NAME = re.compile(r"^fold(?P<fold>\d+)_room(?P<room>\d+)_mix(?P<mix>\d+)$")
+
+
+@dataclass(frozen=True, order=True)
+class StarssName:
+    """A STARSS22/23 recording name such as ``fold3_room21_mix001``: its fold is its split
+    (3: development training set, 4: development test set)."""
+
+    fold: int
+    room: int
+    mix: int
+    #: digits of the mix number (STARSS writes three)
+    width: int = field(default=3, compare=False)
+
+    @property
+    def stem(self) -> str:
+        return f"fold{self.fold}_room{self.room}_mix{self.mix:0{self.width}d}"
+
+    @property
+    def split(self) -> int:
+        return self.fold
+
+    def __str__(self) -> str:
+        return self.stem
+
+    @classmethod
+    def parse(cls, stem: str) -> StarssName:
+        """``fold<F>_room<R>_mix<M>``; ``ValueError`` naming the string otherwise."""
+        match = _STARSS_NAME.match(stem)
+        if match is None:
+            raise ValueError(
+                f"{stem!r} is not a STARSS recording name (expected fold<F>_room<R>_mix<M>)"
+            )
+        return cls(int(match["fold"]), int(match["room"]), int(match["mix"]), len(match["mix"]))
 
 
 @dataclass(frozen=True)
@@ -107,9 +147,18 @@ class DatasetFormat(Protocol):
     label_frames_per_second: float
     default_suite: str
 
+    #: the cross-validation protocol of its official split (:mod:`seld.data.folds`), its folds
+    protocol: str
+    folds: tuple[int, ...]
+
     def detect(self, root: Path) -> bool: ...
 
     def recordings(self, root: Path) -> list[FormatRecording]: ...
+
+    def training_recordings(self, root: Path, fmt: str, subset: str = "dev") -> list[Recording]:
+        """The recordings of one audio format that features are extracted from, named so
+        that :func:`seld.data.folds.make_folds` can split them."""
+        ...
 
     def read_reference(self, path: Path) -> np.ndarray: ...
 
@@ -165,6 +214,8 @@ class Starss23:
     default_suite: str = "dcase2022"
     sample_rate: int = 24_000
     audio_formats: tuple[str, ...] = ("foa", "mic")
+    protocol: str = "starss23"
+    folds: tuple[int, ...] = (1,)
 
     def detect(self, root: Path) -> bool:
         metadata = Path(root) / "metadata_dev"
@@ -190,6 +241,22 @@ class Starss23:
                         )
                     found[key].audio[fmt] = wav
         return [found[k] for k in sorted(found)]
+
+    def training_recordings(self, root: Path, fmt: str, subset: str = "dev") -> list[Recording]:
+        """Development recordings with ``fmt`` audio and a STARSS name (others are skipped:
+        ``validate`` names them)."""
+        if subset != "dev":
+            return []
+        out = []
+        for rec in self.recordings(root):
+            if fmt not in rec.audio:
+                continue
+            try:
+                name = StarssName.parse(rec.stem)
+            except ValueError:
+                continue
+            out.append(Recording(name, fmt, subset, rec.audio[fmt], rec.metadata, self.name))
+        return sorted(out, key=lambda r: r.name)
 
     def read_reference(self, path: Path, num_frames: int | None = None) -> np.ndarray:
         """A metadata CSV as track-wise rows ``(frame, class, source, azimuth, elevation,
@@ -343,6 +410,8 @@ class Dcase2019:
     classes: tuple[str, ...] = CLASSES
     label_frames_per_second: float = float(LABEL_FRAMES_PER_SECOND)
     default_suite: str = "dcase2019"
+    protocol: str = "dcase2019"
+    folds: tuple[int, ...] = (1, 2, 3, 4)
 
     def detect(self, root: Path) -> bool:
         root = Path(root)
@@ -357,6 +426,10 @@ class Dcase2019:
                 entry = found.setdefault(r.stem, FormatRecording(r.stem, "", {}, r.metadata_path))
                 entry.audio[fmt] = r.audio_path
         return [found[k] for k in sorted(found)]
+
+    def training_recordings(self, root: Path, fmt: str, subset: str = "dev") -> list[Recording]:
+        layout = DatasetLayout.discover(root)
+        return layout.recordings(fmt, subset) if (fmt, subset) in layout.audio_dirs else []
 
     def read_reference(self, path: Path, num_frames: int | None = None) -> np.ndarray:
         events = read_metadata(path)
@@ -434,6 +507,21 @@ def get_format(name: str) -> DatasetFormat:
         raise ConfigError(
             f"unknown dataset format {name!r}; choose one of {', '.join(FORMATS)}"
         ) from None
+
+
+def dataset_format_of(root: str | os.PathLike[str]) -> DatasetFormat:
+    """The format a training command reads ``root`` as: STARSS23 where its layout is found,
+    else DCASE 2019 (whose reader then names what is missing)."""
+    starss = FORMATS["starss23"]
+    return starss if starss.detect(Path(root)) else FORMATS["dcase2019"]
+
+
+def dataset_recordings(
+    root: str | os.PathLike[str], fmt: str, subset: str = "dev"
+) -> list[Recording]:
+    """The recordings of one audio format in a dataset of any registered layout, as features
+    are extracted from them (none where the dataset has no such folder)."""
+    return dataset_format_of(root).training_recordings(Path(root), fmt, subset)
 
 
 def detect_format(root: str | os.PathLike[str]) -> DatasetFormat:

@@ -219,3 +219,35 @@ def events_to_targets(events: Iterable[Event], num_frames: int, hop_s: float) ->
         azimuth[first:stop, c] = event.azimuth
         elevation[first:stop, c] = event.elevation
     return FrameTargets(activity, azimuth, elevation)
+
+
+def rows_to_targets(
+    rows: np.ndarray,
+    label_frames_per_second: float,
+    num_frames: int,
+    hop_s: float,
+    num_classes: int,
+) -> FrameTargets:
+    """Turn track-wise label rows ``(frame, class, source, azimuth, elevation, ...)`` (degrees,
+    at ``label_frames_per_second``) into frame-level targets at a feature hop of ``hop_s``:
+    feature frame ``i`` takes the label frame its start time falls in. The targets carry one
+    direction per class and frame: where several sources of one class sound at once, the one
+    of the lowest source index (the other instances are dropped; the format's score ceiling
+    says what that costs)."""
+    activity = np.zeros((num_frames, num_classes), dtype=np.float32)
+    azimuth = np.zeros((num_frames, num_classes), dtype=np.float32)
+    elevation = np.zeros((num_frames, num_classes), dtype=np.float32)
+    if len(rows):
+        label = np.floor(np.arange(num_frames) * hop_s * label_frames_per_second + 1e-9)
+        # the lowest source index of each (frame, class) written last, so it wins
+        order = np.lexsort((-rows[:, 2], rows[:, 1], rows[:, 0]))
+        lookup: dict[int, list[int]] = {}
+        for i in order:
+            lookup.setdefault(int(rows[i, 0]), []).append(int(i))
+        for f, label_frame in enumerate(label.astype(int)):
+            for i in lookup.get(int(label_frame), ()):
+                c = int(rows[i, 1])
+                activity[f, c] = 1.0
+                azimuth[f, c] = rows[i, 3]
+                elevation[f, c] = rows[i, 4]
+    return FrameTargets(activity, azimuth, elevation)

@@ -18,11 +18,12 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
-from seld.data.dcase import CLASSES, RecordingName, num_label_frames
+from seld.data.dcase import CLASSES, LABEL_FRAMES_PER_SECOND, num_label_frames
 from seld.data.fingerprint import changed_inputs, combined
 from seld.data.folds import Fold
 from seld.data.metadata import DatasetError, Event, FrameTargets, atomic_write_text
@@ -55,25 +56,68 @@ def feature_path(root: Path, fmt: str, subset: str, stem: str) -> Path:
     return root / f"{fmt}_{subset}" / f"{stem}.h5"
 
 
+@dataclass(frozen=True)
+class LabelFacts:
+    """What a feature file's labels are: its dataset format (:mod:`seld.data.formats`), label
+    frames per second and classes. DCASE 2019's unless the file says otherwise."""
+
+    dataset_format: str = "dcase2019"
+    label_frames_per_second: float = float(LABEL_FRAMES_PER_SECOND)
+    classes: tuple[str, ...] = CLASSES
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def num_frames(self, duration_s: float) -> int:
+        """Label frames covering ``duration_s`` seconds."""
+        if self.dataset_format == "dcase2019":
+            return num_label_frames(duration_s)
+        return int(-(-round(duration_s * self.label_frames_per_second, 6) // 1))
+
+    @classmethod
+    def of(cls, h5: h5py.File) -> LabelFacts:
+        attrs = h5.attrs
+        if "dataset_format" not in attrs:
+            return cls()
+        return cls(
+            str(attrs["dataset_format"]),
+            float(attrs["label_frames_per_second"]),
+            tuple(str(attrs["classes"]).split(",")),
+        )
+
+
+def label_facts(path: Path) -> LabelFacts:
+    with h5py.File(path, "r") as h5:
+        return LabelFacts.of(h5)
+
+
 def write_feature_file(
     path: Path,
     features: np.ndarray,
     targets: FrameTargets | None,
     events: Sequence[Event] | None,
     *,
-    name: RecordingName,
+    name: Any,
     fmt: str,
     subset: str,
     config: FeatureConfig,
     duration_s: float,
     inputs: Mapping[str, str] | None = None,
+    reference: np.ndarray | None = None,
+    labels: LabelFacts | None = None,
 ) -> None:
     """Write one recording's features atomically (temporary name in the folder, then rename).
 
     ``features``: (channels, frames, bins); ``targets`` at the feature frame rate, ``None`` for
     recordings without metadata; ``inputs`` the fingerprints of its audio and metadata files
-    (:func:`seld.data.fingerprint.input_fingerprints`).
+    (:func:`seld.data.fingerprint.input_fingerprints`). ``name``: a DCASE 2019 name, or any
+    dataset format's (its fields become attributes). A DCASE 2019 recording's reference is its
+    ``events``; another format's is its track-wise label rows ``reference`` (``frame, class,
+    source, azimuth, elevation, distance``) under ``labels``.
     """
+    labels = labels or LabelFacts()
+    fields = {k: v for k, v in asdict(name).items() if k != "width"}
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         _create_features(h5, features, config)
         if targets is not None:
@@ -86,23 +130,26 @@ def write_feature_file(
                 for e in events
             ]
             h5.create_dataset("events", data=np.array(rows, dtype=_EVENT_DTYPE))
+        if reference is not None:
+            h5.create_dataset("reference", data=np.asarray(reference, dtype=np.float64))
         h5.attrs.update(
             {
                 "name": name.stem,
+                **fields,
                 "split": name.split,
-                "ir": name.ir,
-                "ov": name.ov,
-                "index": name.index,
                 "format": fmt,
                 "subset": subset,
                 "duration_s": duration_s,
                 "frames_per_second": config.frames_per_second,
                 "config_hash": config.hash(),
                 "store_version": STORE_VERSION,
-                "classes": ",".join(CLASSES),
+                "classes": ",".join(labels.classes),
                 **{f"input_{k}": v for k, v in (inputs or {}).items()},
             }
         )
+        if labels != LabelFacts():
+            h5.attrs["dataset_format"] = labels.dataset_format
+            h5.attrs["label_frames_per_second"] = labels.label_frames_per_second
 
 
 def content_feature_path(root: Path, content: str) -> Path:
@@ -210,10 +257,16 @@ def read_events(path: Path) -> list[Event]:
 
 
 def reference_rows(path: Path) -> tuple[np.ndarray, int]:
-    """A feature file's reference as submission rows at the 20 ms label rate, and the number of
-    label frames of its recording (what the scorer needs)."""
+    """A feature file's reference, and the number of label frames of its recording (what the
+    scorer needs): DCASE 2019 submission rows at the 20 ms label rate, or another format's
+    track-wise rows at its own rate (:class:`LabelFacts`)."""
     with h5py.File(path, "r") as h5:
-        frames = num_label_frames(float(h5.attrs["duration_s"]))
+        labels = LabelFacts.of(h5)
+        frames = labels.num_frames(float(h5.attrs["duration_s"]))
+        if labels.dataset_format != "dcase2019":
+            if "reference" not in h5:
+                raise DatasetError(path, "feature file holds no reference (evaluation recording?)")
+            return h5["reference"][()], frames
         events = _events(h5, path)
     return events_to_rows(events, frames), frames
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy.ndimage import median_filter
 
-from seld.data.dcase import CLASSES, LABEL_FRAMES_PER_SECOND, NUM_CLASSES, num_label_frames
+from seld.data.dcase import CLASSES, LABEL_FRAMES_PER_SECOND
 from seld.data.submission import predictions_to_rows
 from seld.features.augment import (
     FeatureMap,
@@ -31,7 +31,7 @@ from seld.features.augment import (
     symmetries,
     unit_vectors,
 )
-from seld.features.store import Scaler
+from seld.features.store import LabelFacts, Scaler
 from seld.fsutil import atomic_path
 from seld.metrics.batched import count_masks, pooled_counts, prepare_references
 from seld.metrics.grid import predicted_cells
@@ -166,12 +166,32 @@ def run_views(
     )
 
 
-def to_label_rate(array: np.ndarray, frames_per_second: float, num_frames: int) -> np.ndarray:
-    """Pick the feature frame nearest each 20 ms label frame (as the seed does), then crop or
-    pad (repeating the last frame) to ``num_frames``."""
-    ratio = frames_per_second / LABEL_FRAMES_PER_SECOND
-    index = np.minimum(np.round(np.arange(num_frames) * ratio).astype(int), len(array) - 1)
-    return array[index]
+def to_label_rate(
+    array: np.ndarray,
+    frames_per_second: float,
+    num_frames: int,
+    label_frames_per_second: float = LABEL_FRAMES_PER_SECOND,
+    *,
+    mean: bool = False,
+) -> np.ndarray:
+    """Feature frames to ``num_frames`` label frames. At DCASE 2019's 20 ms: the feature frame
+    nearest each label frame's start (as the seed does). At a longer label frame (100 ms): the
+    feature frame at its middle, or with ``mean`` the mean of the feature frames inside it
+    (probabilities). Past the end, the last frame repeats."""
+    ratio = frames_per_second / label_frames_per_second
+    last = len(array) - 1
+    if label_frames_per_second == LABEL_FRAMES_PER_SECOND:
+        index = np.minimum(np.round(np.arange(num_frames) * ratio).astype(int), last)
+        return array[index]
+    starts = np.minimum(np.floor(np.arange(num_frames) * ratio + 1e-9).astype(int), last)
+    stops = np.maximum(
+        np.minimum(np.floor(np.arange(1, num_frames + 1) * ratio + 1e-9).astype(int), last + 1),
+        starts + 1,
+    )
+    if not mean:
+        return array[(starts + stops - 1) // 2]
+    sums = np.concatenate([np.zeros((1, *array.shape[1:])), np.cumsum(array, axis=0)])
+    return ((sums[stops] - sums[starts]) / (stops - starts)[:, None]).astype(array.dtype)
 
 
 def predict_file(
@@ -188,14 +208,16 @@ def predict_file(
     with h5py.File(path, "r") as h5:
         features = h5["features"][()]
         fps = float(h5.attrs["frames_per_second"])
-        frames = num_label_frames(float(h5.attrs["duration_s"]))
+        labels = LabelFacts.of(h5)
+        frames = labels.num_frames(float(h5.attrs["duration_s"]))
         stem = str(h5.attrs["name"])
     sed, azi, ele = run_views(model, features, scaler, views, window=window, device=device)
+    rate = labels.label_frames_per_second
     return Prediction(
         stem,
-        to_label_rate(sed, fps, frames),
-        np.degrees(to_label_rate(azi, fps, frames)),
-        np.degrees(to_label_rate(ele, fps, frames)),
+        to_label_rate(sed, fps, frames, rate, mean=True),
+        np.degrees(to_label_rate(azi, fps, frames, rate)),
+        np.degrees(to_label_rate(ele, fps, frames, rate)),
     )
 
 
@@ -247,19 +269,25 @@ class Postprocessing:
 
     thresholds: np.ndarray
     median_frames: int = 1
+    #: the dataset format's classes, in index order (DCASE 2019's by default)
+    classes: tuple[str, ...] = CLASSES
 
     @classmethod
     def from_params(
-        cls, params: Mapping[str, Any], default_threshold: float = 0.3
+        cls,
+        params: Mapping[str, Any],
+        default_threshold: float = 0.3,
+        classes: Sequence[str] = CLASSES,
     ) -> Postprocessing:
         """From a search's parameters: ``threshold`` (one for every class) or
         ``threshold_<class>``, and ``median_frames``."""
-        if f"threshold_{CLASSES[0]}" in params:
-            values = [params[f"threshold_{c}"] for c in CLASSES]
+        classes = tuple(classes)
+        if f"threshold_{classes[0]}" in params:
+            values = [params[f"threshold_{c}"] for c in classes]
         else:
-            values = [params.get("threshold", default_threshold)] * NUM_CLASSES
+            values = [params.get("threshold", default_threshold)] * len(classes)
         thresholds = np.asarray(values, dtype=np.float32)
-        return cls(thresholds, int(params.get("median_frames", 1)))
+        return cls(thresholds, int(params.get("median_frames", 1)), classes)
 
     def to_params(self) -> dict[str, Any]:
         """Plain values that :meth:`from_params` reads back (JSON, an exported model)."""
@@ -267,7 +295,7 @@ class Postprocessing:
         values = [float(str(v)) for v in np.asarray(self.thresholds, dtype=np.float32)]
         if len(set(values)) == 1:
             return {"threshold": values[0], "median_frames": int(self.median_frames)}
-        per_class = {f"threshold_{c}": v for c, v in zip(CLASSES, values, strict=True)}
+        per_class = {f"threshold_{c}": v for c, v in zip(self.classes, values, strict=True)}
         return {**per_class, "median_frames": int(self.median_frames)}
 
     def rows(self, prediction: Prediction) -> np.ndarray:
@@ -303,6 +331,22 @@ def detections(
     return activity
 
 
+def activity_rows(prediction: Prediction, activity: np.ndarray) -> np.ndarray:
+    """Track-wise rows ``(frame, class, 0, azimuth, elevation)`` of the active (frame, class)
+    pairs of ``activity``, with the predicted (continuous) directions."""
+    frames, classes = np.nonzero(activity)
+    return np.stack(
+        [
+            frames,
+            classes,
+            np.zeros(len(frames)),
+            prediction.azimuth[frames, classes],
+            prediction.elevation[frames, classes],
+        ],
+        axis=1,
+    ).astype(np.float64)
+
+
 def tracked_rows(
     prediction: Prediction,
     thresholds: float | Sequence[float] | np.ndarray = 0.3,
@@ -316,17 +360,7 @@ def tracked_rows(
     that score continuous directions."""
     if rounded:
         return tracked(submission_rows(prediction, thresholds, median_frames=median_frames))
-    frames, classes = np.nonzero(detections(prediction, thresholds, median_frames))
-    return np.stack(
-        [
-            frames,
-            classes,
-            np.zeros(len(frames)),
-            prediction.azimuth[frames, classes],
-            prediction.elevation[frames, classes],
-        ],
-        axis=1,
-    ).astype(np.float64)
+    return activity_rows(prediction, detections(prediction, thresholds, median_frames))
 
 
 def _rounded_directions(prediction: Prediction) -> tuple[np.ndarray, np.ndarray]:
@@ -508,7 +542,8 @@ class SuiteScorer:
     that rounds, the predicted directions otherwise) and counts all recordings in one pass.
 
     ``predictions``: name -> :class:`Prediction`; ``refs``: name -> ``(ref_rows, num_frames)``
-    (DCASE 2019 rows) for at least those names."""
+    for at least those names: DCASE 2019 rows, or under ``labels`` another dataset format's
+    track-wise rows (:func:`seld.features.store.reference_rows`)."""
 
     def __init__(
         self,
@@ -516,14 +551,17 @@ class SuiteScorer:
         predictions: Mapping[str, Prediction],
         refs: Mapping[str, tuple[np.ndarray, int]],
         *,
-        frames_per_second: float = LABEL_FRAMES_PER_SECOND,
-        num_classes: int = NUM_CLASSES,
+        labels: LabelFacts | None = None,
     ):
         self.suite = suite
         self.names = tuple(predictions)
         self._predictions = [predictions[n] for n in self.names]
-        self._references = [(tracked(refs[n][0]), refs[n][1]) for n in self.names]
-        self._rate, self._classes = frames_per_second, num_classes
+        labels = labels or LabelFacts()
+        # DCASE 2019 references are (frame, class, azimuth, elevation); other formats' are
+        # track-wise already
+        wise = tracked if labels.dataset_format == "dcase2019" else np.asarray
+        self._references = [(wise(refs[n][0]), refs[n][1]) for n in self.names]
+        self._rate, self._classes = labels.label_frames_per_second, labels.num_classes
 
     def counts(
         self, thresholds: float | Sequence[float] | np.ndarray = 0.3, median_frames: int = 1

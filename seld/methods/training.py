@@ -22,16 +22,20 @@ from pydantic import ConfigDict, Field
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
+from seld.data.dcase import NUM_CLASSES
+from seld.data.formats import get_format
 from seld.features.augment import BatchAugmenter
-from seld.features.store import Scaler, reference_rows
+from seld.features.store import LabelFacts, Scaler, label_facts, reference_rows
 from seld.features.window_source import WindowBatches, WindowSource
 from seld.features.windows import WindowDataset
 from seld.fsutil import atomic_path
-from seld.methods.inference import predict_file, submission_rows
+from seld.methods.inference import activity_rows, detections, predict_file, submission_rows
 from seld.methods.losses import stage_loss
 from seld.methods.models import build_model, doa_model_from_sed
+from seld.metrics.location_aware import pool
 from seld.metrics.reference import count_file
 from seld.metrics.scores import SeldCounts
+from seld.metrics.suites import get_suite
 
 log = logging.getLogger(__name__)
 
@@ -216,15 +220,44 @@ def world() -> tuple[int, int]:
 
 
 def build_stage_model(
-    config: TrainConfig, in_channels: int, sed_state: Mapping[str, torch.Tensor] | None
+    config: TrainConfig,
+    in_channels: int,
+    sed_state: Mapping[str, torch.Tensor] | None,
+    num_classes: int = NUM_CLASSES,
 ) -> torch.nn.Module:
-    """SED and joint stages start from scratch; DOA copies SED's convolutional blocks."""
-    kwargs = {"in_channels": in_channels, **dict(config.model_kwargs)}
+    """SED and joint stages start from scratch; DOA copies SED's convolutional blocks. The
+    heads have ``num_classes`` outputs (the dataset format's classes)."""
+    kwargs = {"in_channels": in_channels, "num_classes": num_classes, **dict(config.model_kwargs)}
     if config.stage == "doa":
         if sed_state is None:
             raise ValueError("the doa stage needs the SED stage's model state")
         return doa_model_from_sed(sed_state, {"name": config.model, **kwargs})
     return build_model(config.model, **kwargs)
+
+
+def _suite_scores(
+    model: torch.nn.Module,
+    paths: Sequence[Path],
+    scaler: Scaler | None,
+    config: TrainConfig,
+    device: torch.device,
+    labels: LabelFacts,
+) -> dict[str, float]:
+    """:func:`evaluate_files` on a dataset format other than DCASE 2019: its default metric
+    suite (:mod:`seld.metrics.suites`) on the predicted (continuous) directions."""
+    suite = get_suite(get_format(labels.dataset_format).default_suite)
+    recordings = []
+    for path in paths:
+        pred = predict_file(model, path, scaler, device=device)
+        reference, frames = reference_rows(path)
+        if config.stage == "doa":
+            activity = np.zeros(pred.sed.shape, dtype=bool)
+            activity[reference[:, 0].astype(int), reference[:, 1].astype(int)] = True
+        else:
+            activity = detections(pred, config.sed_threshold)
+        recordings.append((reference, activity_rows(pred, activity), frames))
+    counts = suite.count_many(recordings, labels.label_frames_per_second, labels.num_classes)
+    return suite.scores(pool(counts))
 
 
 def evaluate_files(
@@ -241,17 +274,21 @@ def evaluate_files(
     scores judge the directions alone. ``selection`` is what model selection minimises: the SED
     error (ER + 1 - F) / 2 for ``sed``, the SELD score otherwise.
     """
-    counts = SeldCounts()
-    for path in paths:
-        pred = predict_file(model, path, scaler, device=device)
-        reference, frames = reference_rows(path)
-        activity = None
-        if config.stage == "doa":
-            activity = np.zeros(pred.sed.shape, dtype=bool)
-            activity[reference[:, 0], reference[:, 1]] = True
-        rows = submission_rows(pred, config.sed_threshold, activity=activity)
-        counts = counts + count_file(reference, rows, frames)
-    scores = counts.scores().as_dict()
+    labels = label_facts(paths[0])
+    if labels.dataset_format != "dcase2019":
+        scores = _suite_scores(model, paths, scaler, config, device, labels)
+    else:
+        counts = SeldCounts()
+        for path in paths:
+            pred = predict_file(model, path, scaler, device=device)
+            reference, frames = reference_rows(path)
+            activity = None
+            if config.stage == "doa":
+                activity = np.zeros(pred.sed.shape, dtype=bool)
+                activity[reference[:, 0], reference[:, 1]] = True
+            rows = submission_rows(pred, config.sed_threshold, activity=activity)
+            counts = counts + count_file(reference, rows, frames)
+        scores = counts.scores().as_dict()
     if config.stage == "sed":
         scores["selection"] = (scores["er"] + 1 - scores["f"]) / 2
     else:
@@ -288,11 +325,12 @@ def train_stage(
     with h5py.File(train_paths[0], "r") as h5:
         fps = float(h5.attrs["frames_per_second"])
         in_channels = h5["features"].shape[0]
+        num_classes = h5["activity"].shape[1]
         fmt = str(h5.attrs["format"])
     window, hop = round(config.window_s * fps), round(config.hop_s * fps)
     rank, world_size = world()
     torch.manual_seed(config.seed)
-    model = build_stage_model(config, in_channels, sed_state).to(dev)
+    model = build_stage_model(config, in_channels, sed_state, num_classes).to(dev)
     use_cuda = dev.type == "cuda"
     if use_cuda:
         torch.backends.cudnn.benchmark = config.cudnn_benchmark

@@ -266,6 +266,23 @@ def _untracked(rows: np.ndarray) -> np.ndarray:
     return np.rint(rows[:, [0, 1, 3, 4]]).astype(np.int64)
 
 
+def label_problem(
+    suite: MetricSuite, frames_per_second: float, num_classes: int, distances: bool
+) -> str | None:
+    """Why ``suite`` cannot score labels at ``frames_per_second`` of ``num_classes`` classes
+    from a method that predicts (or not) ``distances``; None when it can."""
+    if isinstance(suite, Dcase2019) and (
+        frames_per_second != LABEL_FRAMES_PER_SECOND or num_classes != len(CLASSES)
+    ):
+        return (
+            f"the {suite.name} suite scores DCASE 2019 labels ({LABEL_FRAMES_PER_SECOND} frames "
+            f"per second, {len(CLASSES)} classes), not {frames_per_second:g} and {num_classes}"
+        )
+    if getattr(suite, "needs_distance", False) and not distances:
+        return f"the {suite.name} suite scores source distances, and the method predicts none"
+    return None
+
+
 def tracked(rows: np.ndarray, track: int = 0) -> np.ndarray:
     """DCASE 2019 rows (frame, class, azimuth, elevation) -> track-wise rows with one track."""
     rows = np.asarray(rows, dtype=np.float64).reshape(-1, 4)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seld.data.dcase import AZIMUTH_GRID, ELEVATION_GRID, FORMATS, MAX_ELEVATION_AT_DISTANCE
-from seld.data.formats import STARSS_CLASSES
+from seld.data.formats import STARSS_CLASSES, StarssName
 from seld.synth.config import SynthConfig
 from seld.synth.rooms import ROOM_SPECS, room_responses, spatialize
 from seld.synth.scene import finish_mix
@@ -80,35 +80,19 @@ SPEEDS_DEG_S: tuple[float, ...] = (10.0, 20.0, 40.0)
 CROSSFADE_S = 0.01
 
 
-@dataclass(frozen=True, order=True)
-class StarssName:
-    """A STARSS-layout recording such as ``fold3_room2_mix004``."""
+def room_ir(name: StarssName) -> int:
+    """The simulated room a recording is rendered in (:data:`seld.synth.rooms.ROOM_SPECS`)."""
+    return (name.room - 1) % len(ROOM_SPECS)
 
-    fold: int
-    room: int
-    mix: int
 
-    @property
-    def stem(self) -> str:
-        return f"fold{self.fold}_room{self.room}_mix{self.mix:03d}"
+def tracks(name: StarssName) -> int:
+    """How many tracks of events a recording has: 1, 2, 3, 1, ... over its ``mix`` number."""
+    return 1 + (name.mix - 1) % MAX_TRACKS
 
-    @property
-    def group(self) -> str:
-        """Its sub-folder: ``dev-train-synth`` (fold 3) or ``dev-test-synth``."""
-        return f"dev-{'train' if self.fold == TRAIN_FOLD else 'test'}-synth"
 
-    @property
-    def ir(self) -> int:
-        """The simulated room it is rendered in (:data:`seld.synth.rooms.ROOM_SPECS`)."""
-        return (self.room - 1) % len(ROOM_SPECS)
-
-    @property
-    def tracks(self) -> int:
-        """How many tracks of events it has: 1, 2, 3, 1, ... over ``mix``."""
-        return 1 + (self.mix - 1) % MAX_TRACKS
-
-    def __str__(self) -> str:
-        return self.stem
+def group(name: StarssName) -> str:
+    """Its sub-folder: ``dev-train-synth`` (fold 3) or ``dev-test-synth``."""
+    return f"dev-{'train' if name.fold == TRAIN_FOLD else 'test'}-synth"
 
 
 def plan_starss(config: SynthConfig) -> list[StarssName]:
@@ -161,7 +145,7 @@ def plan_starss_scene(name: StarssName, config: SynthConfig) -> list[Source]:
     rng = np.random.default_rng(_seed(config, name, 0))
     sr, total, style = config.sample_rate, config.num_samples, config.style
     placed: list[Source] = []
-    for track in range(name.tracks):
+    for track in range(tracks(name)):
         gap = style.gap_s if track == 0 else style.second_track_gap_s
         start = round(rng.uniform(*style.first_onset_s) * sr)
         while start < total:
@@ -281,5 +265,5 @@ def synthesize_starss(
     audio = {}
     for fmt in config.formats:
         rng = np.random.default_rng(_seed(config, name, 1 + FORMATS.index(fmt)))
-        audio[fmt] = render_starss(sources, fmt, name.ir, config, rng)
+        audio[fmt] = render_starss(sources, fmt, room_ir(name), config, rng)
     return starss_rows(sources, config.sample_rate), audio

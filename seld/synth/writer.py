@@ -19,12 +19,13 @@ import numpy as np
 import soundfile as sf
 
 from seld.data.dcase import NUM_CHANNELS, RecordingName
+from seld.data.formats import StarssName
 from seld.data.metadata import write_metadata
 from seld.errors import SeldError
 from seld.fsutil import atomic_path
 from seld.synth.config import SynthConfig
 from seld.synth.scene import plan_recordings, synthesize_recording
-from seld.synth.starss import StarssName, format_starss_metadata, plan_starss, synthesize_starss
+from seld.synth.starss import format_starss_metadata, group, plan_starss, synthesize_starss
 
 #: a recording the synthesizer plans: DCASE 2019 layout or STARSS layout
 PlannedName = RecordingName | StarssName
@@ -38,7 +39,7 @@ class SynthesisError(SeldError, RuntimeError):
 
 def _relative(name: PlannedName) -> str:
     """Where a recording sits under its format's folder: ``<stem>``, or ``<group>/<stem>``."""
-    return f"{name.group}/{name.stem}" if isinstance(name, StarssName) else name.stem
+    return f"{group(name)}/{name.stem}" if isinstance(name, StarssName) else name.stem
 
 
 def metadata_path(out_dir: Path, name: PlannedName) -> Path:
