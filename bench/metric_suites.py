@@ -1,5 +1,5 @@
-"""Speed of the location-aware (DCASE 2022) and frame-wise (DCASE 2024) metric suites against
-their literal references.
+"""Speed of the location-aware (DCASE 2021, 2022), DCASE 2020 and frame-wise (DCASE 2024)
+metric suites against their literal references.
 
 On ``--recordings`` one-minute recordings at 100 ms label frames (600 frames, 13 classes) of
 moving sources, a quarter of them with same-class overlaps, and noisy predictions of them: the
@@ -8,7 +8,9 @@ by block and class by class in Python) against :meth:`LocationAware.count_many` 
 recordings at once), both from the same rows; then the jackknife intervals from counts (every
 leave-one-out pooling is the total minus one recording) against re-scoring each subset with
 the literal reference, as the official script does; then the frame-wise DCASE 2024 counts (the
-same rows with a distance each) against ``tests/seld/reference_frame_wise.py``. Prints each
+same rows with a distance each) against ``tests/seld/reference_frame_wise.py``; then the DCASE
+2020 counts (``tests/seld/reference_dcase2020.py``; a frame's first instance of a class) and the
+DCASE 2021 scores (the location-aware reference's 2021 formulas). Prints each
 time, the ratio, and the largest difference of the scores (0 expected to 1e-9).
 
     python bench/metric_suites.py [--recordings 100] [--seed 0] [--json F]
@@ -27,10 +29,12 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "seld"))
 
+from reference_dcase2020 import Counter as Counter2020
 from reference_frame_wise import Counter as FrameCounter
 from reference_location_aware import Counter
 from test_location_aware import _noisy, _random_rows
 
+from seld.metrics.dcase2020 import Dcase2020
 from seld.metrics.frame_wise import FrameWise
 from seld.metrics.location_aware import LocationAware, pool
 from seld.metrics.suites import get_suite, jackknife
@@ -131,6 +135,34 @@ def main() -> None:
         f"dcase2024 frame-wise  literal {t_lit24:8.3f} s   fast {t_fast24:8.3f} s   "
         f"ratio {t_lit24 / t_fast24:6.1f}x   largest score difference {diff24:.1e}"
     )
+    others = {}
+    for name, make, metric in (
+        ("dcase2020", lambda: Counter2020(CLASSES), Dcase2020()),
+        (
+            "dcase2021",
+            lambda: Counter(CLASSES),
+            LocationAware("dcase2021", "micro", 20.0, spatial_fp_weight=0.5),
+        ),
+    ):
+
+        def literal_other(make=make, name=name):
+            counter = make()
+            for ref, pred, frames in data:
+                counter.add(ref, pred, frames, PER_BLOCK)
+            return counter.scores() if name == "dcase2020" else counter.scores("2021")
+
+        t_lit_o, expected_o = best_of(literal_other, repeats=1)
+        t_fast_o, counts_o = best_of(
+            lambda metric=metric: pool(metric.count_many(data, PER_BLOCK, CLASSES))
+        )
+        got_o = metric.scores(counts_o)
+        diff_o = max(abs(float(expected_o[k]) - got_o[k]) for k in got_o)
+        others[name] = {"literal_s": t_lit_o, "fast_s": t_fast_o, "ratio": t_lit_o / t_fast_o,
+                        "largest_difference": diff_o}  # fmt: skip
+        print(
+            f"{name:21s} literal {t_lit_o:8.3f} s   fast {t_fast_o:8.3f} s   "
+            f"ratio {t_lit_o / t_fast_o:6.1f}x   largest score difference {diff_o:.1e}"
+        )
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -145,6 +177,7 @@ def main() -> None:
                     "jackknife_fast_s": t_fast_jk,
                     "jackknife_largest_difference": jk_diff,
                     "jackknife_ratio": t_lit_jk / t_fast_jk,
+                    **{f"{k}_{m}": v for k, d in others.items() for m, v in d.items()},
                 },
                 indent=2,
             )

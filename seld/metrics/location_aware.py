@@ -30,8 +30,10 @@ Scores: ``ER = (S + D + I) / Nref`` (always pooled over classes);
 ``F = TP / (TP + FP_spatial + (FP + FN) / 2)``; ``LE = total_DE / DE_TP`` (180 where there is
 no localization TP); ``LR = DE_TP / (DE_TP + DE_FN)``; ``SELD = mean(ER, 1 - F, LE / 180,
 1 - LR)``. ``macro``: F, LE, LR and SELD per class, then averaged over classes (DCASE 2022,
-2023); ``micro``: every count summed over classes first. The official ``eps`` (float64) is in
-every denominator, so an empty denominator gives 0 rather than NaN, as there.
+2023); ``micro``: every count summed over classes first. DCASE 2021 (``seld-dcase2021``)
+counts the same, micro-averaged, but a spatial false positive is one more ``FP``, so F is
+``TP / (TP + (FP + FP_spatial + FN) / 2)`` (``spatial_fp_weight`` 0.5). The official ``eps``
+(float64) is in every denominator, so an empty denominator gives 0 rather than NaN, as there.
 
 Blocks: ``ceil(num_frames / frames_per_block)`` of them, each covering whole blocks of frames
 (frames past ``num_frames`` inside the last block count; frames after it do not). The official
@@ -123,6 +125,9 @@ class LocationAware:
     average: str = "macro"
     threshold_deg: float = 20.0
     description: str = ""
+    #: the weight of a spatial false positive in F: 1 from DCASE 2022; DCASE 2021 counts it as
+    #: a plain false positive, at one half
+    spatial_fp_weight: float = 1.0
 
     def count(
         self,
@@ -249,7 +254,8 @@ class LocationAware:
 
     def _scores(self, c: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         er = (c["S"] + c["D"] + c["I"]) / (c["Nref"].sum() + _EPS)
-        f = c["TP"] / (_EPS + c["TP"] + c["FP_spatial"] + 0.5 * (c["FP"] + c["FN"]))
+        w = self.spatial_fp_weight
+        f = c["TP"] / (_EPS + c["TP"] + w * c["FP_spatial"] + 0.5 * (c["FP"] + c["FN"]))
         le = c["total_DE"] / (c["DE_TP"] + _EPS)
         le = np.where(c["DE_TP"] == 0, 180.0, le)
         lr = c["DE_TP"] / (_EPS + c["DE_TP"] + c["DE_FN"])
@@ -265,7 +271,7 @@ class LocationAware:
             }
         else:
             tp, fp_s = c["TP"].sum(), c["FP_spatial"].sum()
-            f_all = tp / (_EPS + tp + fp_s + 0.5 * (c["FP"].sum() + c["FN"].sum()))
+            f_all = tp / (_EPS + tp + w * fp_s + 0.5 * (c["FP"].sum() + c["FN"].sum()))
             de_tp = c["DE_TP"].sum()
             le_all = c["total_DE"].sum() / float(de_tp + _EPS) if de_tp else 180.0
             lr_all = de_tp / (_EPS + de_tp + c["DE_FN"].sum())

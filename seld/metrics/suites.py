@@ -7,9 +7,15 @@ frame rate; a suite that knows no tracks ignores the column. Registered:
 
 * ``dcase2019``: ER and F over one-second blocks, DOA error and frame recall on the 10 degree
   grid, SELD (:mod:`seld.metrics.reference`); the tool's default for DCASE 2019 data.
+* ``dcase2020``: location-aware detection and class-dependent localization in one-second
+  blocks with one direction per class and frame, micro-averaged (:mod:`seld.metrics.dcase2020`).
+* ``dcase2021``: the location-aware counts of 2022 (several instances of a class, matched),
+  micro-averaged, a spatial false positive weighing one half in F.
 * ``dcase2022``: location-aware ER and F within 20 degrees, class-dependent localization
   error and recall, macro-averaged over classes, as DCASE 2022 and 2023 rank
   (:mod:`seld.metrics.location_aware`); ``dcase2022-micro``: the same counts, micro-averaged.
+* ``dcase2024``: frame-wise F with a distance gate, DOA and relative distance errors
+  (:mod:`seld.metrics.frame_wise`).
 
 Every suite says, for each of its scores, whether higher or lower is better
 (:attr:`Metric.higher_is_better`), which is its aggregate (the SELD-style score that ranks
@@ -31,6 +37,7 @@ from scipy import stats
 
 from seld.data.dcase import CLASSES, LABEL_FRAMES_PER_SECOND
 from seld.errors import ConfigError
+from seld.metrics.dcase2020 import Dcase2020
 from seld.metrics.frame_wise import FrameWise
 from seld.metrics.location_aware import LocationAware, pool
 from seld.metrics.reference import count_file
@@ -142,6 +149,7 @@ class LocationAwareSuite:
     description: str
     average: str = "macro"
     threshold_deg: float = 20.0
+    spatial_fp_weight: float = 1.0
     metrics: tuple[Metric, ...] = (
         Metric("er", "ER20°", False),
         Metric("f", "F20°", True),
@@ -155,7 +163,14 @@ class LocationAwareSuite:
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "_scorer", LocationAware(self.name, self.average, self.threshold_deg)
+            self,
+            "_scorer",
+            LocationAware(
+                self.name,
+                self.average,
+                self.threshold_deg,
+                spatial_fp_weight=self.spatial_fp_weight,
+            ),
         )
 
     def count_many(
@@ -176,6 +191,41 @@ class LocationAwareSuite:
     def absent_note(self) -> str:
         """How a class neither in the references nor predicted enters the overall scores."""
         return "F 0, LE 180°, LR 0" if self.average == "macro" else ""
+
+
+@dataclass(frozen=True)
+class Dcase2020Suite:
+    """:class:`seld.metrics.dcase2020.Dcase2020` as a suite, in one-second blocks."""
+
+    name: str = "dcase2020"
+    description: str = (
+        "DCASE 2020: location-aware ER and F (20°), class-dependent LE, LR as the F-measure of "
+        "localized detections, one direction per class and frame, micro-averaged"
+    )
+    metrics: tuple[Metric, ...] = (
+        Metric("er", "ER20°", False),
+        Metric("f", "F20°", True),
+        Metric("le", "LE_CD", False, "°"),
+        Metric("lr", "LR_CD", True),
+        Metric("seld", "SELD", False),
+    )
+    aggregate: str = "seld"
+    rounds_to_grid: bool = False
+    absent_note: str = ""
+
+    def count_many(
+        self, recordings: Sequence[Recording], frames_per_second: float, num_classes: int
+    ) -> list[Counts]:
+        per_block = round(frames_per_second)
+        if abs(per_block - frames_per_second) > 1e-9:
+            raise ValueError(f"{frames_per_second} label frames per second is not whole")
+        return Dcase2020(self.name).count_many(recordings, per_block, num_classes)
+
+    def scores(self, counts: Counts) -> dict[str, float]:
+        return Dcase2020(self.name).scores(counts)
+
+    def class_scores(self, counts: Counts) -> dict[str, np.ndarray] | None:
+        return Dcase2020(self.name).class_scores(counts)
 
 
 @dataclass(frozen=True)
@@ -229,6 +279,14 @@ SUITES: dict[str, MetricSuite] = {
     s.name: s
     for s in (
         Dcase2019(),
+        Dcase2020Suite(),
+        LocationAwareSuite(
+            "dcase2021",
+            "DCASE 2021: the location-aware counts of 2022, micro-averaged, a spatial false "
+            "positive counted as a false positive (one half in F)",
+            average="micro",
+            spatial_fp_weight=0.5,
+        ),
         LocationAwareSuite(
             "dcase2022",
             "DCASE 2022/2023: location-aware ER and F (20°), class-dependent LE and LR, "

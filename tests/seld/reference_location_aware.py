@@ -1,4 +1,5 @@
-"""A literal, slow re-statement of the DCASE 2022 location-aware SELD metric.
+"""A literal, slow re-statement of the DCASE 2022 location-aware SELD metric (and of DCASE
+2021's, whose counts are the same and whose F differs).
 
 Written from the semantics of the official scorer (``seld-dcase2022``: a recording's rows as a
 dictionary of frames, cut into one-second blocks of class -> (frames, instance lists), then
@@ -120,6 +121,15 @@ class Counter:
     def scores(self, average: str) -> dict[str, float]:
         k = {n: np.array(v) for n, v in self.per_class.items()}
         er = (self.S + self.D + self.I) / (k["Nref"].sum() + EPS)
+        if average == "2021":  # seld-dcase2021: spatial false positives are FP, F over FP + FN
+            tp = k["TP"].sum()
+            fp = k["FP"].sum() + k["FP_spatial"].sum()
+            f = tp / (EPS + tp + 0.5 * (fp + k["FN"].sum()))
+            de_tp = k["DE_TP"].sum()
+            le = k["total_DE"].sum() / float(de_tp + EPS) if de_tp else 180
+            lr = de_tp / (EPS + de_tp + k["DE_FN"].sum())
+            seld = np.mean([er, 1 - f, le / 180, 1 - lr])
+            return {"er": er, "f": f, "le": le, "lr": lr, "seld": seld}
         if average == "micro":
             tp = k["TP"].sum()
             f = tp / (EPS + tp + k["FP_spatial"].sum() + 0.5 * (k["FP"].sum() + k["FN"].sum()))

@@ -1,5 +1,5 @@
-"""The location-aware (DCASE 2022) metric suite against its literal reference, on random and
-edge-case recordings."""
+"""The location-aware (DCASE 2021, 2022) metric suites against their literal reference, on
+random and edge-case recordings."""
 
 from __future__ import annotations
 
@@ -42,7 +42,12 @@ def _noisy(rng: np.random.Generator, ref: np.ndarray, frames: int) -> np.ndarray
 
 
 def _check(cases, average: str, threshold: float = 20.0) -> None:
-    suite = LocationAware("test", average=average, threshold_deg=threshold)
+    """``average``: ``macro``, ``micro`` (DCASE 2022) or ``2021`` (micro, spatial false
+    positives at one half in F)."""
+    if average == "2021":
+        suite = LocationAware("test", "micro", threshold, spatial_fp_weight=0.5)
+    else:
+        suite = LocationAware("test", average=average, threshold_deg=threshold)
     ref_counter = Counter(C, threshold)
     for ref, pred, frames in cases:
         ref_counter.add(ref, pred, frames, BLOCK)
@@ -62,7 +67,7 @@ def _check(cases, average: str, threshold: float = 20.0) -> None:
         assert got[name] == pytest.approx(float(value), abs=1e-9), name
 
 
-@pytest.mark.parametrize("average", ["macro", "micro"])
+@pytest.mark.parametrize("average", ["macro", "micro", "2021"])
 @pytest.mark.parametrize("seed", range(6))
 def test_random_recordings_equal_the_literal_reference(seed, average):
     rng = np.random.default_rng(seed)
@@ -133,7 +138,7 @@ EDGE_CASES = {
 }
 
 
-@pytest.mark.parametrize("average", ["macro", "micro"])
+@pytest.mark.parametrize("average", ["macro", "micro", "2021"])
 @pytest.mark.parametrize("case", list(EDGE_CASES))
 def test_edge_cases_equal_the_literal_reference(case, average):
     _check(EDGE_CASES[case], average)

@@ -37,7 +37,7 @@ def _dcase2019_pairs(seed: int, n: int = 6) -> dict:
 
 
 def test_the_registry_names_its_suites_and_refuses_others():
-    assert {"dcase2019", "dcase2022", "dcase2022-micro"} <= set(SUITES)
+    assert {"dcase2019", "dcase2020", "dcase2021", "dcase2022", "dcase2022-micro"} <= set(SUITES)
     with pytest.raises(ConfigError, match="unknown metric suite 'dcase1999'; choose one of"):
         get_suite("dcase1999")
     for suite in SUITES.values():

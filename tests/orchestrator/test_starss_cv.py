@@ -1,0 +1,156 @@
+"""A STARSS23-layout dataset end to end through the CLI: synth -> validate -> extract -> a tiny
+cv on its official fold -> score, with the format's default suite (DCASE 2022) and others side
+by side; bad metadata named by file and line while the other recordings complete."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from seld.data.folds import STARSS_VALIDATION_EVERY, make_folds
+from seld.data.formats import StarssName, get_format
+from seld.data.metadata import rows_to_targets
+from seld.errors import ConfigError
+from seld.methods.inference import to_label_rate
+
+RUNNER = CliRunner()
+
+
+def invoke(*args: str):
+    result = RUNNER.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def starss_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("starss") / "data"
+    invoke("synth", "--out", str(root), "--layout", "starss23", "--per-split", "5",
+           "--seconds", "10", "--formats", "mic", "--num-cpus", "2")  # fmt: skip
+    return root
+
+
+def test_a_starss_dataset_trains_and_scores_end_to_end(starss_data: Path, tmp_path: Path):
+    data, ws = starss_data, tmp_path / "ws"
+    assert "0 problem(s)" in invoke("validate", str(data)).stdout
+
+    extracted = json.loads(invoke("extract", "--dataset", str(data), "--workspace", str(ws),
+                                  "--num-cpus", "2", "--json").stdout)  # fmt: skip
+    assert extracted["failed"] == {} and extracted["written"] == 10
+    fmt = get_format("starss23")
+    meta = {r.stem: r.metadata for r in fmt.recordings(data)}
+    written = sorted(Path(extracted["features"], "mic_dev").glob("*.h5"))
+    assert [p.stem for p in written] == sorted(meta)
+    for path in written:
+        with h5py.File(path) as h5:
+            assert h5.attrs["dataset_format"] == "starss23"
+            assert h5.attrs["label_frames_per_second"] == 10.0
+            assert h5["activity"].shape[1] == 13
+            reference = h5["reference"][()]
+        assert np.array_equal(reference, fmt.read_reference(meta[path.stem]), equal_nan=True)
+
+    # no --protocol: the dataset's own (starss23, fold 1); two suites beside the default
+    result = invoke("cv", "--dataset", str(data), "--workspace", str(ws), "--epochs", "2",
+                    "--suite", "dcase2022-micro", "--json")  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert summary["dataset_format"] == "starss23" and summary["suite"] == "dcase2022"
+    assert list(summary["folds"]) == ["1"] and summary["groups"] == {}
+    assert set(summary["overall"]) == {"er", "f", "le", "lr", "seld"}
+    assert set(summary["suites"]) == {"dcase2022", "dcase2022-micro"}
+    assert summary["suites"]["dcase2022"]["overall"] == pytest.approx(summary["overall"])
+    assert len(summary["suites"]["dcase2022"]["per_class"]["f"]) == 13
+    assert set(summary["suites"]["dcase2022"]["intervals"]) >= {"seld", "f", "er"}
+    history = summary["stages"]["1"]["sed"]["history"]
+    assert {"val_le", "val_lr", "val_seld"} <= set(history[-1])  # validated with the suite
+
+    run_dir = ws / "runs" / "cv"
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert config["cv"] == {"folds": [1], "protocol": "starss23"}
+    submissions = sorted((run_dir / "submissions").glob("*.csv"))
+    assert [p.stem for p in submissions] == sorted(s for s in meta if s.startswith("fold4"))
+    for path in submissions:
+        rows = fmt.read_prediction(path)
+        assert rows.shape[1] == 6 and set(rows[:, 2]) <= {0.0}
+
+    # the same submissions, rescored from the files by `score` as the official scorer reads
+    # them: the same counts; directions written to 0.01 degree move LE by less than that
+    rescored = json.loads(invoke("score", "--ref", str(data / "metadata_dev" / "dev-test-synth"),
+                                 "--pred", str(run_dir / "submissions"), "--dataset-format",
+                                 "starss23", "--json").stdout)["dcase2022"]["overall"]  # fmt: skip
+    for key in ("er", "f", "lr"):
+        assert rescored[key] == pytest.approx(summary["overall"][key], rel=1e-12), key
+    assert rescored["le"] == pytest.approx(summary["overall"]["le"], abs=0.01)
+
+    refused = RUNNER.invoke(app, ["cv", "--dataset", str(data), "--workspace", str(ws),
+                                  "--run", "other", "--suite", "dcase2019"])  # fmt: skip
+    assert refused.exit_code != 0
+    assert "the dcase2019 suite scores DCASE 2019 labels" in refused.output
+
+
+def test_bad_starss_metadata_is_named_and_the_rest_extracts(starss_data: Path, tmp_path: Path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(starss_data, data)
+    bad = sorted((data / "metadata_dev" / "dev-train-synth").glob("*.csv"))[1]
+    bad.chmod(0o644)
+    lines = bad.read_text().splitlines()
+    fields = lines[2].split(",")
+    fields[1] = "13"  # past the 13 classes (0..12)
+    lines[2] = ",".join(fields)
+    bad.write_text("\n".join(lines) + "\n")
+    result = RUNNER.invoke(app, ["extract", "--dataset", str(data), "--workspace",
+                                 str(tmp_path / "ws"), "--num-cpus", "2", "--json"])  # fmt: skip
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert summary["written"] == 9
+    (reason,) = summary["failed"].values()
+    assert str(bad) in reason and "line 3: unknown class index 13" in reason
+
+
+def test_rows_become_one_direction_per_class_at_the_feature_rate():
+    # frame, class, source, azimuth, elevation, distance; 100 ms label frames
+    rows = np.array(
+        [
+            [0, 2, 1, 50.0, 10.0, 1.0],
+            [0, 2, 0, -30.0, 0.0, 2.0],  # the lowest source index of class 2 wins
+            [1, 2, 0, -20.0, 0.0, 2.0],
+            [2, 5, 0, 170.0, -20.0, 1.0],
+        ]
+    )
+    targets = rows_to_targets(rows, 10.0, 16, 0.02, 13)  # 20 ms feature frames
+    assert targets.activity.shape == (16, 13)
+    assert targets.activity[:5, 2].all() and targets.activity[5:10, 2].all()
+    assert (targets.azimuth[:5, 2] == -30).all() and (targets.azimuth[5:10, 2] == -20).all()
+    assert (targets.activity[10:15, 5] == 1).all() and targets.activity[15].sum() == 0
+    assert targets.elevation[12, 5] == -20 and targets.activity.sum() == 15
+
+
+def test_predictions_reach_100_ms_frames_averaged():
+    sed = np.arange(20, dtype=np.float32)[:, None] * np.ones((1, 3), dtype=np.float32)
+    pooled = to_label_rate(sed, 50.0, 4, 10.0, mean=True)  # 5 feature frames per label frame
+    assert pooled[:, 0].tolist() == [2.0, 7.0, 12.0, 17.0]
+    assert to_label_rate(sed, 50.0, 4, 10.0)[:, 0].tolist() == [2.0, 7.0, 12.0, 17.0]
+    # past the end, the last frame repeats; the DCASE 2019 path picks each frame's start
+    assert to_label_rate(sed, 50.0, 5, 10.0, mean=True)[4, 0] == 19.0
+    assert to_label_rate(sed, 50.0, 3, 50.0)[:, 0].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_the_starss23_protocol_holds_out_part_of_dev_train():
+    names = [StarssName(3, r, m) for r in (1, 2) for m in range(1, 5)]
+    names += [StarssName(4, 9, m) for m in (1, 2)]
+    (fold,) = make_folds(names, protocol="starss23")
+    dev_train = sorted(n for n in names if n.fold == 3)
+    assert fold.validation == tuple(dev_train[::STARSS_VALIDATION_EVERY])
+    assert set(fold.train) == set(dev_train) - set(fold.validation)
+    assert {n.fold for n in fold.test} == {4} and not fold.leaky
+    with pytest.raises(ConfigError, match="one fold"):
+        make_folds(names, protocol="starss23", folds=[2])
+    with pytest.raises(ValueError, match="no test recordings"):
+        make_folds(dev_train, protocol="starss23")
