@@ -26,6 +26,7 @@ from orchestrator.evaluation import (
     evaluate_split,
     evaluate_split_suite,
     run_labels,
+    split_ceiling,
     suite_reports,
 )
 from orchestrator.extract import current_inputs
@@ -251,6 +252,7 @@ def _run_cv(
         fold_scores = {str(k): r.overall for k, r in result.per_fold.items()}
         groups = {}
         suites = [s for s in suites or [] if s.name != default.name]
+        ceiling = asdict(split_ceiling(settings, "test", default))
     log_scores(client, pid, "cv_", scores)
     for k, fold in fold_scores.items():
         log_scores(client, pid, f"fold{k}_", fold)
@@ -279,6 +281,8 @@ def _run_cv(
         "stages": {str(r["fold"]): r["stages"] for r in fold_results},
         "elapsed_s": time.time() - started,
     }
+    if dataset_format.name != "dcase2019":  # what one direction per class can reach at best
+        summary["ceiling"] = ceiling
     metrics_path = settings.layout.metrics_json  # last: a run with metrics.json is complete
     with atomic_path(metrics_path) as tmp:
         tmp.write_text(to_json(summary))

@@ -16,6 +16,7 @@ import numpy as np
 
 from orchestrator.cv import CVSettings, settings_fold_data
 from orchestrator.fold import method_predictions, references, submission_pairs
+from orchestrator.fold import references as references_of
 from seld.data.formats import dataset_format_of
 from seld.features.store import LabelFacts
 from seld.fsutil import atomic_path
@@ -23,7 +24,13 @@ from seld.methods import inference
 from seld.methods.inference import Prediction, views_of
 from seld.metrics.reference import score_files
 from seld.metrics.scores import ScoreReport
-from seld.metrics.suites import MetricSuite, SuiteReport, suite_report
+from seld.metrics.suites import (
+    Ceiling,
+    MetricSuite,
+    SuiteReport,
+    one_direction_ceiling,
+    suite_report,
+)
 
 #: (predictions, references) of some recordings: ``references`` maps a name to (rows, frames)
 Split = tuple[dict[str, Prediction], dict[str, tuple[np.ndarray, int]]]
@@ -178,3 +185,15 @@ def write_tracked_submission(path: Path, rows: np.ndarray) -> None:
     )
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def split_ceiling(s: CVSettings, split: str, suite: MetricSuite) -> Ceiling:
+    """What a method with one direction per class and frame could at best score on the
+    ``split`` references of the run's folds under ``suite`` (:func:`one_direction_ceiling`)."""
+    labels = run_labels(s)
+    references = []
+    for k in s.folds:
+        references += references_of(settings_fold_data(s, k), split).values()
+    return one_direction_ceiling(
+        suite, references, labels.label_frames_per_second, labels.num_classes
+    )

@@ -292,6 +292,15 @@ def cv(
         rows["all test splits"] = result["overall"]
         title += f", {result['dataset_format']} scored with {result['suite']}"
         console.print(suite_scores_table(get_suite(result["suite"]), rows, title))
+        ceiling = result["ceiling"]
+        best = ceiling["overall"]
+        console.print(
+            f"{ceiling['overlapping_cells']:.1%} of the test references' active (frame, class) "
+            "cells hold several instances of the class; a method with one direction per class "
+            f"scores at best {ceiling['suite']} SELD {best['seld']:.3f} (ER {best['er']:.3f}, "
+            f"F {best['f']:.3f}, LE {best['le']:.1f}°, LR {best['lr']:.3f}) on them",
+            highlight=False,
+        )
     if result["suites"]:
         names = list(result["suites"])
         print_suite_reports(

@@ -452,3 +452,46 @@ def jackknife(
     return intervals, {
         k: [(float(lo), float(hi)) for lo, hi in per_class[i]] for i, k in enumerate(class_keys)
     }
+
+
+def one_direction_per_class(rows: np.ndarray) -> np.ndarray:
+    """Track-wise reference rows as a method with one direction per class and frame would at
+    best predict them: of several instances of a class in a frame, the one of the lowest source
+    index (what :func:`seld.data.metadata.rows_to_targets` trains on)."""
+    rows = np.asarray(rows, dtype=np.float64)
+    if len(rows) == 0:
+        return rows
+    order = np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))
+    rows = rows[order]
+    first = np.r_[True, np.any(rows[1:, :2] != rows[:-1, :2], axis=1)]
+    return rows[first]
+
+
+@dataclass
+class Ceiling:
+    """The best a one-direction-per-class method can score on some references: the suite's
+    scores of the references against their :func:`one_direction_per_class` selves, and the
+    share of active (frame, class) cells holding several instances."""
+
+    suite: str
+    overall: dict[str, float]
+    overlapping_cells: float
+
+
+def one_direction_ceiling(
+    suite: MetricSuite,
+    references: Sequence[tuple[np.ndarray, int]],
+    frames_per_second: float,
+    num_classes: int,
+) -> Ceiling:
+    """:class:`Ceiling` of ``suite`` on ``(rows, frames)`` references."""
+    recordings, cells, overlapping = [], 0, 0
+    for rows, frames in references:
+        best = one_direction_per_class(rows)
+        recordings.append((rows, best, frames))
+        if len(rows):
+            _, instances = np.unique(np.asarray(rows)[:, :2], axis=0, return_counts=True)
+            cells += len(instances)
+            overlapping += int((instances > 1).sum())
+    counts = suite.count_many(recordings, frames_per_second, num_classes)
+    return Ceiling(suite.name, suite.scores(pool(counts)), overlapping / cells if cells else 0.0)

@@ -66,6 +66,9 @@ def test_a_starss_dataset_trains_and_scores_end_to_end(starss_data: Path, tmp_pa
     assert summary["suites"]["dcase2022"]["overall"] == pytest.approx(summary["overall"])
     assert len(summary["suites"]["dcase2022"]["per_class"]["f"]) == 13
     assert set(summary["suites"]["dcase2022"]["intervals"]) >= {"seld", "f", "er"}
+    ceiling = summary["ceiling"]  # one direction per class cannot predict a second instance
+    assert ceiling["suite"] == "dcase2022" and 0 <= ceiling["overlapping_cells"] < 1
+    assert set(ceiling["overall"]) == set(summary["overall"])
     history = summary["stages"]["1"]["sed"]["history"]
     assert {"val_le", "val_lr", "val_seld"} <= set(history[-1])  # validated with the suite
 

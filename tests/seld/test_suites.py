@@ -122,3 +122,27 @@ def test_score_recordings_reports_per_class_and_intervals():
     assert report.overall["f"] == pytest.approx(np.mean(report.per_class["f"]))
     low, high = report.intervals["seld"]
     assert low < high
+
+
+def test_the_one_direction_ceiling_scores_the_references_against_their_first_instances():
+    from reference_location_aware import Counter
+
+    from seld.metrics.suites import one_direction_ceiling, one_direction_per_class
+
+    # class 1 twice in frame 0 (sources 1 and 0, file order), once in frame 1; class 2 once
+    ref = np.array(
+        [[0, 1, 1, 50, 0, 1], [0, 1, 0, 10, 0, 1], [1, 1, 0, 10, 0, 1], [1, 2, 0, 0, 0, 2]],
+        dtype=float,
+    )
+    best = one_direction_per_class(ref)
+    assert best[:, :4].tolist() == [[0, 1, 0, 10], [1, 1, 0, 10], [1, 2, 0, 0]]
+    ceiling = one_direction_ceiling(get_suite("dcase2022-micro"), [(ref, 10)], 10.0, 13)
+    assert ceiling.overlapping_cells == pytest.approx(1 / 3)
+    counter = Counter(13)
+    counter.add(ref[:, :5], best[:, :5], 10, 10)
+    expected = counter.scores("micro")
+    assert ceiling.overall == pytest.approx({k: float(v) for k, v in expected.items()})
+    assert ceiling.overall["f"] < 1  # the second instance cannot be predicted
+    plain = np.array([[0, 3, 0, 20, 5, 1]], dtype=float)
+    perfect = one_direction_ceiling(get_suite("dcase2022-micro"), [(plain, 10)], 10.0, 13)
+    assert perfect.overlapping_cells == 0 and perfect.overall["f"] == pytest.approx(1.0)
