@@ -62,8 +62,9 @@ SuiteOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--suite",
-        help="Also score the test splits with this metric suite (repeatable): dcase2022 "
-        "(location-aware, macro), dcase2022-micro; with jackknife intervals.",
+        help="Also score the test splits with this metric suite (repeatable): dcase2020, "
+        "dcase2021, dcase2022 (location-aware, macro), dcase2022-micro; with jackknife "
+        "intervals. A STARSS dataset is scored with dcase2022 anyway.",
     ),
 ]
 

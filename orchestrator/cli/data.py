@@ -212,8 +212,9 @@ def score(
         list[str] | None,
         typer.Option(
             "--suite",
-            help="Metric suite, repeatable: dcase2019, dcase2022 (location-aware, macro), "
-            "dcase2022-micro; default: the dataset format's.",
+            help="Metric suite, repeatable: dcase2019, dcase2020, dcase2021, dcase2022 "
+            "(location-aware, macro), dcase2022-micro, dcase2024; default: the dataset "
+            "format's.",
         ),
     ] = None,
     dataset_format: DatasetFormatOpt = None,

@@ -72,8 +72,9 @@ def tune_thresholds_command(
         str | None,
         typer.Option(
             "--suite",
-            help="Optimise and report this metric suite's scores (dcase2022, dcase2022-micro) "
-            "instead of DCASE 2019's; the space's metric in that score's direction.",
+            help="Optimise and report this metric suite's scores (dcase2020, dcase2021, "
+            "dcase2022, dcase2022-micro) instead of DCASE 2019's; the space's metric in that "
+            "score's direction.",
         ),
     ] = None,
     json_out: JsonOpt = False,
