@@ -51,7 +51,12 @@ class Postprocessing(inference.Postprocessing):
 
 def run_labels(s: CVSettings) -> LabelFacts:
     """The labels of a run's dataset: its format, label frame rate and classes."""
-    fmt = dataset_format_of(s.dataset)
+    return dataset_labels(s.dataset)
+
+
+def dataset_labels(dataset: str | Path) -> LabelFacts:
+    """The labels of a dataset: its format, label frame rate and classes."""
+    fmt = dataset_format_of(dataset)
     return LabelFacts(fmt.name, fmt.label_frames_per_second, fmt.classes)
 
 

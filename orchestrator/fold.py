@@ -215,8 +215,12 @@ def constant_direction_report(
     thresholds: float | np.ndarray = 0.3,
 ) -> ScoreReport:
     """The same detections with every direction replaced by (0, 0): the DOA model must beat it."""
-    flat = {
+    return score_predictions(constant_direction(predictions), refs, thresholds)
+
+
+def constant_direction(predictions: dict[str, Prediction]) -> dict[str, Prediction]:
+    """The predictions with every direction replaced by (0, 0)."""
+    return {
         stem: Prediction(stem, p.sed, np.zeros_like(p.azimuth), np.zeros_like(p.elevation))
         for stem, p in predictions.items()
     }
-    return score_predictions(flat, refs, thresholds)

@@ -30,12 +30,15 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from orchestrator.cv import CVSettings
-from orchestrator.evaluation import Postprocessing, Split, load_split
+from orchestrator.evaluation import Postprocessing, Split, load_split, run_labels
 from orchestrator.layout import ray_storage
 from orchestrator.search_space import SearchSpace
 from orchestrator.study import export_study, results_frame
 from orchestrator.tracking import flatten, log_params, log_scores
+from seld.data.dcase import CLASSES
+from seld.data.formats import get_format
 from seld.errors import ConfigError
+from seld.features.store import LabelFacts
 from seld.fsutil import atomic_path
 from seld.methods.inference import SuiteScorer, ThresholdScorer
 from seld.metrics.scores import ScoreReport
@@ -55,10 +58,12 @@ FAST_TUNE_ENV = {
 }
 
 
-def postprocessing(config: dict[str, Any]) -> tuple[np.ndarray, int]:
+def postprocessing(
+    config: dict[str, Any], classes: tuple[str, ...] = CLASSES
+) -> tuple[np.ndarray, int]:
     """(per-class thresholds, median filter length) from a trial's parameters (see
-    :meth:`orchestrator.evaluation.Postprocessing.from_params`)."""
-    post = Postprocessing.from_params(config, DEFAULT_THRESHOLD)
+    :meth:`orchestrator.evaluation.Postprocessing.from_params`), for ``classes``."""
+    post = Postprocessing.from_params(config, DEFAULT_THRESHOLD, classes)
     return post.thresholds, post.median_frames
 
 
@@ -84,7 +89,7 @@ def search_mode(space: SearchSpace, suite: str | None = None) -> str:
 def score_with(scorer: ThresholdScorer, config: dict[str, Any]) -> ScoreReport:
     """Scores of the scorer's recordings under a trial's post-processing (as ``score_files``
     of the thresholded submissions gives them)."""
-    thresholds, median = postprocessing(config)
+    thresholds, median = postprocessing(config, scorer.classes)
     return scorer.report(thresholds, median)
 
 
@@ -92,7 +97,7 @@ def _trial(config: dict[str, Any], scorer: Scorer, missing: float = 1e9) -> None
     """One trial: the scores of the scorer's predictions under the trial's post-processing;
     a score that cannot be computed (NaN) is reported as ``missing``, the worst value in the
     search's direction."""
-    thresholds, median = postprocessing(config)
+    thresholds, median = postprocessing(config, scorer.classes)
     scores = scorer.scores(thresholds, median)
     tune.report({f"val_{k}": (v if v == v else missing) for k, v in scores.items()})
 
@@ -167,12 +172,14 @@ def search_folds(
     storage: Path,
     name: str,
     suite: str | None = None,
+    labels: LabelFacts | None = None,
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """The search on in-memory predictions: fold -> (predictions, references) of its
     validation and test splits.
 
     ``suite``: a metric suite (:mod:`seld.metrics.suites`) whose scores the search optimises
     (the space's metric, in that score's direction) and reports; DCASE 2019's by default.
+    ``labels``: the predictions' dataset format, label rate and classes (DCASE 2019's).
 
     Jointly, one search of ``trials`` trials scores all validation splits together and its best
     setting is applied to every test split; ``per_fold``, each fold gets a search of ``trials``
@@ -188,7 +195,7 @@ def search_folds(
     def scorer(predictions: dict, refs: dict) -> Scorer:
         if suite is None:
             return ThresholdScorer(predictions, refs)
-        return SuiteScorer(get_suite(suite), predictions, refs)
+        return SuiteScorer(get_suite(suite), predictions, refs, labels=labels)
 
     val = {k: scorer(*validation[k]) for k in folds}
     tst = {k: scorer(*test[k]) for k in folds}
@@ -216,7 +223,7 @@ def search_folds(
     def pooled(scorers: dict[int, Scorer], configs: Mapping[int, dict]) -> dict:
         counts = {}
         for k in folds:
-            counts.update(scorers[k].counts(*postprocessing(configs[k])))
+            counts.update(scorers[k].counts(*postprocessing(configs[k], scorers[k].classes)))
         return scorers[folds[0]].pooled(counts)
 
     table = {
@@ -273,6 +280,15 @@ def tune_thresholds(
     With ``concurrency`` 1 (the default) the TPE sampler sees every result before the next
     suggestion, so a seed gives the same search every time.
     """
+    labels = run_labels(settings)
+    if labels.dataset_format != "dcase2019":  # the format's own suite unless another is asked
+        suite = suite or get_format(labels.dataset_format).default_suite
+        per_class = [p.name for p in space.params if p.per_class]
+        if per_class:
+            raise ConfigError(
+                f"per-class parameters ({', '.join(per_class)}) name DCASE 2019's classes; "
+                f"a {labels.dataset_format} run takes one threshold for every class"
+            )
     mode = search_mode(space, suite)  # a metric the suite lacks fails before any loading
     experiment = experiment or ("thresholds-per-fold" if per_fold else "thresholds") + (
         f"-{suite}" if suite else ""
@@ -283,7 +299,7 @@ def tune_thresholds(
     summary, frames = search_folds(
         validation, test, space, trials=trials, seed=seed, concurrency=concurrency,
         per_fold=per_fold, storage=Path(ray_storage(settings.workspace)),
-        name=f"{settings.run}-{experiment}-{int(started)}", suite=suite,
+        name=f"{settings.run}-{experiment}-{int(started)}", suite=suite, labels=labels,
     )  # fmt: skip
     out_dir = settings.run_dir / experiment
     artifacts: list[tuple[Path, str | None]] = []

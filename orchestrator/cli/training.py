@@ -133,6 +133,7 @@ def evaluate(
     """Two-stage inference of one fold: SED detections, DOA directions, scored on its test
     split, next to the same detections with a constant direction (and with other metric
     suites on request)."""
+    from orchestrator.evaluation import dataset_labels
     from orchestrator.fold import (
         constant_direction_report,
         method_predictions,
@@ -153,6 +154,10 @@ def evaluate(
     preds = method_predictions(data, run_dir, "test", experiment.stages, device, views)
     refs = references(data, "test")
     submissions = layout.fold_submissions(fold)
+    labels = dataset_labels(dataset)
+    if labels.dataset_format != "dcase2019":
+        _evaluate_with_suites(preds, refs, labels, threshold, suites, submissions, fold, json_out)
+        return
     report = score_predictions(preds, refs, threshold, submissions)
     constant = constant_direction_report(preds, refs, threshold)
     chosen = [get_suite(name) for name in suites or ()]
@@ -184,6 +189,61 @@ def evaluate(
     print_score_report(console, report, "two-stage, per split / ov / ir")
     if extra:
         print_suite_reports(console, chosen, list(extra.values()), f"fold {fold} test split")
+    console.print(f"submissions: {submissions}")
+
+
+def _evaluate_with_suites(
+    preds, refs, labels, threshold: float, suites, submissions: Path, fold: int, json_out: bool
+) -> None:
+    """:func:`evaluate` on a dataset format other than DCASE 2019: its default suite (and the
+    others asked for), the same detections with a constant direction beside, the submissions
+    in the format's track-wise output form."""
+    from orchestrator.evaluation import write_tracked_submission
+    from orchestrator.fold import constant_direction
+    from seld.data.formats import get_format
+    from seld.methods.inference import Postprocessing, SuiteScorer, tracked_rows
+    from seld.metrics.suites import get_suite, label_problem, suite_report
+
+    default = get_suite(get_format(labels.dataset_format).default_suite)
+    chosen = [default] + [get_suite(n) for n in suites or () if n != default.name]
+    for suite in chosen:
+        problem = label_problem(suite, labels.label_frames_per_second, labels.num_classes, False)
+        if problem:
+            raise typer.BadParameter(problem, param_hint="--suite")
+    post = Postprocessing.from_params({"threshold": threshold}, classes=labels.classes)
+
+    def report(suite, predictions):
+        counts = SuiteScorer(suite, predictions, refs, labels=labels).counts(post.thresholds)
+        return suite_report(suite, counts, with_jackknife=True)
+
+    reports = {suite.name: report(suite, preds) for suite in chosen}
+    constant = report(default, constant_direction(preds))
+    for stem, prediction in preds.items():
+        rows = tracked_rows(prediction, post.thresholds, rounded=False)
+        write_tracked_submission(submissions / f"{stem}.csv", rows)
+    if json_out:
+        console.print_json(
+            to_json(
+                {
+                    "dataset_format": labels.dataset_format,
+                    "suite": default.name,
+                    "two_stage": reports[default.name].overall,
+                    "constant_direction": constant.overall,
+                    "suites": {n: r.as_dict() for n, r in reports.items()},
+                    "submissions": str(submissions),
+                }
+            )
+        )
+        return
+    rows = {
+        "two-stage": reports[default.name].overall,
+        "same SED, constant direction": constant.overall,
+    }
+    title = f"fold {fold} test split (threshold {threshold}), {default.name}"
+    console.print(suite_scores_table(default, rows, title))
+    print_suite_reports(
+        console, chosen, list(reports.values()), f"fold {fold} test split", labels.classes
+    )
     console.print(f"submissions: {submissions}")
 
 

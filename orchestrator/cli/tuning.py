@@ -106,11 +106,12 @@ def tune_thresholds_command(
         for name, v in summary["scores"].items()
         if not name.startswith("fold")  # per-fold rows stay in the JSON and MLflow
     }
-    if suite is None:
+    scored = summary["suite"]  # a STARSS run's is its format's default suite
+    if scored == "dcase2019":
         rows = {name: SeldScores(**v) for name, v in shown.items()}
         console.print(scores_table(title, rows, ""))
     else:
-        console.print(suite_scores_table(get_suite(suite), shown, f"{suite}: {title}"))
+        console.print(suite_scores_table(get_suite(scored), shown, f"{scored}: {title}"))
     console.print(
         f"best: {summary['best_config']}; {summary['trials']} trials in "
         f"{summary['search_s']:.1f} s ({summary['trials_per_s']:.1f} trials/s)"

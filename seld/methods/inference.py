@@ -438,6 +438,8 @@ class ThresholdScorer:
         *,
         official_blocks: bool = True,
     ):
+        #: the classes the predictions' columns are (DCASE 2019's)
+        self.classes: tuple[str, ...] = CLASSES
         names = list(predictions)
         self.references = prepare_references(
             {name: refs[name] for name in names}, official_blocks=official_blocks
@@ -562,6 +564,8 @@ class SuiteScorer:
         wise = tracked if labels.dataset_format == "dcase2019" else np.asarray
         self._references = [(wise(refs[n][0]), refs[n][1]) for n in self.names]
         self._rate, self._classes = labels.label_frames_per_second, labels.num_classes
+        #: the classes the predictions' columns are
+        self.classes: tuple[str, ...] = labels.classes
 
     def counts(
         self, thresholds: float | Sequence[float] | np.ndarray = 0.3, median_frames: int = 1

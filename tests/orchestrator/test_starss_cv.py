@@ -90,6 +90,23 @@ def test_a_starss_dataset_trains_and_scores_end_to_end(starss_data: Path, tmp_pa
         assert rescored[key] == pytest.approx(summary["overall"][key], rel=1e-12), key
     assert rescored["le"] == pytest.approx(summary["overall"]["le"], abs=0.01)
 
+    # evaluate and tune thresholds read the run the same way: the format's suite by default
+    fold1 = json.loads(invoke("evaluate", "--dataset", str(data), "--workspace", str(ws),
+                              "--run", "cv", "--fold", "1", "--json").stdout)  # fmt: skip
+    assert fold1["suite"] == "dcase2022"
+    assert fold1["two_stage"] == pytest.approx(summary["overall"])
+    assert set(fold1["constant_direction"]) == set(summary["overall"])
+    tuned = json.loads(invoke("tune", "thresholds", "--workspace", str(ws), "--run", "cv",
+                              "--trials", "4", "--json").stdout)  # fmt: skip
+    assert tuned["suite"] == "dcase2022" and tuned["mode"] == "min"
+    assert tuned["scores"]["test_default"] == pytest.approx(summary["overall"])
+    from orchestrator.search_space import shipped_space
+
+    space = str(shipped_space("thresholds_per_class.yaml"))
+    per_class = RUNNER.invoke(app, ["tune", "thresholds", "--workspace", str(ws), "--run", "cv",
+                                    "--space", space])  # fmt: skip
+    assert per_class.exit_code != 0 and "name DCASE 2019's classes" in per_class.output
+
     refused = RUNNER.invoke(app, ["cv", "--dataset", str(data), "--workspace", str(ws),
                                   "--run", "other", "--suite", "dcase2019"])  # fmt: skip
     assert refused.exit_code != 0
