@@ -84,9 +84,9 @@ class CVSection(_Section):
             raise ValueError(f"cv.folds: a fold is listed twice in {list(self.folds)}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"cv.protocol: {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
-        if self.protocol == "starss23" and self.folds != (1,):
+        if self.protocol in ("starss23", "tau2020", "tau2021") and self.folds != (1,):
             raise ValueError(
-                f"cv.folds: the starss23 protocol has one fold, [1], not {list(self.folds)}"
+                f"cv.folds: the {self.protocol} protocol has one fold, [1], not {list(self.folds)}"
             )
         return self
 

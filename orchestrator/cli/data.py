@@ -40,7 +40,7 @@ from orchestrator.synthesize import synthesize_on_ray
 from seld.data.dataset import DatasetLayout, recording_durations, validate_dataset
 from seld.data.dcase import FORMATS
 from seld.data.folds import PROTOCOLS, make_folds
-from seld.data.formats import DatasetFormat, Starss23, detect_format, get_format, scoring_pairs
+from seld.data.formats import TRACKWISE, DatasetFormat, detect_format, get_format, scoring_pairs
 from seld.data.metadata import DatasetError
 from seld.metrics.reference import read_directories, score_directories
 from seld.metrics.suites import MetricSuite, get_suite, score_recordings, tracked
@@ -64,9 +64,10 @@ def synth(
         str,
         typer.Option(
             "--layout",
-            help="dcase2019, or starss23 (dev-train/dev-test sub-folders, 13 classes, 100 ms "
-            "frames, moving sources, same-class overlaps, distances; 24 kHz; --per-split "
-            "recordings in each of its folds 3 and 4, --splits ignored).",
+            help="dcase2019; or starss23 (dev-train/dev-test sub-folders, 13 classes, "
+            "distances; folds 3 and 4), tau2021 (dev-train/dev-val/dev-test, 12 classes; folds "
+            "1-6) or tau2020 (flat, names ending _ov<O>, 14 classes; folds 1-6): 24 kHz, 100 ms "
+            "frames, moving sources, --per-split recordings in each fold, --splits ignored.",
         ),
     ] = "dcase2019",
     address: AddressOpt = None,
@@ -90,7 +91,7 @@ def synth(
         formats=fmts,
         seed=seed,
         layout=layout,
-        **({"sample_rate": STARSS_SAMPLE_RATE} if layout == "starss23" else {}),
+        **({"sample_rate": STARSS_SAMPLE_RATE} if layout != "dcase2019" else {}),
     )
     todo = missing_recordings(out, config)
     started = time.perf_counter()
@@ -136,7 +137,7 @@ def validate(
 ) -> None:
     """Check every file of a dataset; name every problem; exit 1 if there is any."""
     layout = get_format(dataset_format) if dataset_format else None
-    if layout is None and dataset.is_dir() and Starss23().detect(dataset):
+    if layout is None and dataset.is_dir() and any(f.detect(dataset) for f in TRACKWISE.values()):
         layout = detect_format(dataset)  # otherwise the DCASE 2019 checks name what is wrong
     with progress_bar(transient=True) as progress:
         task = progress.add_task("checking", total=None, current="")
@@ -236,7 +237,7 @@ def score(
             durations = None  # a bare metadata folder: one-minute recordings, as in DCASE 2019
     warnings: list[DatasetError] = []
     layout = get_format(dataset_format) if dataset_format else None
-    if layout is None and Starss23().detect(ref.parent):
+    if layout is None and any(f.detect(ref.parent) for f in TRACKWISE.values()):
         layout = detect_format(ref.parent)
     if layout is not None and layout.name != "dcase2019":
         _score_format(layout, ref, pred, suites, with_jackknife, json_out)

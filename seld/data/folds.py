@@ -12,8 +12,16 @@ from seld.errors import ConfigError, SeldError
 #: ``dcase2019``: the DCASE 2019 baseline's protocol: fold k tests on split k and validates on
 #: the next split. ``seed``: validates on the test split (leaky). ``starss23``: STARSS22/23's
 #: official split, one fold: test on fold 4 (dev-test), train on fold 3 (dev-train) less every
-#: ``STARSS_VALIDATION_EVERY``-th of its recordings (by name), which validate.
-PROTOCOLS = ("dcase2019", "seed", "starss23")
+#: ``STARSS_VALIDATION_EVERY``-th of its recordings (by name), which validate. ``tau2020`` and
+#: ``tau2021``: TAU-NIGENS 2020 and 2021's official splits (:data:`OFFICIAL_SPLITS`), one fold.
+PROTOCOLS = ("dcase2019", "seed", "starss23", "tau2020", "tau2021")
+#: official splits of one fold: (training, validation, test) fold numbers of the recordings'
+#: names (``fold<F>_...``): TAU-NIGENS 2020 tests on fold 1 and validates on fold 2; 2021 trains
+#: on folds 1-4 and validates on fold 5
+OFFICIAL_SPLITS: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
+    "tau2020": ((3, 4, 5, 6), (2,), (1,)),
+    "tau2021": ((1, 2, 3, 4), (5,), (6,)),
+}
 STARSS_VALIDATION_EVERY = 4
 STARSS_TRAIN_SPLIT, STARSS_TEST_SPLIT = 3, 4
 
@@ -85,6 +93,8 @@ def make_folds(
     names = sorted(r if not isinstance(r, str) else parse_recording_name(r) for r in recordings)
     if protocol == "starss23":
         return _starss_folds(names, folds)
+    if protocol in OFFICIAL_SPLITS:
+        return _official_fold(names, protocol, folds)
     by_split: dict[int, list[RecordingName]] = {s: [] for s in splits}
     for name in names:
         if name.split in by_split:
@@ -118,3 +128,16 @@ def _starss_folds(names: list[Any], folds: Iterable[int] | None) -> list[Fold]:
             raise FoldError(f"fold 1: no {role} recordings (fold {split} of the dataset)")
     split = (STARSS_TRAIN_SPLIT,)
     return [Fold(1, "starss23", split, split, (STARSS_TEST_SPLIT,), train, validation, test)]
+
+
+def _official_fold(names: list[Any], protocol: str, folds: Iterable[int] | None) -> list[Fold]:
+    if any(k != 1 for k in folds or (1,)):
+        raise ConfigError(f"the {protocol} protocol has one fold (1), not {list(folds or ())}")
+    splits = OFFICIAL_SPLITS[protocol]
+    parts = []
+    for role, chosen in zip(("training", "validation", "test"), splits, strict=True):
+        members = tuple(n for n in names if n.split in chosen)
+        if not members:
+            raise FoldError(f"fold 1: no {role} recordings (folds {list(chosen)} are empty)")
+        parts.append(members)
+    return [Fold(1, protocol, *splits, *parts)]

@@ -18,10 +18,18 @@ suite. :func:`detect_format` tells the registered formats apart by their layout;
   overlaps; the official split trains on ``dev-train-*`` and tests on ``dev-test-*``; the
   ``dcase2022`` suite. Prediction CSVs are read as the DCASE 2022/2023 scorer reads them: five
   columns polar (degrees), six Cartesian ``x, y, z``.
+* ``tau2021``: TAU-NIGENS Spatial Sound Events 2021: ``{mic,foa}_dev/dev-{train,val,test}/
+  fold{F}_room{R}_mix{M}.wav``, rows ``frame, class, track, azimuth, elevation`` at 100 ms,
+  12 classes, moving sources, same-class overlaps; trains on folds 1-4, validates on fold 5,
+  tests on fold 6; the ``dcase2021`` suite.
+* ``tau2020``: TAU-NIGENS Spatial Sound Events 2020: flat ``{mic,foa}_dev/`` and
+  ``metadata_dev/`` of ``fold{F}_room{R}_mix{M}_ov{O}`` files, the same rows, 14 classes;
+  trains on folds 3-6, validates on fold 2, tests on fold 1; the ``dcase2020`` suite.
 
-Reading, validating and scoring work for every registered format, and both are synthesized
-(``seld-orch synth --layout starss23``: :mod:`seld.synth.starss`); training is DCASE 2019 only
-so far.
+The three track-wise formats are one class, :class:`TrackwiseFormat`, with their folders,
+classes, protocol and suite as its fields. Every registered format is read, validated, scored,
+synthesized (``seld-orch synth --layout``: :mod:`seld.synth.starss`), extracted and trained on
+(:func:`dataset_recordings`; the protocols in :mod:`seld.data.folds`).
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ __all__ = [
     "DatasetFormat",
     "FormatRecording",
     "StarssName",
+    "TrackwiseFormat",
     "dataset_format_of",
     "dataset_recordings",
     "detect_format",
@@ -75,23 +84,29 @@ STARSS_CLASSES: tuple[str, ...] = (
 )
 
 
-_STARSS_NAME = re.compile(r"^fold(?P<fold>\d+)_room(?P<room>\d+)_mix(?P<mix>\d+)$")
+_STARSS_NAME = re.compile(
+    r"^fold(?P<fold>\d+)_room(?P<room>\d+)_mix(?P<mix>\d+)(?:_ov(?P<ov>\d+))?$"
+)
 
 
 @dataclass(frozen=True, order=True)
 class StarssName:
-    """A STARSS22/23 recording name such as ``fold3_room21_mix001``: its fold is its split
-    (3: development training set, 4: development test set)."""
+    """A STARSS22/23 or TAU-NIGENS 2020/21 recording name such as ``fold3_room21_mix001`` (or
+    ``fold1_room1_mix001_ov2``): its fold is its split (STARSS: 3 development training set, 4
+    development test set)."""
 
     fold: int
     room: int
     mix: int
     #: digits of the mix number (STARSS writes three)
     width: int = field(default=3, compare=False)
+    #: the overlap number TAU-NIGENS 2020 ends its names with (``..._ov2``); None elsewhere
+    ov: int | None = None
 
     @property
     def stem(self) -> str:
-        return f"fold{self.fold}_room{self.room}_mix{self.mix:0{self.width}d}"
+        ov = "" if self.ov is None else f"_ov{self.ov}"
+        return f"fold{self.fold}_room{self.room}_mix{self.mix:0{self.width}d}{ov}"
 
     @property
     def split(self) -> int:
@@ -108,7 +123,9 @@ class StarssName:
             raise ValueError(
                 f"{stem!r} is not a STARSS recording name (expected fold<F>_room<R>_mix<M>)"
             )
-        return cls(int(match["fold"]), int(match["room"]), int(match["mix"]), len(match["mix"]))
+        ov = None if match["ov"] is None else int(match["ov"])
+        fold, room, mix = int(match["fold"]), int(match["room"]), int(match["mix"])
+        return cls(fold, room, mix, len(match["mix"]), ov)
 
 
 @dataclass(frozen=True)
@@ -201,27 +218,38 @@ def _number(path: Path, line: int, name: str, text: str, whole: bool) -> float:
 
 
 @dataclass(frozen=True)
-class Starss23:
-    """STARSS22/23 (see the module docstring)."""
+class TrackwiseFormat:
+    """A dataset of track-wise labels at 100 ms (``frame, class, track or source, azimuth,
+    elevation[, distance]``), 24 kHz, ``{mic,foa}_dev`` audio beside ``metadata_dev``, flat or
+    in sub-folders whose names match ``groups``: STARSS22/23 and TAU-NIGENS 2020/2021 (see the
+    module docstring)."""
 
-    name: str = "starss23"
-    description: str = (
-        "STARSS22/23 (DCASE 2022-2024): dev-train-*/dev-test-* sub-folders, 100 ms frames, "
-        "13 classes, source indices, moving sources, distances from 2024"
-    )
-    classes: tuple[str, ...] = STARSS_CLASSES
+    name: str
+    description: str
+    classes: tuple[str, ...]
+    #: the cross-validation protocol of its official split (:mod:`seld.data.folds`)
+    protocol: str
+    #: a regular expression every sub-folder of ``metadata_dev`` matches; None: flat folders
+    groups: str | None = None
+    folds: tuple[int, ...] = (1,)
     label_frames_per_second: float = 10.0
     default_suite: str = "dcase2022"
     sample_rate: int = 24_000
     audio_formats: tuple[str, ...] = ("foa", "mic")
-    protocol: str = "starss23"
-    folds: tuple[int, ...] = (1,)
 
     def detect(self, root: Path) -> bool:
         metadata = Path(root) / "metadata_dev"
-        return metadata.is_dir() and any(
-            p.is_dir() and p.name.startswith("dev-") for p in metadata.iterdir()
-        )
+        if not metadata.is_dir():
+            return False
+        if self.groups is None:  # flat: metadata named fold<F>_room<R>_mix<M>[_ov<O>]
+            return any(_STARSS_NAME.match(p.stem) for p in metadata.glob("*.csv"))
+        folders = [p.name for p in metadata.iterdir() if p.is_dir()]
+        return bool(folders) and all(re.match(self.groups, name) for name in folders)
+
+    def _groups(self, folder: Path) -> list[tuple[str, Path]]:
+        if self.groups is None:
+            return [("", folder)]
+        return [(p.name, p) for p in sorted(folder.iterdir()) if p.is_dir()]
 
     def recordings(self, root: Path) -> list[FormatRecording]:
         """Every recording with audio in any format (metadata where ``metadata_dev`` has it)."""
@@ -231,13 +259,13 @@ class Starss23:
             folder = root / f"{fmt}_dev"
             if not folder.is_dir():
                 continue
-            for group in sorted(p for p in folder.iterdir() if p.is_dir()):
-                for wav in sorted(group.glob("*.wav")):
-                    key = (group.name, wav.stem)
+            for group, where in self._groups(folder):
+                for wav in sorted(where.glob("*.wav")):
+                    key = (group, wav.stem)
                     if key not in found:
-                        meta = root / "metadata_dev" / group.name / f"{wav.stem}.csv"
+                        meta = root / "metadata_dev" / group / f"{wav.stem}.csv"
                         found[key] = FormatRecording(
-                            wav.stem, group.name, {}, meta if meta.is_file() else None
+                            wav.stem, group, {}, meta if meta.is_file() else None
                         )
                     found[key].audio[fmt] = wav
         return [found[k] for k in sorted(found)]
@@ -347,7 +375,7 @@ class Starss23:
         audio_groups = {
             p.name
             for fmt in self.audio_formats
-            if (root / f"{fmt}_dev").is_dir()
+            if self.groups is not None and (root / f"{fmt}_dev").is_dir()
             for p in (root / f"{fmt}_dev").iterdir()
             if p.is_dir()
         }
@@ -416,7 +444,7 @@ class Dcase2019:
     def detect(self, root: Path) -> bool:
         root = Path(root)
         flat = any((root / f"{fmt}_{sub}").is_dir() for fmt in FORMAT_NAMES for sub in SUBSETS)
-        return flat and not Starss23().detect(root)
+        return flat and not any(f.detect(root) for f in TRACKWISE.values())
 
     def recordings(self, root: Path) -> list[FormatRecording]:
         layout = DatasetLayout.discover(root)
@@ -496,7 +524,61 @@ def scoring_pairs(
 
 
 #: every registered format by name: one line a format
-FORMATS: dict[str, DatasetFormat] = {f.name: f for f in (Dcase2019(), Starss23())}
+#: TAU-NIGENS Spatial Sound Events 2020 classes by index (the DCASE 2020 task's list).
+TAU2020_CLASSES: tuple[str, ...] = (
+    "alarm",
+    "crying baby",
+    "crash",
+    "barking dog",
+    "running engine",
+    "female scream",
+    "female speech",
+    "burning fire",
+    "footsteps",
+    "knocking on door",
+    "male scream",
+    "male speech",
+    "ringing phone",
+    "piano",
+)
+#: TAU-NIGENS Spatial Sound Events 2021 classes by index: 2020's without engine and fire.
+TAU2021_CLASSES: tuple[str, ...] = tuple(
+    c for c in TAU2020_CLASSES if c not in ("running engine", "burning fire")
+)
+
+#: the registered track-wise formats
+TRACKWISE: dict[str, TrackwiseFormat] = {
+    f.name: f
+    for f in (
+        TrackwiseFormat(
+            "starss23",
+            "STARSS22/23 (DCASE 2022-2024): dev-train-*/dev-test-* sub-folders, 100 ms frames, "
+            "13 classes, source indices, moving sources, distances from 2024",
+            STARSS_CLASSES,
+            "starss23",
+            groups=r"^dev-(train|test)-.+$",
+        ),
+        TrackwiseFormat(
+            "tau2021",
+            "TAU-NIGENS Spatial Sound Events 2021 (DCASE 2021): dev-train/dev-val/dev-test "
+            "sub-folders, 100 ms frames, 12 classes, moving sources, same-class overlaps",
+            TAU2021_CLASSES,
+            "tau2021",
+            groups=r"^dev-(train|val|test)$",
+            default_suite="dcase2021",
+        ),
+        TrackwiseFormat(
+            "tau2020",
+            "TAU-NIGENS Spatial Sound Events 2020 (DCASE 2020): flat folders, names ending "
+            "_ov<O>, 100 ms frames, 14 classes, moving sources",
+            TAU2020_CLASSES,
+            "tau2020",
+            default_suite="dcase2020",
+        ),
+    )
+}
+#: every registered format by name: one line a format
+FORMATS: dict[str, DatasetFormat] = {"dcase2019": Dcase2019(), **TRACKWISE}
 
 
 def get_format(name: str) -> DatasetFormat:
@@ -510,10 +592,12 @@ def get_format(name: str) -> DatasetFormat:
 
 
 def dataset_format_of(root: str | os.PathLike[str]) -> DatasetFormat:
-    """The format a training command reads ``root`` as: STARSS23 where its layout is found,
-    else DCASE 2019 (whose reader then names what is missing)."""
-    starss = FORMATS["starss23"]
-    return starss if starss.detect(Path(root)) else FORMATS["dcase2019"]
+    """The format a training command reads ``root`` as: a track-wise format where its layout
+    is found, else DCASE 2019 (whose reader then names what is missing)."""
+    for fmt in TRACKWISE.values():
+        if fmt.detect(Path(root)):
+            return fmt
+    return FORMATS["dcase2019"]
 
 
 def dataset_recordings(

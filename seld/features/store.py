@@ -117,7 +117,7 @@ def write_feature_file(
     source, azimuth, elevation, distance``) under ``labels``.
     """
     labels = labels or LabelFacts()
-    fields = {k: v for k, v in asdict(name).items() if k != "width"}
+    fields = {k: v for k, v in asdict(name).items() if k != "width" and v is not None}
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         _create_features(h5, features, config)
         if targets is not None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from seld.data.dcase import FORMATS, SAMPLE_RATE, SPLITS
 
 #: the dataset layouts the synthesizer writes
-LAYOUTS: tuple[str, ...] = ("dcase2019", "starss23")
+LAYOUTS: tuple[str, ...] = ("dcase2019", "starss23", "tau2020", "tau2021")
 STARSS_SAMPLE_RATE = 24_000
 
 
@@ -51,8 +51,9 @@ class SynthConfig:
     max_image_order: int | None = None
     subtype: str = "PCM_16"
     style: SceneStyle = field(default_factory=SceneStyle)
-    #: ``dcase2019`` (``splits`` of ``per_split`` recordings) or ``starss23``
-    #: (:mod:`seld.synth.starss`: ``per_split`` recordings in each of its folds 3 and 4)
+    #: ``dcase2019`` (``splits`` of ``per_split`` recordings), or a track-wise layout
+    #: (:mod:`seld.synth.starss`: ``per_split`` recordings in each of its folds): ``starss23``
+    #: (folds 3, 4), ``tau2020`` or ``tau2021`` (folds 1-6)
     layout: str = "dcase2019"
 
     def __post_init__(self) -> None:
@@ -73,10 +74,10 @@ class SynthConfig:
             raise ValueError(f"max_image_order must be >= 0 or None, got {self.max_image_order}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-        if self.layout == "starss23" and self.sample_rate != STARSS_SAMPLE_RATE:
+        if self.layout != "dcase2019" and self.sample_rate != STARSS_SAMPLE_RATE:
             raise ValueError(
-                f"the starss23 layout is recorded at {STARSS_SAMPLE_RATE} Hz, as STARSS23 is; "
-                f"got sample_rate {self.sample_rate}"
+                f"the {self.layout} layout is recorded at {STARSS_SAMPLE_RATE} Hz, as the "
+                f"dataset is; got sample_rate {self.sample_rate}"
             )
         if self.sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")

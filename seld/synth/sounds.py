@@ -269,6 +269,20 @@ def melody(rng: np.random.Generator, sr: int) -> np.ndarray:
     return out
 
 
+def alarm(rng: np.random.Generator, sr: int) -> np.ndarray:
+    """An alarm: 3-8 beeps alternating between two tones (square-ish, a few harmonics)."""
+    low = rng.uniform(600.0, 1000.0)
+    high = low * rng.uniform(1.2, 1.5)
+    beep, gap = num_samples(rng.uniform(0.12, 0.25), sr), num_samples(rng.uniform(0.05, 0.12), sr)
+    t = np.arange(beep) / sr
+    out = []
+    for i in range(int(rng.integers(3, 9))):
+        f = high if i % 2 else low
+        tone = sum(np.sin(2 * np.pi * f * h * t) / h for h in (1, 3, 5))
+        out += [tone * hann_envelope(beep, 0.05), np.zeros(gap)]
+    return np.concatenate(out)
+
+
 #: The generator of each class, in class-index order.
 SOUNDS: dict[str, SoundGenerator] = {
     "knock": knock,

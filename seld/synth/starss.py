@@ -31,12 +31,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from seld.data.dcase import AZIMUTH_GRID, ELEVATION_GRID, FORMATS, MAX_ELEVATION_AT_DISTANCE
-from seld.data.formats import STARSS_CLASSES, StarssName
+from seld.data.formats import STARSS_CLASSES, TAU2020_CLASSES, TAU2021_CLASSES, StarssName
 from seld.synth.config import SynthConfig
 from seld.synth.rooms import ROOM_SPECS, room_responses, spatialize
 from seld.synth.scene import finish_mix
 from seld.synth.sounds import (
     SoundGenerator,
+    alarm,
     clearthroat,
     cough,
     doorslam,
@@ -69,15 +70,79 @@ STARSS_SOUNDS: dict[str, SoundGenerator] = {
     "bell": cough,
     "knock": knock,
 }
-assert tuple(STARSS_SOUNDS) == STARSS_CLASSES
+#: the stand-in sound of each TAU-NIGENS 2020 class (2021's are the same less two)
+TAU_SOUNDS: dict[str, SoundGenerator] = {
+    "alarm": alarm,
+    "crying baby": laughter,
+    "crash": doorslam,
+    "barking dog": cough,
+    "running engine": drawer,
+    "female scream": clearthroat,
+    "female speech": female_speech,
+    "burning fire": pageturn,
+    "footsteps": keys_drop,
+    "knocking on door": knock,
+    "male scream": keyboard,
+    "male speech": male_speech,
+    "ringing phone": phone,
+    "piano": melody,
+}
 #: label frames per second
 LABEL_RATE = 10
 #: STARSS23's folds: 3 is its development training set, 4 its development test set
 TRAIN_FOLD, TEST_FOLD = 3, 4
-MAX_TRACKS = 3
 #: angular speeds of a moving source, degrees per second (either sign)
 SPEEDS_DEG_S: tuple[float, ...] = (10.0, 20.0, 40.0)
 CROSSFADE_S = 0.01
+
+
+@dataclass(frozen=True)
+class TrackwiseLayout:
+    """How the synthesizer writes one track-wise dataset layout: its classes and their sounds,
+    its folds and the sub-folder of each (``""``: flat), how many sources sound at once, whether
+    a class may sound twice at once, whether rows carry distances, whether names end in
+    ``_ov<tracks>``."""
+
+    name: str
+    sounds: dict[str, SoundGenerator]
+    folds: dict[int, str]
+    max_tracks: int = 3
+    same_class: bool = True
+    distances: bool = False
+    ov_in_name: bool = False
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.sounds)
+
+
+LAYOUTS: dict[str, TrackwiseLayout] = {
+    layout.name: layout
+    for layout in (
+        TrackwiseLayout(
+            "starss23",
+            STARSS_SOUNDS,
+            {TRAIN_FOLD: "dev-train-synth", TEST_FOLD: "dev-test-synth"},
+            distances=True,
+        ),
+        TrackwiseLayout(
+            "tau2021",
+            {c: TAU_SOUNDS[c] for c in TAU2021_CLASSES},
+            {**dict.fromkeys((1, 2, 3, 4), "dev-train"), 5: "dev-val", 6: "dev-test"},
+        ),
+        TrackwiseLayout(
+            "tau2020",
+            TAU_SOUNDS,
+            dict.fromkeys((1, 2, 3, 4, 5, 6), ""),
+            max_tracks=2,
+            same_class=False,
+            ov_in_name=True,
+        ),
+    )
+}
+assert LAYOUTS["starss23"].classes == STARSS_CLASSES
+assert LAYOUTS["tau2020"].classes == TAU2020_CLASSES
+assert LAYOUTS["tau2021"].classes == TAU2021_CLASSES
 
 
 def room_ir(name: StarssName) -> int:
@@ -85,28 +150,35 @@ def room_ir(name: StarssName) -> int:
     return (name.room - 1) % len(ROOM_SPECS)
 
 
-def tracks(name: StarssName) -> int:
-    """How many tracks of events a recording has: 1, 2, 3, 1, ... over its ``mix`` number."""
-    return 1 + (name.mix - 1) % MAX_TRACKS
+def tracks(name: StarssName, layout: str = "starss23") -> int:
+    """How many tracks of events a recording has: its ``_ov`` number where the name has one,
+    else 1, 2, 3, 1, ... over its ``mix`` number."""
+    if name.ov is not None:
+        return name.ov
+    return 1 + (name.mix - 1) % LAYOUTS[layout].max_tracks
 
 
-def group(name: StarssName) -> str:
-    """Its sub-folder: ``dev-train-synth`` (fold 3) or ``dev-test-synth``."""
-    return f"dev-{'train' if name.fold == TRAIN_FOLD else 'test'}-synth"
+def group(name: StarssName, layout: str = "starss23") -> str:
+    """Its sub-folder (``""`` in a flat layout): STARSS ``dev-train-synth`` (fold 3) or
+    ``dev-test-synth``; TAU-NIGENS 2021 ``dev-train`` (folds 1-4), ``dev-val``, ``dev-test``."""
+    return LAYOUTS[layout].folds[name.fold]
 
 
 def plan_starss(config: SynthConfig) -> list[StarssName]:
-    """``per_split`` recordings in fold 3 and in fold 4; rooms cycle over the recordings."""
+    """``per_split`` recordings in each fold of the config's layout; rooms cycle over the
+    recordings (TAU-NIGENS 2020: ``_ov1`` and ``_ov2`` alternate)."""
+    layout = LAYOUTS[config.layout]
     names = []
-    for i, fold in enumerate((TRAIN_FOLD, TEST_FOLD)):
+    for i, fold in enumerate(layout.folds):
         for j in range(config.per_split):
             k = i * config.per_split + j
-            names.append(StarssName(fold, 1 + k % len(ROOM_SPECS), j + 1))
+            ov = 1 + j % layout.max_tracks if layout.ov_in_name else None
+            names.append(StarssName(fold, 1 + k % len(ROOM_SPECS), j + 1, ov=ov))
     return names
 
 
 def _seed(config: SynthConfig, name: StarssName, stream: int) -> np.random.SeedSequence:
-    digest = hashlib.sha256(f"starss23/{name.stem}".encode()).digest()
+    digest = hashlib.sha256(f"{config.layout}/{name.stem}".encode()).digest()
     words = np.frombuffer(digest[:16], dtype=np.uint32).tolist()
     return np.random.SeedSequence([config.seed, *words, stream])
 
@@ -145,7 +217,7 @@ def plan_starss_scene(name: StarssName, config: SynthConfig) -> list[Source]:
     rng = np.random.default_rng(_seed(config, name, 0))
     sr, total, style = config.sample_rate, config.num_samples, config.style
     placed: list[Source] = []
-    for track in range(tracks(name)):
+    for track in range(tracks(name, config.layout)):
         gap = style.gap_s if track == 0 else style.second_track_gap_s
         start = round(rng.uniform(*style.first_onset_s) * sr)
         while start < total:
@@ -163,13 +235,16 @@ def _draw_source(
     """An event starting at ``start`` that ends before the recording does, at a direction no
     overlapping event starts from; None after ``max_attempts`` tries."""
     sr, total = config.sample_rate, config.num_samples
+    layout = LAYOUTS[config.layout]
     for _ in range(config.style.max_attempts):
-        cls = int(rng.integers(len(STARSS_CLASSES)))
-        sound = make_sound(STARSS_CLASSES[cls], rng, sr, STARSS_SOUNDS)
+        cls = int(rng.integers(len(layout.classes)))
+        sound = make_sound(layout.classes[cls], rng, sr, layout.sounds)
         stop = start + sound.size
         if stop >= total:
             continue
         near = [p for p in placed if p.start < stop and start < p.stop]
+        if not layout.same_class and any(p.cls == cls for p in near):
+            continue
         distance = int(rng.choice(sorted(MAX_ELEVATION_AT_DISTANCE)))
         limit = MAX_ELEVATION_AT_DISTANCE[distance]
         elevations = [e for e in ELEVATION_GRID if abs(e) <= limit]
@@ -241,15 +316,17 @@ def render_starss(
     return finish_mix(out, active, fmt, config, rng)
 
 
-def starss_rows(sources: list[Source], sr: int) -> np.ndarray:
-    """The metadata rows ``(frame, class, source, azimuth, elevation, distance cm)`` (int),
+def starss_rows(sources: list[Source], sr: int, distances: bool = True) -> np.ndarray:
+    """The metadata rows ``(frame, class, source, azimuth, elevation[, distance cm])`` (int),
     sorted by frame, class and source index."""
     rows = [
-        (f, s.cls, s.source, s.azimuth_in(f, sr), s.elevation, 100 * s.distance)
+        (f, s.cls, s.source, s.azimuth_in(f, sr), s.elevation, 100 * s.distance)[
+            : 6 if distances else 5
+        ]
         for s in sources
         for f in s.frames(sr)
     ]
-    return np.array(sorted(rows), dtype=np.int64).reshape(-1, 6)
+    return np.array(sorted(rows), dtype=np.int64).reshape(-1, 6 if distances else 5)
 
 
 def format_starss_metadata(rows: np.ndarray) -> str:
@@ -266,4 +343,4 @@ def synthesize_starss(
     for fmt in config.formats:
         rng = np.random.default_rng(_seed(config, name, 1 + FORMATS.index(fmt)))
         audio[fmt] = render_starss(sources, fmt, room_ir(name), config, rng)
-    return starss_rows(sources, config.sample_rate), audio
+    return starss_rows(sources, config.sample_rate, LAYOUTS[config.layout].distances), audio

@@ -25,7 +25,13 @@ from seld.errors import SeldError
 from seld.fsutil import atomic_path
 from seld.synth.config import SynthConfig
 from seld.synth.scene import plan_recordings, synthesize_recording
-from seld.synth.starss import format_starss_metadata, group, plan_starss, synthesize_starss
+from seld.synth.starss import (
+    LAYOUTS,
+    format_starss_metadata,
+    group,
+    plan_starss,
+    synthesize_starss,
+)
 
 #: a recording the synthesizer plans: DCASE 2019 layout or STARSS layout
 PlannedName = RecordingName | StarssName
@@ -37,19 +43,23 @@ class SynthesisError(SeldError, RuntimeError):
     """A recording could not be made; the message names it, the cause says why."""
 
 
-def _relative(name: PlannedName) -> str:
+def _relative(name: PlannedName, layout: str | None) -> str:
     """Where a recording sits under its format's folder: ``<stem>``, or ``<group>/<stem>``."""
-    return f"{group(name)}/{name.stem}" if isinstance(name, StarssName) else name.stem
+    if not isinstance(name, StarssName):
+        return name.stem
+    folder = group(name, layout if layout in LAYOUTS else "starss23")
+    return f"{folder}/{name.stem}" if folder else name.stem
 
 
-def metadata_path(out_dir: Path, name: PlannedName) -> Path:
-    """``out_dir/metadata_dev/<stem>.csv`` (STARSS layout: ``.../<group>/<stem>.csv``)."""
-    return Path(out_dir) / "metadata_dev" / f"{_relative(name)}.csv"
+def metadata_path(out_dir: Path, name: PlannedName, layout: str | None = None) -> Path:
+    """``out_dir/metadata_dev/<stem>.csv`` (a layout with sub-folders: ``.../<group>/<stem>.csv``;
+    a track-wise name without ``layout`` is STARSS23's)."""
+    return Path(out_dir) / "metadata_dev" / f"{_relative(name, layout)}.csv"
 
 
-def audio_path(out_dir: Path, name: PlannedName, fmt: str) -> Path:
-    """``out_dir/<fmt>_dev/<stem>.wav`` (STARSS layout: ``.../<group>/<stem>.wav``)."""
-    return Path(out_dir) / f"{fmt}_dev" / f"{_relative(name)}.wav"
+def audio_path(out_dir: Path, name: PlannedName, fmt: str, layout: str | None = None) -> Path:
+    """``out_dir/<fmt>_dev/<stem>.wav`` (with sub-folders: ``.../<group>/<stem>.wav``)."""
+    return Path(out_dir) / f"{fmt}_dev" / f"{_relative(name, layout)}.wav"
 
 
 def _write_wav(path: Path, audio: np.ndarray, config: SynthConfig) -> None:
@@ -63,11 +73,11 @@ def write_recording(out_dir: Path, name: PlannedName, config: SynthConfig) -> Pa
 
     Always writes (existing files are replaced); the CSV is written last.
     """
-    path = metadata_path(out_dir, name)
+    path = metadata_path(out_dir, name, config.layout)
     if isinstance(name, StarssName):
         rows, audio = synthesize_starss(name, config)
         for fmt, samples in audio.items():
-            _write_wav(audio_path(out_dir, name, fmt), samples, config)
+            _write_wav(audio_path(out_dir, name, fmt, config.layout), samples, config)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             tmp.write_text(format_starss_metadata(rows))
@@ -81,11 +91,11 @@ def write_recording(out_dir: Path, name: PlannedName, config: SynthConfig) -> Pa
 
 def is_complete(out_dir: Path, name: PlannedName, config: SynthConfig) -> bool:
     """Whether the CSV and every requested WAV exist, the WAVs with the configured shape."""
-    if not metadata_path(out_dir, name).is_file():
+    if not metadata_path(out_dir, name, config.layout).is_file():
         return False
     for fmt in config.formats:
         try:
-            info = sf.info(str(audio_path(out_dir, name, fmt)))
+            info = sf.info(str(audio_path(out_dir, name, fmt, config.layout)))
         except (sf.LibsndfileError, RuntimeError, OSError):
             return False
         if (info.channels, info.samplerate, info.frames) != (
@@ -99,7 +109,7 @@ def is_complete(out_dir: Path, name: PlannedName, config: SynthConfig) -> bool:
 
 def planned(config: SynthConfig) -> list[PlannedName]:
     """The recordings of the config's layout, in plan order."""
-    if config.layout == "starss23":
+    if config.layout in LAYOUTS:
         return list(plan_starss(config))
     return list(plan_recordings(config))
 

@@ -174,3 +174,25 @@ def test_the_starss23_protocol_holds_out_part_of_dev_train():
         make_folds(names, protocol="starss23", folds=[2])
     with pytest.raises(ValueError, match="no test recordings"):
         make_folds(dev_train, protocol="starss23")
+
+
+@pytest.mark.parametrize(
+    ("layout", "suite", "test_fold"), [("tau2020", "dcase2020", 1), ("tau2021", "dcase2021", 6)]
+)
+def test_tau_nigens_datasets_train_on_their_official_split(layout, suite, test_fold, tmp_path):
+    data, ws = tmp_path / "data", tmp_path / "ws"
+    invoke("synth", "--out", str(data), "--layout", layout, "--per-split", "1", "--seconds", "8",
+           "--formats", "mic", "--num-cpus", "2")  # fmt: skip
+    assert "0 problem(s)" in invoke("validate", str(data)).stdout
+    summary = json.loads(invoke("cv", "--dataset", str(data), "--workspace", str(ws),
+                                "--epochs", "1", "--json").stdout)  # fmt: skip
+    assert (summary["dataset_format"], summary["suite"]) == (layout, suite)
+    assert list(summary["folds"]) == ["1"] and set(summary["overall"]) == {
+        "er", "f", "le", "lr", "seld"
+    }  # fmt: skip
+    config = json.loads((ws / "runs" / "cv" / "config.json").read_text())["config"]
+    assert config["cv"] == {"folds": [1], "protocol": layout}
+    submissions = sorted((ws / "runs" / "cv" / "submissions").glob("*.csv"))
+    assert [p.stem[:5] for p in submissions] == [f"fold{test_fold}"]
+    with h5py.File(next((ws / "features").glob("*/mic_dev/*.h5"))) as h5:
+        assert h5["activity"].shape[1] == len(get_format(layout).classes)

@@ -55,7 +55,7 @@ def write_starss(root: Path, seed: int = 0, distance: bool = False) -> dict[str,
 
 
 def test_the_registry_and_detection(tmp_path: Path):
-    assert set(FORMATS) == {"dcase2019", "starss23"}
+    assert set(FORMATS) == {"dcase2019", "starss23", "tau2020", "tau2021"}
     with pytest.raises(ConfigError, match="unknown dataset format 'tau2018'; choose one of"):
         get_format("tau2018")
     write_starss(tmp_path / "starss")

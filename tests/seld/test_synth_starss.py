@@ -13,10 +13,11 @@ from test_synth import great_circle_deg, intensity_direction, sound_features
 from typer.testing import CliRunner
 
 from seld.data.formats import STARSS_CLASSES, StarssName, get_format
+from seld.metrics.dcase2020 import several_per_frame
 from seld.synth import SynthConfig
 from seld.synth.sounds import make_sound
 from seld.synth.starss import (
-    STARSS_SOUNDS,
+    LAYOUTS,
     plan_starss,
     plan_starss_scene,
     synthesize_starss,
@@ -111,20 +112,22 @@ def test_same_class_overlaps_have_their_own_source_indices():
     assert overlaps > 0  # three tracks of 13 classes over 3 minutes: some meet
 
 
-def test_every_starss_class_has_its_own_sound():
-    assert tuple(STARSS_SOUNDS) == STARSS_CLASSES
+@pytest.mark.parametrize("layout", ["starss23", "tau2020", "tau2021"])
+def test_every_class_of_a_layout_has_its_own_sound(layout: str):
+    sounds = LAYOUTS[layout].sounds
+    assert tuple(sounds) == get_format(layout).classes
     rng = np.random.default_rng(7)
     features = {
-        label: np.stack([sound_features(make_sound(label, rng, 48_000, STARSS_SOUNDS))
+        label: np.stack([sound_features(make_sound(label, rng, 48_000, sounds))
                          for _ in range(16)])
-        for label in STARSS_CLASSES
+        for label in sounds
     }  # fmt: skip
     every = np.concatenate(list(features.values()))
     mean, std = every.mean(axis=0), every.std(axis=0) + 1e-9
     train = {k: (v[:10] - mean) / std for k, v in features.items()}
     centroids = np.stack([v.mean(axis=0) for v in train.values()])
     correct = []
-    for k, label in enumerate(STARSS_CLASSES):
+    for k, label in enumerate(sounds):
         z = (features[label][10:] - mean) / std
         nearest = np.argmin(((z[:, None, :] - centroids[None]) ** 2).sum(axis=2), axis=1)
         correct.append(float(np.mean(nearest == k)))
@@ -134,7 +137,38 @@ def test_every_starss_class_has_its_own_sound():
 
 
 def test_the_starss_layout_needs_its_sample_rate():
-    with pytest.raises(ValueError, match="24000 Hz"):
-        SynthConfig(layout="starss23")
+    for layout in ("starss23", "tau2020", "tau2021"):
+        with pytest.raises(ValueError, match="24000 Hz"):
+            SynthConfig(layout=layout)
     with pytest.raises(ValueError, match="layout must be one of"):
-        SynthConfig(layout="tau2020")
+        SynthConfig(layout="tau2019", sample_rate=SR)
+
+
+@pytest.mark.parametrize("layout", ["tau2020", "tau2021"])
+def test_tau_nigens_layouts_are_what_their_readers_accept(layout: str, tmp_path: Path):
+    from seld.data.formats import detect_format
+    from seld.synth import synthesize_dataset
+
+    config = starss_config(layout=layout, seconds=6, per_split=1)
+    synthesize_dataset(tmp_path, config, workers=1)
+    fmt = detect_format(tmp_path)
+    assert fmt.name == layout
+    report = fmt.validate(tmp_path)
+    assert report.ok and report.checked == 6, [str(p) for p in report.problems]
+    recordings = fmt.recordings(tmp_path)
+    names = {n.stem: n for n in plan_starss(config)}
+    assert sorted(r.stem for r in recordings) == sorted(names)
+    groups = {r.stem[:5]: r.group for r in recordings}
+    if layout == "tau2021":
+        train = dict.fromkeys(("fold1", "fold2", "fold3", "fold4"), "dev-train")
+        assert groups == {**train, "fold5": "dev-val", "fold6": "dev-test"}
+    else:
+        assert set(groups.values()) == {""} and all("_ov" in r.stem for r in recordings)
+    for rec in recordings:
+        rows = fmt.read_reference(rec.metadata)
+        expected, _ = synthesize_starss(names[rec.stem], config)
+        assert expected.shape[1] == 5 and np.isnan(rows[:, 5]).all()  # no distances
+        assert np.array_equal(rows[:, :5], expected)
+        assert rows[:, 1].max() < len(fmt.classes)
+        if layout == "tau2020":  # one instance of a class at a time, as the 2020 metric needs
+            assert not several_per_frame(rows)
