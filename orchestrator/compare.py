@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from orchestrator.layout import RunLayout
-from seld.errors import MissingArtifactError
+from seld.errors import ConfigError, MissingArtifactError
 from seld.metrics.bootstrap import PairedDifference, paired_bootstrap
 from seld.metrics.scores import SeldCounts
 from seld.serving.plots import COMPARED_METRICS
@@ -172,6 +172,12 @@ def compare_runs(
     by_variant: dict[str, list[tuple[Entry, dict[str, Any]]]] = {}
     for entry in entries:
         metrics = json.loads(entry.layout.metrics_json.read_text())
+        if metrics.get("suite", "dcase2019") != "dcase2019":
+            raise ConfigError(
+                f"{entry.layout.root}: a {metrics.get('dataset_format')} run, scored with the "
+                f"{metrics['suite']} suite; compare reads DCASE 2019 scores and counts only so "
+                "far (the runs' suites are in each metrics.json and in MLflow)"
+            )
         by_variant.setdefault(entry.variant, []).append((entry, metrics))
     rows = []
     for variant, runs in by_variant.items():

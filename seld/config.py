@@ -38,7 +38,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from seld.data.folds import PROTOCOLS
+from seld.data.folds import PROTOCOLS, SINGLE_FOLD
 from seld.errors import ConfigError
 from seld.features.spectral import FeatureConfig
 from seld.methods.models import ModelConfig
@@ -84,7 +84,7 @@ class CVSection(_Section):
             raise ValueError(f"cv.folds: a fold is listed twice in {list(self.folds)}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"cv.protocol: {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
-        if self.protocol in ("starss23", "tau2020", "tau2021") and self.folds != (1,):
+        if self.protocol in SINGLE_FOLD and self.folds != (1,):
             raise ValueError(
                 f"cv.folds: the {self.protocol} protocol has one fold, [1], not {list(self.folds)}"
             )

@@ -22,6 +22,8 @@ OFFICIAL_SPLITS: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ..
     "tau2020": ((3, 4, 5, 6), (2,), (1,)),
     "tau2021": ((1, 2, 3, 4), (5,), (6,)),
 }
+#: the protocols of a single fold (fold 1)
+SINGLE_FOLD: tuple[str, ...] = ("starss23", *OFFICIAL_SPLITS)
 STARSS_VALIDATION_EVERY = 4
 STARSS_TRAIN_SPLIT, STARSS_TEST_SPLIT = 3, 4
 
