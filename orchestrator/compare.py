@@ -24,8 +24,10 @@ from orchestrator.layout import RunLayout
 from seld.errors import ConfigError, MissingArtifactError
 from seld.metrics.bootstrap import PairedDifference, paired_bootstrap
 from seld.metrics.scores import SeldCounts
+from seld.metrics.suites import get_suite
 from seld.serving.plots import COMPARED_METRICS
 
+#: the DCASE 2019 scores compared (another suite's runs compare that suite's scores)
 METRICS = tuple(COMPARED_METRICS)
 GROUPS = ("ov", "ir")
 
@@ -69,9 +71,14 @@ class Comparison:
     published_source: str = ""
     #: why a pair of variants has no paired comparison
     notes: list[str] = field(default_factory=list)
+    #: the metric suite the runs were scored with, and its compared scores (key -> label)
+    suite: str = "dcase2019"
+    metrics: dict[str, str] = field(default_factory=lambda: dict(COMPARED_METRICS))
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "suite": self.suite,
+            "metrics": self.metrics,
             "rows": [asdict(r) for r in self.rows],
             "pairs": [
                 {
@@ -148,11 +155,31 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
 
 
-def _counts(layout: RunLayout) -> dict[str, SeldCounts] | None:
+def _counts(layout: RunLayout) -> dict[str, Any] | None:
+    """Each test recording's counts: DCASE 2019 :class:`SeldCounts`, or a metric suite's
+    (``{"suite": ..., "recordings": ...}`` in the file) as arrays."""
     if not layout.test_counts.exists():
         return None
     counts = json.loads(layout.test_counts.read_text())
+    if "suite" in counts:
+        return {
+            name: {k: np.asarray(v, dtype=np.float64) for k, v in c.items()}
+            for name, c in counts["recordings"].items()
+        }
     return {name: SeldCounts.from_dict(c) for name, c in counts.items()}
+
+
+def _suite_of(runs: list[tuple[Entry, dict[str, Any]]]) -> str:
+    """The one metric suite every run was scored with (``metrics.json``'s ``suite``; DCASE
+    2019's for runs made before suites); :class:`ConfigError` when they differ."""
+    suites = {metrics.get("suite", "dcase2019") for _, metrics in runs}
+    if len(suites) > 1:
+        raise ConfigError(
+            "the runs were scored with different metric suites ("
+            + ", ".join(sorted(suites))
+            + "): compare runs of one dataset format"
+        )
+    return suites.pop() if suites else "dcase2019"
 
 
 def compare_runs(
@@ -172,17 +199,20 @@ def compare_runs(
     by_variant: dict[str, list[tuple[Entry, dict[str, Any]]]] = {}
     for entry in entries:
         metrics = json.loads(entry.layout.metrics_json.read_text())
-        if metrics.get("suite", "dcase2019") != "dcase2019":
-            raise ConfigError(
-                f"{entry.layout.root}: a {metrics.get('dataset_format')} run, scored with the "
-                f"{metrics['suite']} suite; compare reads DCASE 2019 scores and counts only so "
-                "far (the runs' suites are in each metrics.json and in MLflow)"
-            )
         by_variant.setdefault(entry.variant, []).append((entry, metrics))
+    suite = _suite_of([run for runs in by_variant.values() for run in runs])
+    metrics = (
+        dict(COMPARED_METRICS)
+        if suite == "dcase2019"
+        else {m.key: m.label for m in get_suite(suite).metrics}
+    )
+    compared = tuple(metrics)
+    if suite != "dcase2019":  # the published numbers are DCASE 2019 scores
+        published, source, table = None, "", {}
     rows = []
     for variant, runs in by_variant.items():
         config = json.loads(runs[0][0].layout.config_json.read_text())["config"]
-        per_seed = {m: [float(r["overall"][m]) for _, r in runs] for m in METRICS}
+        per_seed = {m: [_value(r["overall"].get(m)) for _, r in runs] for m in compared}
         stats = {m: _mean_sd(v) for m, v in per_seed.items()}
         groups: dict[str, dict[str, dict[str, tuple[float, float]]]] = {}
         for group in GROUPS:
@@ -190,7 +220,7 @@ def compare_runs(
             groups[group] = {
                 key: {
                     m: _mean_sd([r["groups"][group].get(key, {}).get(m, math.nan) for _, r in runs])
-                    for m in METRICS
+                    for m in compared
                 }
                 for key in keys
             }
@@ -210,11 +240,18 @@ def compare_runs(
             )
         )
     notes: list[str] = []
-    pairs = _pairs(by_variant, rows, baseline, samples, seed, notes)
-    return Comparison(rows, pairs, failed, source, notes)
+    pairs = _pairs(by_variant, rows, baseline, samples, seed, notes, suite)
+    return Comparison(rows, pairs, failed, source, notes, suite, metrics)
 
 
-def _pairs(by_variant, rows, baseline, samples, seed, notes: list[str]) -> list[Pair]:
+def _value(value: Any) -> float:
+    """A score from ``metrics.json`` (null where it was NaN) as a float."""
+    return math.nan if value is None else float(value)
+
+
+def _pairs(
+    by_variant, rows, baseline, samples, seed, notes: list[str], suite: str = "dcase2019"
+) -> list[Pair]:
     finite = [r for r in rows if math.isfinite(r.mean["seld"])]
     if len(rows) < 2 or not finite:
         return []
@@ -240,6 +277,7 @@ def _pairs(by_variant, rows, baseline, samples, seed, notes: list[str]) -> list[
                 [base_runs[s] for s in shared],
                 samples=samples,
                 seed=seed,
+                suite=None if suite == "dcase2019" else get_suite(suite),
             )
         except ValueError as exc:  # fewer than two recordings in common
             notes.append(f"no paired comparison of {row.variant} and {base}: {exc}")

@@ -9,21 +9,25 @@ import math
 from pathlib import Path
 from typing import Any
 
-from orchestrator.compare import GROUPS, METRICS, Comparison, Pair
+from orchestrator.compare import GROUPS, Comparison, Pair
 from orchestrator.jsonout import to_json
 from seld.fsutil import atomic_path
 from seld.serving.plots import plot_comparison
 
+#: the compared scores that are angles in degrees (DCASE 2019's DOA error, the suites' LE, DOAE)
+DEGREES = ("doa_error", "le", "doae")
+
 
 def fmt(metric: str, mean: float, sd: float) -> str:
-    """``0.312 ± 0.021`` (DOA error in degrees with one decimal); ``-`` when not computable."""
+    """``0.312 ± 0.021`` (errors in degrees with one decimal); ``-`` when not computable."""
     if not math.isfinite(mean):
         return "-"
-    digits = 1 if metric == "doa_error" else 3
+    digits = 1 if metric in DEGREES else 3
     return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if math.isfinite(sd) else "")
 
 
 def to_csv(c: Comparison) -> str:
+    METRICS = tuple(c.metrics)
     out = io.StringIO()
     fields = ["variant", "method", "format", "seeds", "failed"]
     fields += [f"{m}_{k}" for m in METRICS for k in ("mean", "sd")]
@@ -53,9 +57,11 @@ def _group_keys(c: Comparison, group: str) -> list[str]:
 
 
 def to_markdown(c: Comparison, title: str) -> str:
-    head = "| variant | method | format | seeds | ER | F | DOA error (°) | frame recall | SELD |"
-    lines = [f"# {title}", "", "Test splits of every fold together; mean ± sd over seeds.", ""]
-    lines += [head, "|" + "---|" * 9]
+    METRICS = tuple(c.metrics)
+    head = "| variant | method | format | seeds | " + " | ".join(c.metrics.values()) + " |"
+    scored = "" if c.suite == "dcase2019" else f", scored with the {c.suite} suite"
+    lines = [f"# {title}", "", f"Test splits of every fold together{scored}; mean ± sd over seeds."]
+    lines += ["", head, "|" + "---|" * (4 + len(METRICS))]
     for r in c.rows:
         cells = [fmt(m, r.mean[m], r.sd[m]) for m in METRICS]
         seeds = f"{len(r.seeds)}" + (f" ({r.failed} failed)" if r.failed else "")
@@ -101,5 +107,7 @@ def write_comparison(c: Comparison, folder: Path, title: str) -> dict[str, Path]
         with atomic_path(paths[key]) as tmp:
             tmp.write_text(text)
     published = {r.variant: r.published for r in c.rows if r.published}
-    plot_comparison({r.variant: r.per_seed for r in c.rows}, title, paths["png"], published or None)
+    plot_comparison(
+        {r.variant: r.per_seed for r in c.rows}, title, paths["png"], published or None, c.metrics
+    )
     return paths

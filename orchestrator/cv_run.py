@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 from mlflow.tracking import MlflowClient
 
@@ -253,6 +254,12 @@ def _run_cv(
         groups = {}
         suites = [s for s in suites or [] if s.name != default.name]
         ceiling = asdict(split_ceiling(settings, "test", default))
+        recordings = {
+            name: {k: np.asarray(v).tolist() for k, v in c.items()}
+            for name, c in result.counts.items()
+        }
+        with atomic_path(settings.layout.test_counts) as tmp:
+            tmp.write_text(json.dumps({"suite": default.name, "recordings": recordings}))
     log_scores(client, pid, "cv_", scores)
     for k, fold in fold_scores.items():
         log_scores(client, pid, f"fold{k}_", fold)

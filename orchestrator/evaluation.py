@@ -9,7 +9,7 @@ predictions its searches start from) and the demo (before and after tuning) all 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +147,8 @@ class SuiteSplitEvaluation:
     split: str
     overall: SuiteReport
     per_fold: dict[int, SuiteReport]
+    #: each recording's counts (for paired comparisons)
+    counts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def evaluate_split_suite(
@@ -176,9 +178,8 @@ def evaluate_split_suite(
                     prediction, post.thresholds, post.median_frames, rounded=False
                 )
                 write_tracked_submission(submissions / f"{stem}.csv", rows)
-    return SuiteSplitEvaluation(
-        split, suite_report(suite, everything, with_jackknife=True), per_fold
-    )
+    overall = suite_report(suite, everything, with_jackknife=True)
+    return SuiteSplitEvaluation(split, overall, per_fold, everything)
 
 
 def write_tracked_submission(path: Path, rows: np.ndarray) -> None:

@@ -42,8 +42,6 @@ from orchestrator.ray_utils import HEAD_NODE
 from orchestrator.runs import check_same_settings
 from orchestrator.sweep_spec import Cell, Sweep
 from orchestrator.tracking import flatten, get_experiment, log_params, log_scores
-from seld.data.formats import dataset_format_of
-from seld.errors import ConfigError
 from seld.fsutil import atomic_path
 
 
@@ -142,17 +140,6 @@ def _mark_failed(
             client.set_terminated(run_id, "FAILED")
 
 
-def check_sweep_dataset(base: CVSettings) -> None:
-    """A sweep ends in :func:`compare_runs`, which reads DCASE 2019 scores only so far: a
-    dataset of another format is refused before anything is extracted or trained."""
-    fmt = dataset_format_of(base.dataset)
-    if fmt.name != "dcase2019":
-        raise ConfigError(
-            f"{base.dataset} is a {fmt.name} dataset; a sweep ends in `compare`, which reads "
-            "DCASE 2019 scores only so far: run each variant as `seld-orch cv` instead"
-        )
-
-
 def run_sweep(
     sweep: Sweep,
     base: CVSettings,
@@ -166,7 +153,6 @@ def run_sweep(
     have been extracted (:func:`extract_sweep_features`)."""
     say = on_progress or (lambda _msg: None)
     started = time.time()
-    check_sweep_dataset(base)
     check_cells(base, sweep)
     layout = RunLayout.named(base.workspace, sweep.name)
     client = MlflowClient(base.tracking_uri)

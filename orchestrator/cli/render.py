@@ -303,11 +303,15 @@ def comparison_tables(comparison: Mapping, title: str, by: str | None = None) ->
     """The comparison (``orchestrator.compare.Comparison.to_dict``) as tables: variants with
     mean ± sd over seeds (and the published row beneath), then per ``by`` value (ov or ir),
     then the paired bootstrap of SELD."""
-    from orchestrator.compare import METRICS
+    from orchestrator.compare import METRICS as DCASE2019_METRICS
     from orchestrator.compare_report import fmt, verdict_text
 
-    headers = ("ER", "F", "DOA error", "frame recall", "SELD")
-    main = Table(title=f"{title}: test splits, mean ± sd over seeds", title_justify="left")
+    compared = comparison.get("metrics") or {m: m for m in DCASE2019_METRICS}
+    METRICS = tuple(compared)
+    headers = tuple(compared.values())
+    suite = comparison.get("suite", "dcase2019")
+    scored = "" if suite == "dcase2019" else f" ({suite})"
+    main = Table(title=f"{title}: test splits{scored}, mean ± sd over seeds", title_justify="left")
     main.add_column("variant", no_wrap=True)
     for column in ("method", "format", "seeds"):
         main.add_column(column)

@@ -68,7 +68,7 @@ def sweep(
     the sweep: finished cells are kept, unfinished ones resume from their checkpoints. Exit 1 if
     a cell failed (the others still finish)."""
     from orchestrator.ray_utils import ray_session
-    from orchestrator.sweep import check_sweep_dataset, extract_sweep_features, run_sweep
+    from orchestrator.sweep import extract_sweep_features, run_sweep
     from orchestrator.sweep_spec import load_sweep
 
     overrides = [*dataset_overrides(dataset, sets, folds, None), *(sets or [])]
@@ -89,7 +89,6 @@ def sweep(
         storage=storage,
     )
     say = (lambda _m: None) if json_out else (lambda m: err_console.print(m, highlight=False))
-    check_sweep_dataset(base)  # before anything is extracted
     with ray_session(address):
         failed = extract_sweep_features(spec_, base)
         if failed:

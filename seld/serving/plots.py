@@ -88,16 +88,19 @@ def plot_comparison(
     title: str,
     path: Path,
     published: dict[str, dict[str, float]] | None = None,
+    metrics: dict[str, str] | None = None,
 ) -> Path:
     """Write a PNG comparing variants: one panel per metric, each seed's value as a dot, the
     mean over seeds with ± one standard deviation as a bar, and a published value (when given
     for a variant) as a star.
 
-    ``values``: variant -> metric -> one value per seed (NaN values are left out)."""
+    ``values``: variant -> metric -> one value per seed (NaN values are left out); ``metrics``:
+    the panels (key -> label), DCASE 2019's by default."""
     names = list(values)
-    fig, axes = plt.subplots(1, len(COMPARED_METRICS), figsize=(3.2 * len(COMPARED_METRICS), 4))
+    metrics = metrics or COMPARED_METRICS
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 4))
     positions = np.arange(len(names))
-    for ax, (metric, label) in zip(axes, COMPARED_METRICS.items(), strict=True):
+    for ax, (metric, label) in zip(axes, metrics.items(), strict=True):
         for i, name in enumerate(names):
             seeds = np.asarray(values[name].get(metric, []), dtype=float)
             seeds = seeds[np.isfinite(seeds)]

@@ -107,14 +107,17 @@ def test_a_starss_dataset_trains_and_scores_end_to_end(starss_data: Path, tmp_pa
                                     "--space", space])  # fmt: skip
     assert per_class.exit_code != 0 and "name DCASE 2019's classes" in per_class.output
 
-    # compare (and so a sweep) reads DCASE 2019 scores only: refused, not crashed, and a
-    # sweep before it trains anything
-    compared = RUNNER.invoke(app, ["compare", "cv", "--workspace", str(ws)])
-    assert compared.exit_code != 0 and "compare reads DCASE 2019 scores" in compared.output
-    swept = RUNNER.invoke(app, ["sweep", "tiny-table", "--dataset", str(data), "--workspace",
-                                str(ws)])  # fmt: skip
-    assert swept.exit_code != 0 and "a sweep ends in `compare`" in swept.output
-    assert not (ws / "runs" / "tiny-table").exists()
+    # compare reads the suite's scores and per-recording counts
+    compared = json.loads(invoke("compare", "cv", "--workspace", str(ws), "--json").stdout)
+    assert compared["suite"] == "dcase2022" and list(compared["metrics"]) == list(
+        summary["overall"]
+    )
+    (row,) = compared["rows"]
+    assert row["mean"]["seld"] == pytest.approx(summary["overall"]["seld"])
+    counts = json.loads((run_dir / "test_counts.json").read_text())
+    assert counts["suite"] == "dcase2022" and sorted(counts["recordings"]) == sorted(
+        p.stem for p in submissions
+    )
 
     refused = RUNNER.invoke(app, ["cv", "--dataset", str(data), "--workspace", str(ws),
                                   "--run", "other", "--suite", "dcase2019"])  # fmt: skip

@@ -74,3 +74,37 @@ def test_unpaired_input_is_refused():
         paired_bootstrap(a, a * 2)
     with pytest.raises(ValueError, match="in common"):
         paired_bootstrap(a, [{"split9_ir0_ov1_0": SeldCounts()}])
+
+
+def _suite_counts(suite, noise_deg: float, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """Per-recording counts of a metric suite for 12 recordings of a predictor whose directions
+    are off by ``noise_deg`` (normal), at 100 ms frames and 13 classes."""
+    from test_location_aware import _random_rows
+
+    rng = np.random.default_rng(seed)
+    recordings = []
+    for _ in range(12):
+        ref = _random_rows(rng, 100, 6, overlap=False)
+        pred = ref.copy()
+        if len(pred):
+            pred[:, 3] = (pred[:, 3] + rng.normal(0, noise_deg, len(pred)) + 180) % 360 - 180
+        recordings.append((ref, pred, 100))
+    each = suite.count_many(recordings, 10.0, 13)
+    return {f"rec{i}": c for i, c in enumerate(each)}
+
+
+@pytest.mark.parametrize("name", ["dcase2022", "dcase2020", "dcase2021"])
+def test_a_suites_counts_are_bootstrapped_through_the_suite(name):
+    from seld.metrics.location_aware import pool
+    from seld.metrics.suites import get_suite
+
+    suite = get_suite(name)
+    good, bad = _suite_counts(suite, 5.0, 1), _suite_counts(suite, 60.0, 1)
+    same = paired_bootstrap([good], [good], suite=suite, samples=300)
+    assert same.difference == 0 and same.low == 0 == same.high and same.within_noise
+    diff = paired_bootstrap([bad], [good], suite=suite, samples=300, seed=4)
+    observed = suite.scores(pool(list(bad.values())))["seld"]
+    observed -= suite.scores(pool(list(good.values())))["seld"]
+    assert diff.difference == pytest.approx(observed, abs=1e-12)
+    assert diff.low > 0 and not diff.within_noise  # 60 degrees off is worse beyond noise
+    assert diff.recordings == 12 and diff.samples == 300
