@@ -55,7 +55,8 @@ DatasetFormatOpt = Annotated[
     str | None,
     typer.Option(
         "--dataset-format",
-        help="The dataset's layout and labels: dcase2019 or starss23 (default: detected).",
+        help="The dataset's layout and labels: dcase2019, starss23, tau2020 or tau2021 "
+        "(default: detected).",
     ),
 ]
 SuiteOpt = Annotated[
