@@ -141,6 +141,24 @@ class Dcase2019:
         return None  # the 2019 counts are not kept per class
 
 
+#: the scores of the location-aware suites (DCASE 2020-2023)
+_LOCATION_AWARE = (
+    Metric("er", "ER20°", False),
+    Metric("f", "F20°", True),
+    Metric("le", "LE_CD", False, "°"),
+    Metric("lr", "LR_CD", True),
+    Metric("seld", "SELD", False),
+)
+
+
+def _frames_per_block(frames_per_second: float) -> int:
+    """Label frames in a one-second block; a rate that is not whole is refused."""
+    per_block = round(frames_per_second)
+    if abs(per_block - frames_per_second) > 1e-9:
+        raise ValueError(f"{frames_per_second} label frames per second is not whole")
+    return per_block
+
+
 @dataclass(frozen=True)
 class LocationAwareSuite:
     """:class:`seld.metrics.location_aware.LocationAware` as a suite, in one-second blocks."""
@@ -150,13 +168,7 @@ class LocationAwareSuite:
     average: str = "macro"
     threshold_deg: float = 20.0
     spatial_fp_weight: float = 1.0
-    metrics: tuple[Metric, ...] = (
-        Metric("er", "ER20°", False),
-        Metric("f", "F20°", True),
-        Metric("le", "LE_CD", False, "°"),
-        Metric("lr", "LR_CD", True),
-        Metric("seld", "SELD", False),
-    )
+    metrics: tuple[Metric, ...] = _LOCATION_AWARE
     aggregate: str = "seld"
     rounds_to_grid: bool = False
     _scorer: LocationAware = field(init=False, repr=False, compare=False)
@@ -176,10 +188,9 @@ class LocationAwareSuite:
     def count_many(
         self, recordings: Sequence[Recording], frames_per_second: float, num_classes: int
     ) -> list[Counts]:
-        per_block = round(frames_per_second)
-        if abs(per_block - frames_per_second) > 1e-9:
-            raise ValueError(f"{frames_per_second} label frames per second is not whole")
-        return self._scorer.count_many(recordings, per_block, num_classes)
+        return self._scorer.count_many(
+            recordings, _frames_per_block(frames_per_second), num_classes
+        )
 
     def scores(self, counts: Counts) -> dict[str, float]:
         return self._scorer.scores(counts)
@@ -202,13 +213,7 @@ class Dcase2020Suite:
         "DCASE 2020: location-aware ER and F (20°), class-dependent LE, LR as the F-measure of "
         "localized detections, one direction per class and frame, micro-averaged"
     )
-    metrics: tuple[Metric, ...] = (
-        Metric("er", "ER20°", False),
-        Metric("f", "F20°", True),
-        Metric("le", "LE_CD", False, "°"),
-        Metric("lr", "LR_CD", True),
-        Metric("seld", "SELD", False),
-    )
+    metrics: tuple[Metric, ...] = _LOCATION_AWARE
     aggregate: str = "seld"
     rounds_to_grid: bool = False
     absent_note: str = ""
@@ -216,9 +221,7 @@ class Dcase2020Suite:
     def count_many(
         self, recordings: Sequence[Recording], frames_per_second: float, num_classes: int
     ) -> list[Counts]:
-        per_block = round(frames_per_second)
-        if abs(per_block - frames_per_second) > 1e-9:
-            raise ValueError(f"{frames_per_second} label frames per second is not whole")
+        per_block = _frames_per_block(frames_per_second)
         return Dcase2020(self.name).count_many(recordings, per_block, num_classes)
 
     def scores(self, counts: Counts) -> dict[str, float]:
