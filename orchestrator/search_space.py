@@ -19,8 +19,8 @@ Parameters are sampled in file order, so a condition may only refer to an earlie
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -50,8 +50,9 @@ class Param:
     per_class: bool = False
     when: Mapping[str, Any] = field(default_factory=dict)
 
-    def names(self) -> list[str]:
-        return [f"{self.name}_{c}" for c in CLASSES] if self.per_class else [self.name]
+    def names(self, classes: Sequence[str] = CLASSES) -> list[str]:
+        """The parameter's names: one, or one per class (``<name>_<class>``)."""
+        return [f"{self.name}_{c}" for c in classes] if self.per_class else [self.name]
 
     def suggest(self, trial: optuna.Trial, name: str) -> Any:
         if self.type == "float":
@@ -68,6 +69,13 @@ class SearchSpace:
     name: str
     metric: str
     params: tuple[Param, ...]
+    #: the classes a per-class parameter expands over (DCASE 2019's unless a run's dataset
+    #: format says otherwise: :meth:`for_classes`)
+    classes: tuple[str, ...] = CLASSES
+
+    def for_classes(self, classes: Sequence[str]) -> SearchSpace:
+        """The same space with its per-class parameters over ``classes``."""
+        return replace(self, classes=tuple(classes))
 
     def define_by_run(self, trial: optuna.Trial) -> None:
         """Sample every parameter whose condition holds (for Ray Tune's ``OptunaSearch``)."""
@@ -75,7 +83,7 @@ class SearchSpace:
         for param in self.params:
             if any(taken.get(k) != v for k, v in param.when.items()):
                 continue
-            for name in param.names():
+            for name in param.names(self.classes):
                 taken[name] = param.suggest(trial, name)
 
     def searcher(self, seed: int, metric: str | None = None, mode: str = "min") -> Any:

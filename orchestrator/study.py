@@ -83,7 +83,7 @@ def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
 
 def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
     """Optuna distribution of every parameter name the space can sample (per-class expanded)."""
-    return {name: _distribution(p) for p in space.params for name in p.names()}
+    return {name: _distribution(p) for p in space.params for name in p.names(space.classes)}
 
 
 def _distribution(p: Param) -> BaseDistribution:

@@ -283,12 +283,7 @@ def tune_thresholds(
     labels = run_labels(settings)
     if labels.dataset_format != "dcase2019":  # the format's own suite unless another is asked
         suite = suite or get_format(labels.dataset_format).default_suite
-        per_class = [p.name for p in space.params if p.per_class]
-        if per_class:
-            raise ConfigError(
-                f"per-class parameters ({', '.join(per_class)}) name DCASE 2019's classes; "
-                f"a {labels.dataset_format} run takes one threshold for every class"
-            )
+        space = space.for_classes(labels.classes)  # per-class parameters over its classes
     mode = search_mode(space, suite)  # a metric the suite lacks fails before any loading
     experiment = experiment or ("thresholds-per-fold" if per_fold else "thresholds") + (
         f"-{suite}" if suite else ""
