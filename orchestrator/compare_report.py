@@ -27,12 +27,12 @@ def fmt(metric: str, mean: float, sd: float) -> str:
 
 
 def to_csv(c: Comparison) -> str:
-    METRICS = tuple(c.metrics)
+    metrics = tuple(c.metrics)
     out = io.StringIO()
     fields = ["variant", "method", "format", "seeds", "failed"]
-    fields += [f"{m}_{k}" for m in METRICS for k in ("mean", "sd")]
-    fields += [f"{g}{key}_{m}_mean" for g in GROUPS for key in _group_keys(c, g) for m in METRICS]
-    fields += [f"published_{m}" for m in METRICS]
+    fields += [f"{m}_{k}" for m in metrics for k in ("mean", "sd")]
+    fields += [f"{g}{key}_{m}_mean" for g in GROUPS for key in _group_keys(c, g) for m in metrics]
+    fields += [f"published_{m}" for m in metrics]
     writer = csv.DictWriter(out, fields, lineterminator="\n")
     writer.writeheader()
     for r in c.rows:
@@ -40,13 +40,13 @@ def to_csv(c: Comparison) -> str:
             "variant": r.variant, "method": r.method, "format": r.format,
             "seeds": " ".join(map(str, r.seeds)), "failed": r.failed,
         }  # fmt: skip
-        for m in METRICS:
+        for m in metrics:
             row[f"{m}_mean"], row[f"{m}_sd"] = r.mean[m], r.sd[m]
             if r.published:
                 row[f"published_{m}"] = r.published[m]
         for g in GROUPS:
             for key, stats in r.groups.get(g, {}).items():
-                for m in METRICS:
+                for m in metrics:
                     row[f"{g}{key}_{m}_mean"] = stats[m][0]
         writer.writerow(row)
     return out.getvalue()
@@ -57,17 +57,17 @@ def _group_keys(c: Comparison, group: str) -> list[str]:
 
 
 def to_markdown(c: Comparison, title: str) -> str:
-    METRICS = tuple(c.metrics)
+    metrics = tuple(c.metrics)
     head = "| variant | method | format | seeds | " + " | ".join(c.metrics.values()) + " |"
     scored = "" if c.suite == "dcase2019" else f", scored with the {c.suite} suite"
     lines = [f"# {title}", "", f"Test splits of every fold together{scored}; mean ± sd over seeds."]
-    lines += ["", head, "|" + "---|" * (4 + len(METRICS))]
+    lines += ["", head, "|" + "---|" * (4 + len(metrics))]
     for r in c.rows:
-        cells = [fmt(m, r.mean[m], r.sd[m]) for m in METRICS]
+        cells = [fmt(m, r.mean[m], r.sd[m]) for m in metrics]
         seeds = f"{len(r.seeds)}" + (f" ({r.failed} failed)" if r.failed else "")
         lines.append(f"| {r.variant} | {r.method} | {r.format} | {seeds} | {' | '.join(cells)} |")
         if r.published:
-            paper = [fmt(m, r.published[m], math.nan) for m in METRICS]
+            paper = [fmt(m, r.published[m], math.nan) for m in metrics]
             lines.append(f"| ↳ published | | | | {' | '.join(paper)} |")
     if c.published_source:
         lines += ["", f"Published: {c.published_source}."]

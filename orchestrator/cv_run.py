@@ -42,7 +42,6 @@ from orchestrator.tracking import (
     log_scores,
     provenance_tags,
 )
-from seld.data.dataset import DatasetLayout
 from seld.data.fingerprint import combined
 from seld.data.formats import dataset_format_of, dataset_recordings
 from seld.errors import ConfigError
@@ -54,9 +53,7 @@ from seld.serving.plots import plot_recording
 
 def dataset_inputs(s: CVSettings) -> str:
     """One fingerprint of the run's development recordings (audio and metadata)."""
-    recordings = dataset_recordings(s.dataset, s.fmt, "dev")
-    if dataset_format_of(s.dataset).name == "dcase2019":  # its reader names a missing folder
-        recordings = DatasetLayout.discover(s.dataset).recordings(s.fmt, "dev")
+    recordings = dataset_recordings(s.dataset, s.fmt, "dev", required=True)
     return combined({r.stem: current_inputs(r) or {} for r in recordings})
 
 

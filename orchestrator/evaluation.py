@@ -173,13 +173,21 @@ def evaluate_split_suite(
         per_fold[k] = suite_report(suite, counts)
         everything.update(counts)
         if submissions is not None:
-            for stem, prediction in predictions.items():
-                rows = inference.tracked_rows(
-                    prediction, post.thresholds, post.median_frames, rounded=False
-                )
-                write_tracked_submission(submissions / f"{stem}.csv", rows)
+            write_tracked_submissions(predictions, post, submissions)
     overall = suite_report(suite, everything, with_jackknife=True)
     return SuiteSplitEvaluation(split, overall, per_fold, everything)
+
+
+def write_tracked_submissions(
+    predictions: dict[str, Prediction], post: inference.Postprocessing, folder: Path
+) -> None:
+    """Each prediction's detections under ``post`` as ``<folder>/<stem>.csv`` in the track-wise
+    output form (:func:`write_tracked_submission`), with the directions as predicted."""
+    for stem, prediction in predictions.items():
+        rows = inference.tracked_rows(
+            prediction, post.thresholds, post.median_frames, rounded=False
+        )
+        write_tracked_submission(folder / f"{stem}.csv", rows)
 
 
 def write_tracked_submission(path: Path, rows: np.ndarray) -> None:

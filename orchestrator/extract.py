@@ -11,7 +11,7 @@ from pathlib import Path
 from orchestrator.ray_utils import ray_session, run_tasks
 from seld.data.dataset import Recording
 from seld.data.fingerprint import input_fingerprints
-from seld.data.formats import dataset_format_of, dataset_recordings
+from seld.data.formats import dataset_format_of
 from seld.data.metadata import DatasetError
 from seld.features.extraction import extract_recording
 from seld.features.spectral import FeatureConfig
@@ -67,11 +67,11 @@ def plan_extraction(
     A feature file counts as complete only when it was made with ``config`` from the
     recording's current audio and metadata (their fingerprints); ``redone`` receives each
     recording whose existing file is out of date, and why."""
-    dataset_format_of(dataset).training_recordings(Path(dataset), fmt)  # a bad root is named
+    layout = dataset_format_of(dataset)  # a bad root is named by the reader below
     root = feature_root(workspace, config)
     todo, done = [], []
     for subset in subsets:
-        recordings = dataset_recordings(dataset, fmt, subset)
+        recordings = layout.training_recordings(Path(dataset), fmt, subset)
         if not recordings:
             continue
         removed = remove_stale_temporaries(root / f"{fmt}_{subset}")

@@ -18,9 +18,8 @@ import numpy as np
 
 from orchestrator.extract import current_inputs
 from orchestrator.layout import RunLayout
-from seld.data.dataset import DatasetLayout
 from seld.data.folds import Fold, make_folds
-from seld.data.formats import dataset_format_of
+from seld.data.formats import dataset_format_of, dataset_recordings
 from seld.data.submission import write_submission
 from seld.errors import ConfigError, MissingArtifactError
 from seld.features.spectral import FeatureConfig
@@ -77,11 +76,7 @@ def fold_data(
             f"(folds {', '.join(map(str, layout.folds))}), not {protocol}; set "
             f"--protocol {layout.protocol} --folds {','.join(map(str, layout.folds))}"
         )
-    if layout.name == "dcase2019":
-        found = DatasetLayout.discover(dataset).recordings(fmt)
-    else:
-        found = layout.training_recordings(Path(dataset), fmt)
-    recordings = {r.name: r for r in found}
+    recordings = {r.name: r for r in dataset_recordings(dataset, fmt, required=True)}
     (chosen,) = make_folds(list(recordings), protocol=protocol, folds=[fold])
     root = feature_root(workspace, config)
 

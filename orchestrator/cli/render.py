@@ -303,11 +303,11 @@ def comparison_tables(comparison: Mapping, title: str, by: str | None = None) ->
     """The comparison (``orchestrator.compare.Comparison.to_dict``) as tables: variants with
     mean ± sd over seeds (and the published row beneath), then per ``by`` value (ov or ir),
     then the paired bootstrap of SELD."""
-    from orchestrator.compare import METRICS as DCASE2019_METRICS
     from orchestrator.compare_report import fmt, verdict_text
+    from seld.serving.plots import COMPARED_METRICS
 
-    compared = comparison.get("metrics") or {m: m for m in DCASE2019_METRICS}
-    METRICS = tuple(compared)
+    compared = comparison.get("metrics") or COMPARED_METRICS
+    metrics = tuple(compared)
     headers = tuple(compared.values())
     suite = comparison.get("suite", "dcase2019")
     scored = "" if suite == "dcase2019" else f" ({suite})"
@@ -319,10 +319,10 @@ def comparison_tables(comparison: Mapping, title: str, by: str | None = None) ->
         main.add_column(header, justify="right")
     for row in comparison["rows"]:
         seeds = str(len(row["seeds"])) + (f" ({row['failed']} failed)" if row["failed"] else "")
-        values = [fmt(m, _num(row["mean"][m]), _num(row["sd"][m])) for m in METRICS]
+        values = [fmt(m, _num(row["mean"][m]), _num(row["sd"][m])) for m in metrics]
         main.add_row(row["variant"], row["method"], row["format"], seeds, *values)
         if row.get("published"):
-            paper = [fmt(m, _num(row["published"][m]), float("nan")) for m in METRICS]
+            paper = [fmt(m, _num(row["published"][m]), float("nan")) for m in metrics]
             main.add_row("  published", "", "", "", *paper, style="dim")
     for failed in comparison["failed"]:
         main.add_row(failed["variant"], "", "", f"seed {failed['seed']}", "FAILED", style="red")
@@ -335,7 +335,7 @@ def comparison_tables(comparison: Mapping, title: str, by: str | None = None) ->
             per.add_column(header, justify="right")
         for row in comparison["rows"]:
             for key, stats in row["groups"].get(by, {}).items():
-                values = [fmt(m, _num(stats[m][0]), _num(stats[m][1])) for m in METRICS]
+                values = [fmt(m, _num(stats[m][0]), _num(stats[m][1])) for m in metrics]
                 per.add_row(row["variant"], key, *values)
         tables.append(per)
     if comparison["pairs"]:

@@ -198,10 +198,10 @@ def _evaluate_with_suites(
     """:func:`evaluate` on a dataset format other than DCASE 2019: its default suite (and the
     others asked for), the same detections with a constant direction beside, the submissions
     in the format's track-wise output form."""
-    from orchestrator.evaluation import write_tracked_submission
+    from orchestrator.evaluation import write_tracked_submissions
     from orchestrator.fold import constant_direction
     from seld.data.formats import get_format
-    from seld.methods.inference import Postprocessing, SuiteScorer, tracked_rows
+    from seld.methods.inference import Postprocessing, SuiteScorer
     from seld.metrics.suites import get_suite, label_problem, suite_report
 
     default = get_suite(get_format(labels.dataset_format).default_suite)
@@ -218,9 +218,7 @@ def _evaluate_with_suites(
 
     reports = {suite.name: report(suite, preds) for suite in chosen}
     constant = report(default, constant_direction(preds))
-    for stem, prediction in preds.items():
-        rows = tracked_rows(prediction, post.thresholds, rounded=False)
-        write_tracked_submission(submissions / f"{stem}.csv", rows)
+    write_tracked_submissions(preds, post, submissions)
     if json_out:
         console.print_json(
             to_json(

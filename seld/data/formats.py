@@ -601,11 +601,15 @@ def dataset_format_of(root: str | os.PathLike[str]) -> DatasetFormat:
 
 
 def dataset_recordings(
-    root: str | os.PathLike[str], fmt: str, subset: str = "dev"
+    root: str | os.PathLike[str], fmt: str, subset: str = "dev", *, required: bool = False
 ) -> list[Recording]:
     """The recordings of one audio format in a dataset of any registered layout, as features
-    are extracted from them (none where the dataset has no such folder)."""
-    return dataset_format_of(root).training_recordings(Path(root), fmt, subset)
+    are extracted from them: none where the dataset has no such folder, or with ``required``
+    a :class:`DatasetError` naming the missing DCASE 2019 folder."""
+    layout = dataset_format_of(root)
+    if required and layout.name == "dcase2019":
+        return DatasetLayout.discover(root).recordings(fmt, subset)
+    return layout.training_recordings(Path(root), fmt, subset)
 
 
 def detect_format(root: str | os.PathLike[str]) -> DatasetFormat:

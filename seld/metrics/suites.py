@@ -117,12 +117,9 @@ class Dcase2019:
     def count_many(
         self, recordings: Sequence[Recording], frames_per_second: float, num_classes: int
     ) -> list[Counts]:
-        if frames_per_second != LABEL_FRAMES_PER_SECOND or num_classes != len(CLASSES):
-            raise ValueError(
-                f"the {self.name} suite scores DCASE 2019 labels ({LABEL_FRAMES_PER_SECOND} "
-                f"frames per second, {len(CLASSES)} classes), not {frames_per_second:g} and "
-                f"{num_classes}"
-            )
+        problem = self.label_problem(frames_per_second, num_classes)
+        if problem:
+            raise ValueError(problem)
         out = []
         for reference, prediction, frames in recordings:
             counts = count_file(
@@ -133,6 +130,15 @@ class Dcase2019:
             )
             out.append({k: np.float64(v) for k, v in asdict(counts).items()})
         return out
+
+    def label_problem(self, frames_per_second: float, num_classes: int) -> str | None:
+        """Why labels at ``frames_per_second`` of ``num_classes`` classes cannot be scored."""
+        if frames_per_second == LABEL_FRAMES_PER_SECOND and num_classes == len(CLASSES):
+            return None
+        return (
+            f"the {self.name} suite scores DCASE 2019 labels ({LABEL_FRAMES_PER_SECOND} frames "
+            f"per second, {len(CLASSES)} classes), not {frames_per_second:g} and {num_classes}"
+        )
 
     def scores(self, counts: Counts) -> dict[str, float]:
         return SeldCounts.from_dict(counts).scores().as_dict()
@@ -332,13 +338,10 @@ def label_problem(
 ) -> str | None:
     """Why ``suite`` cannot score labels at ``frames_per_second`` of ``num_classes`` classes
     from a method that predicts (or not) ``distances``; None when it can."""
-    if isinstance(suite, Dcase2019) and (
-        frames_per_second != LABEL_FRAMES_PER_SECOND or num_classes != len(CLASSES)
-    ):
-        return (
-            f"the {suite.name} suite scores DCASE 2019 labels ({LABEL_FRAMES_PER_SECOND} frames "
-            f"per second, {len(CLASSES)} classes), not {frames_per_second:g} and {num_classes}"
-        )
+    if isinstance(suite, Dcase2019):
+        problem = suite.label_problem(frames_per_second, num_classes)
+        if problem:
+            return problem
     if getattr(suite, "needs_distance", False) and not distances:
         return f"the {suite.name} suite scores source distances, and the method predicts none"
     return None
