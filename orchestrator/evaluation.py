@@ -18,8 +18,8 @@ from orchestrator.cv import CVSettings, settings_fold_data
 from orchestrator.fold import method_predictions, references, submission_pairs
 from orchestrator.fold import references as references_of
 from seld.data.formats import dataset_format_of
+from seld.data.submission import write_tracked_submission
 from seld.features.store import LabelFacts
-from seld.fsutil import atomic_path
 from seld.methods import inference
 from seld.methods.inference import Prediction, views_of
 from seld.metrics.reference import score_files
@@ -162,7 +162,8 @@ def evaluate_split_suite(
 ) -> SuiteSplitEvaluation:
     """:func:`evaluate_split` for a dataset format other than DCASE 2019: scored with
     ``suite`` (the format's default), per fold and all folds together; with ``submissions``,
-    each recording's CSV in the format's track-wise form (:func:`write_tracked_submission`)."""
+    each recording's CSV in the format's track-wise form
+    (:func:`seld.data.submission.write_tracked_submission`)."""
     post = post or Postprocessing.of(s)
     labels = run_labels(s)
     per_fold, everything = {}, {}
@@ -182,23 +183,10 @@ def write_tracked_submissions(
     predictions: dict[str, Prediction], post: inference.Postprocessing, folder: Path
 ) -> None:
     """Each prediction's detections under ``post`` as ``<folder>/<stem>.csv`` in the track-wise
-    output form (:func:`write_tracked_submission`), with the directions as predicted."""
+    output form (:func:`seld.data.submission.write_tracked_submission`), with the directions as
+    predicted."""
     for stem, prediction in predictions.items():
-        rows = inference.tracked_rows(
-            prediction, post.thresholds, post.median_frames, rounded=False
-        )
-        write_tracked_submission(folder / f"{stem}.csv", rows)
-
-
-def write_tracked_submission(path: Path, rows: np.ndarray) -> None:
-    """Track-wise rows ``(frame, class, track, azimuth, elevation)`` as the DCASE 2022-2024
-    output format writes them (directions in degrees, to 0.01), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(
-        f"{int(f)},{int(c)},{int(t)},{a:.2f},{e:.2f}\n" for f, c, t, a, e in rows[:, :5].tolist()
-    )
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        write_tracked_submission(folder / f"{stem}.csv", post.tracked_rows(prediction))
 
 
 def split_ceiling(s: CVSettings, split: str, suite: MetricSuite) -> Ceiling:

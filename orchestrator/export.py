@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cv import CVSettings, settings_fold_data
-from orchestrator.evaluation import Postprocessing
+from orchestrator.evaluation import Postprocessing, run_labels
 from orchestrator.layout import RunLayout
 from orchestrator.runs import validate_run_name
 from seld.data.metadata import DatasetError
@@ -43,15 +43,16 @@ def tuned_postprocessing(
     """The best post-processing of the run's threshold search and the file it comes from, or
     ``None`` when the run has none that applies to ``folds`` (a per-fold search applies to a
     single fold only; the joint search to any)."""
+    classes = run_labels(s).classes
     joint = s.run_dir / THRESHOLD_SEARCHES[0] / "summary.json"
     if joint.exists():
         best = json.loads(joint.read_text())["best_config"]
-        return Postprocessing.from_params(best, s.threshold), str(joint)
+        return Postprocessing.from_params(best, s.threshold, classes), str(joint)
     per_fold = s.run_dir / THRESHOLD_SEARCHES[1] / "summary.json"
     if per_fold.exists() and len(folds) == 1:
         best = json.loads(per_fold.read_text())["best_config"].get(f"fold{folds[0]}")
         if best is not None:
-            return Postprocessing.from_params(best, s.threshold), str(per_fold)
+            return Postprocessing.from_params(best, s.threshold, classes), str(per_fold)
     return None
 
 
@@ -98,7 +99,9 @@ def run_predictor(
     tuned = tuned_postprocessing(s, tuple(chosen))
     if tuned is not None:
         post["tuned"] = tuned[0]
-    return Predictor(s.experiment, members, post, choice=choice, source=f"run {run}")
+    return Predictor(
+        s.experiment, members, post, choice=choice, source=f"run {run}", labels=run_labels(s)
+    )
 
 
 def export_run(

@@ -1,8 +1,9 @@
 """``seld-orch predict``: new recordings and evaluation sets through a run's fold ensemble.
 
 1. Inputs: a DCASE 2019 layout root (its ``<format>_eval`` recordings, else ``<format>_dev``),
-   a folder of WAV (or FLAC) files, or single files; names must not repeat, since each gives
-   ``<out>/<name>.csv``.
+   the root of a track-wise layout (STARSS23, TAU-NIGENS 2020/2021: every recording of its
+   ``<format>_dev`` sub-folders), a folder of WAV (or FLAC) files, or single files; names must
+   not repeat, since each gives ``<out>/<name>.csv``.
 2. Features: one Ray task per recording reads it, resamples it once and extracts, into a cache
    keyed by the hash of the file's bytes and the feature config
    (``<workspace>/features/<hash>/content/<sha256>.h5``): a cached file serves only the very
@@ -10,10 +11,14 @@
    to a temporary folder in ``--out``, removed at the end. An unreadable, truncated, not
    4-channel or too short recording is reported with its reason; the others go on.
 3. Prediction on this machine with the :class:`seld.serving.predict.Predictor` (loaded once), then
-   one CSV (atomically: never half a file) and one plot per recording. A failed recording's
+   one CSV in the submission form of the model's dataset format (DCASE 2019's, or the
+   track-wise form of the 2020-2024 challenges) (atomically: never half a file) and one plot
+   per recording. A failed recording's
    CSV and plot from an earlier prediction into the same folder are removed, so the folder
    only holds results of these inputs.
-4. With reference metadata, the predicted recordings are scored as ``seld-orch score`` does.
+4. With reference metadata (``<ref>/<name>.csv``, or one sub-folder down, as STARSS23's
+   ``metadata_dev`` has them), the predicted recordings are scored as ``seld-orch score``
+   does: with DCASE 2019's metrics, or the default suite of the model's dataset format.
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ from typing import Any
 from orchestrator.export import run_predictor
 from orchestrator.ray_utils import ray_session, run_tasks
 from seld.data.dataset import DatasetLayout
-from seld.data.dcase import num_label_frames
 from seld.data.fingerprint import content_fingerprint
+from seld.data.formats import dataset_format_of, get_format
 from seld.data.metadata import DatasetError, read_metadata
-from seld.data.submission import empty_rows, events_to_rows, write_submission
+from seld.data.submission import empty_rows, events_to_rows
 from seld.errors import ConfigError
 from seld.features.spectral import FeatureConfig
 from seld.features.store import (
+    LabelFacts,
     content_feature_path,
     feature_root,
     read_features,
@@ -46,9 +52,10 @@ from seld.features.store import (
 from seld.fsutil import atomic_path
 from seld.metrics.reference import count_file
 from seld.metrics.scores import ScoreReport, report_from_counts
+from seld.metrics.suites import SuiteReport, get_suite, score_recordings
 from seld.serving.model_archive import read_archive
 from seld.serving.plots import plot_recording
-from seld.serving.predict import Predictor, recording_features
+from seld.serving.predict import Predictor, recording_features, write_rows
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 #: progress(step, recording name, ok): step is "features" or "predicted"
@@ -79,7 +86,8 @@ class PredictRequest:
 class PredictSummary:
     """What a prediction did: the model, one CSV (and plot) per predicted recording, each
     failed recording's reason (name -> "path: problem"), how many feature files came from the
-    cache, scores (with a reference), and seconds per step."""
+    cache, scores (with a reference: DCASE 2019's, or a :class:`SuiteReport` of the format's
+    default suite), and seconds per step."""
 
     model: dict[str, Any]
     out: Path
@@ -87,7 +95,7 @@ class PredictSummary:
     plots: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     cached: int = 0
-    scores: ScoreReport | None = None
+    scores: ScoreReport | SuiteReport | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -116,18 +124,20 @@ def load_predictor(request: PredictRequest) -> Predictor:
 
 def resolve_inputs(paths: Sequence[Path], fmt: str) -> dict[str, Path]:
     """Recording name -> audio file of every input: a DCASE layout root gives its
-    ``<fmt>_eval`` recordings (else ``<fmt>_dev``), a folder its audio files, a file itself.
-    A missing path, an empty folder or two recordings of one name is a usage error."""
+    ``<fmt>_eval`` recordings (else ``<fmt>_dev``), a track-wise layout root every recording
+    of its ``<fmt>_dev`` sub-folders, a folder its audio files, a file itself. A missing path,
+    an empty folder or two recordings of one name is a usage error."""
     found: dict[str, list[Path]] = {}
     for path in map(Path, paths):
         if not path.exists():
             raise DatasetError(path, "no such file or folder")
         files = [path]
         if path.is_dir():
-            folder = _layout_folder(path, fmt) or path
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
-            if not files:
-                raise DatasetError(folder, f"no audio files ({', '.join(AUDIO_SUFFIXES)})")
+            files = _layout_files(path, fmt)
+            if files is None:
+                files = sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+                if not files:
+                    raise DatasetError(path, f"no audio files ({', '.join(AUDIO_SUFFIXES)})")
         for file in files:
             found.setdefault(file.stem, []).append(file)
     twice = {name: files for name, files in found.items() if len(files) > 1}
@@ -141,14 +151,23 @@ def resolve_inputs(paths: Sequence[Path], fmt: str) -> dict[str, Path]:
     return {name: files[0] for name, files in sorted(found.items())}
 
 
-def _layout_folder(path: Path, fmt: str) -> Path | None:
+def _layout_files(path: Path, fmt: str) -> list[Path] | None:
+    """The audio files of ``fmt`` in a dataset root of a registered layout; ``None`` when
+    ``path`` is no dataset root."""
+    layout = dataset_format_of(path)
+    if layout.name != "dcase2019":
+        files = [r.audio[fmt] for r in layout.recordings(path) if fmt in r.audio]
+        if not files:
+            raise DatasetError(path, f"a {layout.name} layout without {fmt}_dev audio")
+        return files
     try:
-        layout = DatasetLayout.discover(path)
+        dcase = DatasetLayout.discover(path)
     except DatasetError:
         return None
     for subset in ("eval", "dev"):
-        if (fmt, subset) in layout.audio_dirs:
-            return layout.audio_dirs[(fmt, subset)]
+        if (fmt, subset) in dcase.audio_dirs:
+            folder = dcase.audio_dirs[(fmt, subset)]
+            return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
     raise DatasetError(path, f"a DCASE layout without {fmt}_eval or {fmt}_dev (the model's format)")
 
 
@@ -172,10 +191,26 @@ def _features_task(item: tuple[str, Path], config: FeatureConfig, root: Path) ->
         return {"ok": False, "reason": f"{audio}: {exc.strerror or exc}"}
 
 
-def reference_rows(ref: Path, name: str, duration_s: float) -> tuple[Any, int]:
-    """A recording's reference rows from ``<ref>/<name>.csv`` and its label frame count."""
-    frames = num_label_frames(duration_s)
-    return events_to_rows(read_metadata(ref / f"{name}.csv", duration_s=duration_s), frames), frames
+def reference_file(ref: Path, name: str) -> Path | None:
+    """``<ref>/<name>.csv``, else the one ``<ref>/*/<name>.csv`` (a metadata folder of
+    sub-folders, as STARSS23's); ``None`` when there is none."""
+    direct = ref / f"{name}.csv"
+    if direct.is_file():
+        return direct
+    nested = sorted(p for p in ref.glob(f"*/{name}.csv") if p.is_file())
+    if len(nested) > 1:
+        raise DatasetError(ref, f"{len(nested)} references for {name}: {nested[0]}, {nested[1]}")
+    return nested[0] if nested else None
+
+
+def read_reference(path: Path, labels: LabelFacts, duration_s: float | None = None) -> Any:
+    """A reference metadata file as rows of the model's dataset format: DCASE 2019 submission
+    rows, or track-wise rows; checked against the recording's length when it is given."""
+    frames = None if duration_s is None else labels.num_frames(duration_s)
+    if labels.dataset_format == "dcase2019":
+        events = read_metadata(path, duration_s=duration_s)
+        return events if frames is None else events_to_rows(events, frames)
+    return get_format(labels.dataset_format).read_reference(path, frames)
 
 
 def predict_recordings(
@@ -189,12 +224,15 @@ def predict_recordings(
     started = time.perf_counter()
     predictor = load_predictor(request)
     inputs = resolve_inputs(request.inputs, predictor.experiment.format)
+    refs: dict[str, Path] = {}
     if request.ref is not None:  # every reference is there and readable before any work
-        missing = [n for n in inputs if not (request.ref / f"{n}.csv").is_file()]
+        found = {n: reference_file(request.ref, n) for n in inputs}
+        missing = [n for n, path in found.items() if path is None]
         if missing:
             raise DatasetError(request.ref, f"no reference for {len(missing)}: {missing[:5]}")
-        for name in inputs:
-            read_metadata(request.ref / f"{name}.csv")
+        refs = {n: path for n, path in found.items() if path is not None}
+        for path in refs.values():
+            read_reference(path, predictor.labels)
     if on_inputs is not None:
         on_inputs(len(inputs))
     summary = PredictSummary(predictor.describe(), request.out)
@@ -209,7 +247,7 @@ def predict_recordings(
         root = temporary = Path(tempfile.mkdtemp(prefix=".features-", dir=out))
     try:
         paths = _extract(inputs, config, root, request, summary, progress)
-        _predict(predictor, inputs, paths, request, summary, progress)
+        _predict(predictor, inputs, paths, refs, request, summary, progress)
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
@@ -272,6 +310,7 @@ def _predict(
     predictor: Predictor,
     inputs: dict[str, Path],
     paths: dict[str, Path],
+    refs: dict[str, Path],
     request: PredictRequest,
     summary: PredictSummary,
     progress: Progress | None,
@@ -282,7 +321,8 @@ def _predict(
     folds = predictor.fold_numbers
     which = f"fold {folds[0]}" if len(folds) == 1 else f"ensemble of folds {folds}"
     label = f"{which}, {predictor.choice} post-processing"
-    counts = {}
+    labels = predictor.labels
+    scored = {}
     for name in sorted(paths):
         tick = time.perf_counter()
         features, duration_s = read_features(paths[name])
@@ -292,21 +332,32 @@ def _predict(
         result = predictor.finish(prediction, duration_s)
         spent["postprocessing"] += time.perf_counter() - tick
         tick = time.perf_counter()
-        write_submission(out / f"{name}.csv", result.rows)
+        write_rows(out / f"{name}.csv", result.rows)
         summary.written[name] = str(out / f"{name}.csv")
         spent["csv"] += time.perf_counter() - tick
-        ref, frames = empty_rows(), num_label_frames(duration_s)
-        if request.ref is not None:
-            ref, frames = reference_rows(request.ref, name, duration_s)
-            counts[name] = count_file(ref, result.rows, frames)
+        ref, frames = empty_rows(), labels.num_frames(duration_s)
+        if name in refs:
+            ref = read_reference(refs[name], labels, duration_s)
+            scored[name] = (ref, result.rows, frames)
         if request.plots:
             tick = time.perf_counter()
             title = f"{name} ({inputs[name].name}): {label}"
-            plot = plot_recording(ref, result.rows, frames, title, out / "plots" / f"{name}.png")
+            png = out / "plots" / f"{name}.png"
+            plot = plot_recording(ref, result.rows, frames, title, png, labels)
             summary.plots[name] = str(plot)
             spent["plots"] += time.perf_counter() - tick
         if progress is not None:
             progress("predicted", name, True)
     summary.timings.update(spent)
-    if counts:
-        summary.scores = report_from_counts(counts)
+    if not scored:
+        return
+    if labels.dataset_format == "dcase2019":
+        summary.scores = report_from_counts({n: count_file(*r) for n, r in scored.items()})
+    else:
+        summary.scores = score_recordings(
+            get_suite(get_format(labels.dataset_format).default_suite),
+            scored,
+            frames_per_second=labels.label_frames_per_second,
+            num_classes=labels.num_classes,
+            with_jackknife=True,
+        )

@@ -17,7 +17,13 @@ from orchestrator.cli.common import (
     app,
     run_name,
 )
-from orchestrator.cli.render import console, err_console, print_score_report, progress_bar
+from orchestrator.cli.render import (
+    console,
+    err_console,
+    print_score_report,
+    print_suite_reports,
+    progress_bar,
+)
 from orchestrator.jsonout import to_json
 
 if TYPE_CHECKING:
@@ -38,8 +44,9 @@ def predict(
         list[Path],
         typer.Option(
             "--input",
-            help="A DCASE layout root (its <format>_eval, else <format>_dev recordings), a "
-            "folder of WAV files, or a file (repeatable).",
+            help="A DCASE 2019 layout root (its <format>_eval, else <format>_dev recordings), "
+            "a STARSS23 or TAU-NIGENS 2020/2021 root (every <format>_dev recording), a folder "
+            "of WAV files, or a file (repeatable).",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder for the CSVs and plots.")],
@@ -61,7 +68,7 @@ def predict(
     ] = None,
     fold: Annotated[
         int | None,
-        typer.Option("--fold", min=1, max=4, help="One fold's models instead of the ensemble."),
+        typer.Option("--fold", min=1, help="One fold's models instead of the ensemble."),
     ] = None,
     post: Annotated[
         str,
@@ -73,7 +80,11 @@ def predict(
     ] = "auto",
     ref: Annotated[
         Path | None,
-        typer.Option("--ref", help="Reference metadata folder: score like seld-orch score."),
+        typer.Option(
+            "--ref",
+            help="Reference metadata folder (<name>.csv there or one sub-folder down): score "
+            "like seld-orch score, with the default suite of the model's dataset format.",
+        ),
     ] = None,
     plots: Annotated[
         bool, typer.Option("--plots/--no-plots", help="One PNG per recording.")
@@ -84,7 +95,9 @@ def predict(
     json_out: JsonOpt = False,
 ) -> None:
     """Predict recordings with a run's folds as an ensemble (or one fold, or an exported
-    model): one DCASE 2019 submission CSV and one plot per recording.
+    model): one submission CSV and one plot per recording. The CSV has the form of the model's
+    dataset format: DCASE 2019's frame, class, azimuth, elevation on the 10-degree grid, or the
+    2020-2024 track-wise frame, class, track, azimuth, elevation as predicted.
 
     A recording that cannot be read, has not 4 channels or is shorter than 1 s is named with
     its reason and the others are predicted; the exit code is then 1.
@@ -131,8 +144,14 @@ def print_prediction(summary: PredictSummary) -> None:
     """Failures (one line each, file first), scores with a reference, then what was written."""
     for reason in summary.failed.values():
         err_console.print(f"[red]failed:[/red] {reason}", soft_wrap=True, highlight=False)
+    from seld.data.formats import get_format
+    from seld.metrics.suites import SuiteReport, get_suite
+
     m = summary.model
-    if summary.scores is not None:
+    if isinstance(summary.scores, SuiteReport):
+        suite, classes = get_suite(summary.scores.suite), get_format(m["dataset_format"]).classes
+        print_suite_reports(console, [suite], [summary.scores], str(summary.out), classes)
+    elif summary.scores is not None:
         print_score_report(console, summary.scores, f"scores of {summary.out}")
     t = summary.timings
     steps = ", ".join(
@@ -140,7 +159,8 @@ def print_prediction(summary: PredictSummary) -> None:
     )
     params = ", ".join(f"{k} {v:g}" for k, v in m.items() if k.startswith(("threshold", "median")))
     console.print(
-        f"{m['source']}: {m['method']}, folds {m['folds']}, {m['postprocessing']} "
+        f"{m['source']}: {m['method']} on {m['dataset_format']}, folds {m['folds']}, "
+        f"{m['postprocessing']} "
         f"post-processing ({params})",
         soft_wrap=True,
         highlight=False,

@@ -106,6 +106,20 @@ def write_submission(path: str | os.PathLike[str], rows: np.ndarray) -> None:
     atomic_write_text(Path(path), format_submission(rows))
 
 
+def write_tracked_submission(path: str | os.PathLike[str], rows: np.ndarray) -> None:
+    """Track-wise rows ``(frame, class, track, azimuth, elevation)`` as the DCASE 2020-2024
+    output format writes them (no header, directions in degrees to 0.01), atomically; the
+    folder is made when missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = np.asarray(rows, dtype=np.float64)
+    rows = rows.reshape(-1, 5) if rows.size == 0 else rows
+    text = "".join(
+        f"{int(f)},{int(c)},{int(t)},{a:.2f},{e:.2f}\n" for f, c, t, a, e in rows[:, :5].tolist()
+    )
+    atomic_write_text(path, text)
+
+
 def predictions_to_rows(
     activity: np.ndarray, azimuth_deg: np.ndarray, elevation_deg: np.ndarray
 ) -> np.ndarray:

@@ -302,6 +302,11 @@ class Postprocessing:
         """The submission rows of one prediction under this post-processing."""
         return submission_rows(prediction, self.thresholds, median_frames=self.median_frames)
 
+    def tracked_rows(self, prediction: Prediction) -> np.ndarray:
+        """The track-wise rows ``(frame, class, 0, azimuth, elevation)`` of one prediction
+        under this post-processing, with the directions as predicted (:func:`tracked_rows`)."""
+        return tracked_rows(prediction, self.thresholds, self.median_frames, rounded=False)
+
 
 def submission_rows(
     prediction: Prediction,

@@ -2,9 +2,10 @@
 
 An archive is a zip file of plain data, nothing executable::
 
-    manifest.json           format and version, classes, method, folds and stages, the
-                            post-processing (default and tuned), package versions, where it
-                            came from, and the size and SHA-256 of every other member
+    manifest.json           format and version, the dataset format and its classes, method,
+                            folds and stages, the post-processing (default and tuned), package
+                            versions, where it came from, and the size and SHA-256 of every
+                            other member
     config.json             the experiment config (features, model, inference, ...)
     fold<k>/<stage>.pt      a stage's weights: {"model": state dict, "model_config": {...}}
     fold<k>/scaler.npz      the fold's feature scaler (mean, std, frames)
@@ -13,10 +14,10 @@ Reading is safe against a hostile file: JSON is parsed as JSON, scalers are read
 ``allow_pickle=False``, and weights with ``torch.load(weights_only=True)``, which unpickles
 tensors and plain containers only and never code. Nothing is extracted to disk. The checksums
 catch a corrupt or edited member (not a forger, who could rewrite the manifest too: they are
-integrity, not a signature). A file that is not such an archive, or one this version cannot use
-(another format version, another class list, weights that do not fit their architecture, a
-scaler of other features) is refused with :class:`ModelArchiveError`, naming the file and the
-member.
+integrity, not a signature). A file that is not such an archive, or one this version cannot
+use (another format version, an unknown dataset format or a class list other than its
+format's, weights that do not fit their architecture, a scaler of other features) is refused
+with :class:`ModelArchiveError`, naming the file and the member.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ import numpy as np
 import torch
 
 from seld.config import validate_config
-from seld.data.dcase import CLASSES, NUM_CHANNELS
+from seld.data.dcase import NUM_CHANNELS
+from seld.data.formats import get_format
 from seld.errors import ConfigError, SeldError
-from seld.features.store import Scaler
+from seld.features.store import LabelFacts, Scaler
 from seld.fsutil import atomic_path
 from seld.methods.inference import Postprocessing
 from seld.serving.predict import FoldModels, Predictor
@@ -107,7 +109,8 @@ def write_archive(
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "source": dict(source or {}),
         "versions": _versions(),
-        "classes": list(CLASSES),
+        "dataset_format": predictor.labels.dataset_format,
+        "classes": list(predictor.labels.classes),
         "method": predictor.experiment.method,
         "stages": list(predictor.experiment.stages),
         "folds": list(predictor.fold_numbers),
@@ -162,9 +165,16 @@ class _Reader:
                 f"model format version {version!r}; this version of seld-orchestrator reads "
                 f"version {FORMAT_VERSION} (export it again, or use the version that wrote it)"
             )
-        if manifest.get("classes") != list(CLASSES):
+        # archives written before other dataset formats were DCASE 2019's
+        name = manifest.setdefault("dataset_format", "dcase2019")
+        try:
+            dataset_format = get_format(name)
+        except ConfigError as exc:
+            raise self.fail(str(exc)) from None
+        if manifest.get("classes") != list(dataset_format.classes):
             raise self.fail(
-                f"made for the classes {manifest.get('classes')}, not DCASE 2019's {list(CLASSES)}"
+                f"made for the classes {manifest.get('classes')}, not {name}'s "
+                f"{list(dataset_format.classes)}"
             )
         listed = manifest.get("members")
         if not isinstance(listed, dict):
@@ -185,6 +195,12 @@ class _Reader:
             )
         self.manifest = manifest
         return manifest
+
+    @property
+    def labels(self) -> LabelFacts:
+        """The labels of the manifest's dataset format."""
+        fmt = get_format(self.manifest["dataset_format"])
+        return LabelFacts(fmt.name, fmt.label_frames_per_second, fmt.classes)
 
     def member(self, name: str) -> bytes:
         """A member's bytes, checked against the manifest's size and SHA-256."""
@@ -267,11 +283,16 @@ def read_archive(
         if not folds:
             raise reader.fail(f"{MANIFEST} lists no folds")
         try:
+            labels = reader.labels
             post = {
-                name: Postprocessing.from_params(params, experiment.inference.threshold)
+                name: Postprocessing.from_params(
+                    params, experiment.inference.threshold, labels.classes
+                )
                 for name, params in manifest.get("postprocessing", {}).items()
             }
-            predictor = Predictor(experiment, folds, post, choice="default", source=str(path))
+            predictor = Predictor(
+                experiment, folds, post, choice="default", source=str(path), labels=labels
+            )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise reader.fail(f"{MANIFEST}: {exc}") from None
     return predictor.select(choice=choice)

@@ -12,46 +12,66 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
-from seld.data.dcase import CLASSES, LABEL_HOP_S
+from seld.features.store import LabelFacts
 from seld.fsutil import atomic_path
 
 #: the reference: a wide grey band per frame, under the predictions (one colour per class)
 REFERENCE_STYLE = {"colors": "0.55", "linewidth": 7, "alpha": 0.45, "zorder": 1}
 
 
+def _polar(rows: np.ndarray) -> np.ndarray:
+    """``(frame, class, azimuth, elevation)`` of DCASE 2019 rows or of track-wise rows
+    ``(frame, class, track, azimuth, elevation[, distance])``."""
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.size == 0:
+        return rows.reshape(0, 4)
+    return rows if rows.shape[1] == 4 else rows[:, [0, 1, 3, 4]]
+
+
 def plot_recording(
-    reference: np.ndarray, predicted: np.ndarray, num_frames: int, title: str, path: Path
+    reference: np.ndarray,
+    predicted: np.ndarray,
+    num_frames: int,
+    title: str,
+    path: Path,
+    labels: LabelFacts | None = None,
 ) -> Path:
     """Write a PNG of one recording: the reference as wide grey bands (a thin line of the
     class's colour along each), the prediction as dots coloured by class on top, so a miss
     shows as a bare band and a false alarm as dots alone.
 
-    ``reference`` and ``predicted``: submission rows ``(frame, class, azimuth, elevation)``.
+    ``reference`` and ``predicted``: submission rows ``(frame, class, azimuth, elevation)``,
+    or track-wise rows ``(frame, class, track, azimuth, elevation[, distance])``; ``labels``:
+    the dataset format's classes and label rate (DCASE 2019's by default).
     """
+    labels = labels or LabelFacts()
+    classes, hop = labels.classes, 1.0 / labels.label_frames_per_second
+    reference, predicted = _polar(reference), _polar(predicted)
     fig, axes = plt.subplots(
         3, 1, figsize=(12, 7), sharex=True, gridspec_kw={"height_ratios": [1, 2, 2]}
     )
-    colours = plt.get_cmap("tab20")(np.linspace(0, 1, len(CLASSES), endpoint=False))
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, len(classes), endpoint=False))
     if len(reference):
-        t = reference[:, 0] * LABEL_HOP_S
+        t = reference[:, 0] * hop
         c = colours[reference[:, 1].astype(int)]
         for ax, column in zip(axes, (1, 2, 3), strict=True):
-            ax.hlines(reference[:, column], t, t + LABEL_HOP_S, **REFERENCE_STYLE)
+            ax.hlines(reference[:, column], t, t + hop, **REFERENCE_STYLE)
             # a thin line of the class's colour along the band: which class it is
-            ax.hlines(reference[:, column], t, t + LABEL_HOP_S, colors=c, linewidth=0.8, zorder=1)
+            ax.hlines(reference[:, column], t, t + hop, colors=c, linewidth=0.8, zorder=1)
     if len(predicted):
-        t = predicted[:, 0] * LABEL_HOP_S + LABEL_HOP_S / 2
+        t = predicted[:, 0] * hop + hop / 2
         c = colours[predicted[:, 1].astype(int)]
         for ax, column in zip(axes, (1, 2, 3), strict=True):
             ax.scatter(t, predicted[:, column], color=c, s=5, marker="o", zorder=2)
-    axes[0].set_yticks(range(len(CLASSES)), CLASSES, fontsize=7)
+    axes[0].set_yticks(range(len(classes)), classes, fontsize=7)
     axes[0].set_ylabel("class")
     axes[1].set_ylabel("azimuth (°)")
     axes[1].set_ylim(-185, 185)
     axes[2].set_ylabel("elevation (°)")
-    axes[2].set_ylim(-50, 50)
+    # DCASE 2019's elevations span -40..40; the later datasets' the whole sphere
+    axes[2].set_ylim(*((-50, 50) if labels.dataset_format == "dcase2019" else (-95, 95)))
     axes[2].set_xlabel("time (s)")
-    axes[2].set_xlim(0, num_frames * LABEL_HOP_S)
+    axes[2].set_xlim(0, num_frames * hop)
     axes[0].set_title(title)
     handles = [
         Line2D([], [], color="0.55", alpha=0.45, linewidth=7, label="reference (grey band)"),

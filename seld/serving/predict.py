@@ -2,14 +2,15 @@
 
 A :class:`Predictor` holds what a trained cross-validation hands on (the experiment config, each
 fold's feature scaler and stage models, and its post-processing) and turns audio of any length
-and sample rate into DCASE 2019 submission rows and a list of events. It is loaded once, from a
-run folder (:func:`orchestrator.export.run_predictor`) or from an exported model file
+and sample rate into submission rows of its dataset format and a list of events. It is loaded
+once, from a run folder (:func:`orchestrator.export.run_predictor`) or from an exported model file
 (:func:`seld.serving.model_archive.read_archive`), and then used for any number of recordings::
 
     predictor = read_archive("model.zip")
     result = predictor.predict_file("meeting.wav")
     result.events    # [DetectedEvent(label='speech', onset_s=1.2, offset_s=3.4, ...), ...]
-    result.rows      # (n, 4) frame, class, azimuth, elevation: the submission frame table
+    result.rows      # the submission frame table: (frame, class, azimuth, elevation) for a
+                     # DCASE 2019 model, (frame, class, track, azimuth, elevation) otherwise
 
 Ensemble: each fold's models predict the recording from its own standardised features; the
 SED probabilities are averaged and the directions averaged as unit vectors
@@ -32,12 +33,12 @@ import torch
 
 from seld.config import ExperimentConfig
 from seld.data.audio import read_audio, resample
-from seld.data.dcase import CLASSES, LABEL_HOP_S, NUM_CHANNELS, num_label_frames
+from seld.data.dcase import NUM_CHANNELS
 from seld.data.metadata import DatasetError
-from seld.data.submission import write_submission
+from seld.data.submission import write_submission, write_tracked_submission
 from seld.errors import ConfigError
 from seld.features.spectral import FeatureConfig, extract_features
-from seld.features.store import Scaler
+from seld.features.store import LabelFacts, Scaler
 from seld.methods.inference import (
     Postprocessing,
     Prediction,
@@ -106,11 +107,13 @@ class FoldModels:
         frames: int,
         name: str,
         views: Sequence[View] = (),
+        label_rate: float = 50.0,
     ) -> Prediction:
         """This fold's prediction from unscaled features (channels, frames, bins), at the label
-        rate (``frames`` label frames): detection from the SED (or joint) model, directions from
-        the DOA (or joint) model, as the cross-validation combines them; through each of
-        ``views`` when given (test-time augmentation, :func:`seld.methods.inference.run_views`)."""
+        rate (``frames`` label frames of ``label_rate`` per second): detection from the SED (or
+        joint) model, directions from the DOA (or joint) model, as the cross-validation
+        combines them; through each of ``views`` when given (test-time augmentation,
+        :func:`seld.methods.inference.run_views`)."""
         # up to WINDOW_S in one pass: a centred STFT gives a 60 s recording 6001 frames
         window = round(WINDOW_S * fps) + 1
         outputs = {}
@@ -123,9 +126,9 @@ class FoldModels:
         _, azimuth, elevation = outputs["joint" if "joint" in outputs else "doa"]
         return Prediction(
             name,
-            to_label_rate(sed, fps, frames),
-            np.degrees(to_label_rate(azimuth, fps, frames)),
-            np.degrees(to_label_rate(elevation, fps, frames)),
+            to_label_rate(sed, fps, frames, label_rate, mean=True),
+            np.degrees(to_label_rate(azimuth, fps, frames, label_rate)),
+            np.degrees(to_label_rate(elevation, fps, frames, label_rate)),
         )
 
 
@@ -147,8 +150,10 @@ class DetectedEvent:
 @dataclass
 class RecordingPrediction:
     """A predicted recording: its per-frame ``prediction`` (probabilities and directions at the
-    label rate) and ``rows``, the DCASE 2019 submission frame table ``(frame, class, azimuth,
-    elevation)`` of its detections (int, n x 4, directions rounded to 10 degrees)."""
+    label rate) and ``rows``, the submission frame table of its detections: for DCASE 2019
+    ``(frame, class, azimuth, elevation)`` (int, n x 4, directions rounded to 10 degrees), for
+    the track-wise formats ``(frame, class, track, azimuth, elevation)`` (n x 5, directions as
+    predicted)."""
 
     name: str
     duration_s: float
@@ -157,18 +162,32 @@ class RecordingPrediction:
     events: list[DetectedEvent] = field(default_factory=list)
 
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
-        """Write the submission CSV (atomically: a reader never sees half of it)."""
-        write_submission(path, self.rows)
+        """Write the submission CSV in its format's form (atomically: a reader never sees
+        half of it)."""
+        write_rows(path, self.rows)
         return Path(path)
 
 
-def detected_events(rows: np.ndarray, prediction: Prediction) -> list[DetectedEvent]:
-    """The events of a submission's rows: per class, each run of consecutive active frames, at
-    the mean unit vector of the prediction's (unrounded) directions over those frames; sorted
-    by onset, then class."""
+def write_rows(path: str | os.PathLike[str], rows: np.ndarray) -> None:
+    """A submission CSV of DCASE 2019 rows (4 columns) or track-wise rows (5), atomically."""
+    if rows.shape[1] == 4:
+        write_submission(path, rows)
+    else:
+        write_tracked_submission(path, rows)
+
+
+def detected_events(
+    rows: np.ndarray, prediction: Prediction, labels: LabelFacts | None = None
+) -> list[DetectedEvent]:
+    """The events of a submission's rows (frame and class first): per class, each run of
+    consecutive active frames, at the mean unit vector of the prediction's (unrounded)
+    directions over those frames; sorted by onset, then class. ``labels``: the format's
+    classes and label rate (DCASE 2019's by default)."""
+    labels = labels or LabelFacts()
+    hop = 1.0 / labels.label_frames_per_second
     events = []
-    for cls in np.unique(rows[:, 1]) if len(rows) else []:
-        frames = np.sort(rows[rows[:, 1] == cls, 0])
+    for cls in np.unique(rows[:, 1]).astype(int) if len(rows) else []:
+        frames = np.unique(rows[rows[:, 1] == cls, 0]).astype(int)
         breaks = np.flatnonzero(np.diff(frames) > 1) + 1
         for run in np.split(frames, breaks):
             azimuth = np.radians(prediction.azimuth[run, cls].astype(np.float64))
@@ -178,10 +197,10 @@ def detected_events(rows: np.ndarray, prediction: Prediction) -> list[DetectedEv
             z = np.mean(np.sin(elevation))
             events.append(
                 DetectedEvent(
-                    CLASSES[int(cls)],
+                    labels.classes[int(cls)],
                     int(cls),
-                    round(float(run[0]) * LABEL_HOP_S, 2),
-                    round(float(run[-1] + 1) * LABEL_HOP_S, 2),
+                    round(float(run[0]) * hop, 2),
+                    round(float(run[-1] + 1) * hop, 2),
                     round(float(np.degrees(np.arctan2(y, x))), 1),
                     round(float(np.degrees(np.arctan2(z, np.hypot(x, y)))), 1),
                 )
@@ -223,7 +242,8 @@ def recording_features(
 
 class Predictor:
     """A trained method ready to predict: the experiment config, one :class:`FoldModels` per
-    fold (one fold alone, or several as an ensemble) and its post-processing.
+    fold (one fold alone, or several as an ensemble) and its post-processing, for the ``labels``
+    of a dataset format (classes, label rate: DCASE 2019's by default).
 
     ``postprocessing`` maps ``"default"`` (the config's threshold and median filter) and, when
     the run's thresholds were tuned, ``"tuned"`` to a :class:`Postprocessing`; ``choice`` picks
@@ -237,6 +257,7 @@ class Predictor:
         *,
         choice: str = "auto",
         source: str = "",
+        labels: LabelFacts | None = None,
     ):
         if not folds:
             raise ValueError("a predictor needs at least one fold's models")
@@ -248,6 +269,13 @@ class Predictor:
                     f"{experiment.method} needs {sorted(stages)}"
                 )
         self.experiment = experiment
+        self.labels = labels or LabelFacts()
+        for name, post in postprocessing.items():
+            if tuple(post.classes) != self.labels.classes:
+                raise ValueError(
+                    f"the {name} post-processing is for {len(post.classes)} classes, the "
+                    f"models' {self.labels.dataset_format} labels have {self.labels.num_classes}"
+                )
         self.folds = tuple(folds)
         self.postprocessing = dict(postprocessing)
         self.source = source
@@ -308,16 +336,20 @@ class Predictor:
         """The ensemble's per-frame prediction from unscaled features (channels, frames, bins)
         of a recording of ``duration_s`` seconds."""
         fps = self.features_config.frames_per_second
-        frames = num_label_frames(duration_s)
+        frames = self.labels.num_frames(duration_s)
         views = views_of(self.experiment)
-        return ensemble([m.predict(features, fps, frames, name, views) for m in self.folds])
+        rate = self.labels.label_frames_per_second
+        return ensemble([m.predict(features, fps, frames, name, views, rate) for m in self.folds])
 
     def finish(self, prediction: Prediction, duration_s: float) -> RecordingPrediction:
-        """Post-process a per-frame prediction into submission rows and events."""
-        rows = self.post.rows(prediction)
-        return RecordingPrediction(
-            prediction.stem, duration_s, prediction, rows, detected_events(rows, prediction)
-        )
+        """Post-process a per-frame prediction into submission rows (DCASE 2019's, or the
+        track-wise rows of the other formats) and events."""
+        if self.labels.dataset_format == "dcase2019":
+            rows = self.post.rows(prediction)
+        else:
+            rows = self.post.tracked_rows(prediction)
+        events = detected_events(rows, prediction, self.labels)
+        return RecordingPrediction(prediction.stem, duration_s, prediction, rows, events)
 
     def predict(
         self, audio: np.ndarray, sample_rate: int, name: str = "recording"
@@ -345,6 +377,7 @@ class Predictor:
             "config": self.experiment.name,
             "method": self.experiment.method,
             "format": self.experiment.format,
+            "dataset_format": self.labels.dataset_format,
             "folds": list(self.fold_numbers),
             "postprocessing": self.choice,
             **self.post.to_params(),

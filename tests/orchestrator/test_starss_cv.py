@@ -120,6 +120,37 @@ def test_a_starss_dataset_trains_and_scores_end_to_end(starss_data: Path, tmp_pa
         p.stem for p in submissions
     )
 
+    # predict: the run's model on its test recordings (audio read and extracted again) writes
+    # what the cv wrote, in the format's track-wise form, and scores it with the format's suite
+    out = tmp_path / "predicted"
+    predicted = json.loads(invoke("predict", "--run", "cv", "--workspace", str(ws), "--input",
+                                  str(data / "mic_dev" / "dev-test-synth"), "--out", str(out),
+                                  "--ref", str(data / "metadata_dev"), "--post", "default",
+                                  "--json").stdout)  # fmt: skip
+    assert predicted["model"]["dataset_format"] == "starss23"
+    assert sorted(predicted["written"]) == [p.stem for p in submissions]
+    for path in submissions:
+        ours, theirs = fmt.read_prediction(out / path.name), fmt.read_prediction(path)
+        np.testing.assert_array_equal(ours[:, :3], theirs[:, :3])
+        np.testing.assert_allclose(ours[:, 3:5], theirs[:, 3:5], atol=0.02)
+    assert predicted["scores"]["suite"] == "dcase2022"
+    for key in ("er", "f", "lr"):
+        assert predicted["scores"]["overall"][key] == pytest.approx(summary["overall"][key]), key
+    assert predicted["scores"]["intervals"]["seld"][0] <= predicted["scores"]["overall"]["seld"]
+    assert (out / "plots" / f"{submissions[0].stem}.png").stat().st_size > 0
+
+    # export: a model file of the format's classes that predicts the whole dataset root alone
+    model = tmp_path / "model.zip"
+    manifest = json.loads(invoke("export", "--run", "cv", "--workspace", str(ws), "--out",
+                                 str(model), "--json").stdout)  # fmt: skip
+    assert manifest["dataset_format"] == "starss23" and manifest["classes"] == list(fmt.classes)
+    everything = tmp_path / "everything"
+    invoke("predict", "--model", str(model), "--input", str(data), "--out", str(everything),
+           "--post", "default", "--no-plots")  # fmt: skip
+    assert sorted(p.stem for p in everything.glob("*.csv")) == sorted(meta)
+    for path in submissions:
+        assert (everything / path.name).read_text() == (out / path.name).read_text()
+
     refused = RUNNER.invoke(app, ["cv", "--dataset", str(data), "--workspace", str(ws),
                                   "--run", "other", "--suite", "dcase2019"])  # fmt: skip
     assert refused.exit_code != 0

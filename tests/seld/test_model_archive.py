@@ -72,6 +72,12 @@ def test_an_exported_model_predicts_what_it_was_made_from(archive: Path, tmp_pat
     assert {"python", "torch", "numpy"} <= set(manifest["versions"])
 
 
+def test_an_archive_from_before_the_dataset_formats_reads_as_dcase2019(archive, tmp_path):
+    old = with_manifest(archive, tmp_path / "old.zip", lambda m: m.pop("dataset_format"))
+    loaded = read_archive(old)
+    assert loaded.labels.dataset_format == "dcase2019" and loaded.labels.num_classes == 11
+
+
 def test_a_changed_member_is_refused(archive: Path, tmp_path: Path):
     def flip(name, data):
         if name != "fold2/doa.pt":
@@ -90,6 +96,8 @@ def test_a_changed_member_is_refused(archive: Path, tmp_path: Path):
         (lambda m: m.update(format_version=99), "model format version 99"),
         (lambda m: m.update(format="something else"), "not an exported seld model"),
         (lambda m: m["classes"].reverse(), "made for the classes"),
+        (lambda m: m.update(dataset_format="tau2019"), "unknown dataset format 'tau2019'"),
+        (lambda m: m.update(dataset_format="starss23"), "not starss23's"),
         (lambda m: m.update(stages=["joint"]), r"stages \['joint'\] do not match"),
         (lambda m: m["members"].pop("fold1/scaler.npz"), "not listed: fold1/scaler.npz"),
         (lambda m: m["members"].update({"fold3/sed.pt": {}}), "missing: fold3/sed.pt"),
