@@ -24,9 +24,9 @@ from mlflow.tracking import MlflowClient
 from orchestrator.cv import CVSettings
 from orchestrator.cv_jobs import run_fold_jobs, warm_fold_workers
 from orchestrator.evaluation import (
+    check_suites,
     evaluate_split,
     evaluate_split_suite,
-    run_labels,
     split_ceiling,
     suite_reports,
 )
@@ -44,10 +44,9 @@ from orchestrator.tracking import (
 )
 from seld.data.fingerprint import combined
 from seld.data.formats import dataset_format_of, dataset_recordings
-from seld.errors import ConfigError
 from seld.fsutil import atomic_path
 from seld.metrics.scores import ScoreReport
-from seld.metrics.suites import MetricSuite, get_suite, label_problem
+from seld.metrics.suites import MetricSuite, get_suite
 from seld.serving.plots import plot_recording
 
 
@@ -198,11 +197,7 @@ def run_cv(
     its MLflow runs KILLED. ``tags`` go on its MLflow run (a sweep's cell: its parent run,
     variant and seed)."""
     chosen = [get_suite(name) for name in suites]  # an unknown suite fails before any work
-    labels = run_labels(settings)
-    for suite in chosen:  # a suite that cannot score this run fails before any work
-        problem = label_problem(suite, labels.label_frames_per_second, labels.num_classes, False)
-        if problem:
-            raise ConfigError(problem)
+    check_suites(settings, chosen)  # so does one that cannot score this run
     with claimed_run(settings, overwrite):
         return _run_cv(settings, address, experiment_name, on_status, tags, chosen)
 

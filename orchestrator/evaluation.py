@@ -9,6 +9,7 @@ predictions its searches start from) and the demo (before and after tuning) all 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,15 +20,18 @@ from orchestrator.fold import method_predictions, references, submission_pairs
 from orchestrator.fold import references as references_of
 from seld.data.formats import dataset_format_of
 from seld.data.submission import write_tracked_submission
+from seld.errors import ConfigError
 from seld.features.store import LabelFacts
 from seld.methods import inference
 from seld.methods.inference import Prediction, views_of
+from seld.methods.training import selection_suite
 from seld.metrics.reference import score_files
 from seld.metrics.scores import ScoreReport
 from seld.metrics.suites import (
     Ceiling,
     MetricSuite,
     SuiteReport,
+    label_problem,
     one_direction_ceiling,
     suite_report,
 )
@@ -52,6 +56,20 @@ class Postprocessing(inference.Postprocessing):
 def run_labels(s: CVSettings) -> LabelFacts:
     """The labels of a run's dataset: its format, label frame rate and classes."""
     return dataset_labels(s.dataset)
+
+
+def check_suites(s: CVSettings, suites: Sequence[MetricSuite] = ()) -> None:
+    """Refuse, before any work, suites that cannot score the run's labels: ``suites`` (to
+    score its test splits with) and the config's ``selection.suite``. :class:`ConfigError`."""
+    labels = run_labels(s)
+    for suite in suites:
+        problem = label_problem(suite, labels.label_frames_per_second, labels.num_classes, False)
+        if problem:
+            raise ConfigError(problem)
+    try:
+        selection_suite(s.experiment.train_config(s.stages[0]), labels)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def dataset_labels(dataset: str | Path) -> LabelFacts:

@@ -37,6 +37,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from orchestrator.cv import CVSettings
 from orchestrator.cv_run import resolved_config, run_cv
+from orchestrator.evaluation import check_suites
 from orchestrator.layout import RunLayout
 from orchestrator.ray_utils import HEAD_NODE
 from orchestrator.search_space import SearchSpace
@@ -86,6 +87,7 @@ def tune_hparams(
     """
     say = on_progress or (lambda _msg: None)
     check_space(space, base.experiment)
+    check_suites(base)  # a selection suite that cannot score the dataset fails before any work
     started = time.time()
     out_dir = RunLayout.named(base.workspace, name).root
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -87,7 +87,9 @@ def iteration_metrics(
     rows = [history.get(f"fold{k}/{stage}", {}).get(epoch) for k in folds]
     if any(row is None for row in rows):
         return None
-    keys = ("val_seld", "val_er", "val_f", "val_doa_error", "val_frame_recall")
+    # the validation scores of the selection suite (DCASE 2019's: seld, er, f, doa_error,
+    # frame_recall; the location-aware ones: seld, er, f, le, lr; ...), which every fold has
+    keys = [k for k in rows[0] if k.startswith("val_") and k != "val_selection"]
     out = {key: float(np.mean([_finite(row[key]) for row in rows])) for key in keys}
     return out | {"stage_is_doa": float(stage == "doa"), "epoch": float(epoch)}
 

@@ -10,6 +10,7 @@ classes below; ``seld-orch config show NAME`` prints a resolved one)::
     model       seld.methods.models.ModelConfig           registered architecture and its arguments
     train       seld.methods.training.TrainSettings       optimiser, budget, schedule, precision
     selection   checkpoint: best | last           which epoch's model a stage hands on
+                suite                             the metric suite that scores each epoch
     inference   threshold, median_frames          post-processing of the predictions
     cv          folds, protocol                   the cross-validation
 
@@ -36,13 +37,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from seld.data.folds import PROTOCOLS, SINGLE_FOLD
 from seld.errors import ConfigError
 from seld.features.spectral import FeatureConfig
 from seld.methods.models import ModelConfig
 from seld.methods.training import TrainConfig, TrainSettings
+from seld.metrics.suites import SUITES
 
 #: the stages each method trains, in order
 METHOD_STAGES = {"two-stage": ("sed", "doa"), "joint": ("joint",)}
@@ -59,6 +68,28 @@ class DataSection(_Section):
 
 class SelectionSection(_Section):
     checkpoint: Literal["best", "last"] = "best"
+    #: the metric suite (:mod:`seld.metrics.suites`) whose validation scores select the epoch
+    #: (its SED error for the SED stage, its SELD aggregate otherwise); unset: the dataset
+    #: format's default (``dcase2019`` on DCASE 2019 data, ``dcase2022`` on STARSS23, ...)
+    suite: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SelectionSection:
+        if self.suite is not None and self.suite not in SUITES:
+            raise ValueError(
+                f"selection.suite: unknown metric suite {self.suite!r}; choose one of "
+                f"{', '.join(SUITES)}"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _unset_suite_left_out(self, handler: Any) -> dict[str, Any]:
+        # an unset suite is left out, so the configs (and hashes) of runs made before the key
+        # existed stay what they were
+        data = handler(self)
+        if data.get("suite") is None:
+            data.pop("suite", None)
+        return data
 
 
 class InferenceSection(_Section):
@@ -135,6 +166,7 @@ class ExperimentConfig(_Section):
             seed=self.seed,
             selection=self.selection.checkpoint,
             sed_threshold=self.inference.threshold,
+            selection_suite=self.selection.suite,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -88,11 +88,14 @@ def train(
 
     def show(metrics: dict[str, float], _: Path) -> None:
         if not json_out:
+            scores = "  ".join(  # the selection suite's validation scores
+                f"{key.removeprefix('val_')} {value:.4g}"
+                for key, value in metrics.items()
+                if key.startswith("val_") and key != "val_selection"
+            )
             console.print(
                 f"{stage} fold {fold} epoch {metrics['epoch']:>3}/{train_config.epochs}  "
-                f"loss {metrics['train_loss']:.4f}  val ER {metrics['val_er']:.3f}  "
-                f"F {metrics['val_f']:.3f}  DOA {metrics['val_doa_error']:.1f}°  "
-                f"FR {metrics['val_frame_recall']:.3f}  SELD {metrics['val_seld']:.4f}",
+                f"loss {metrics['train_loss']:.4f}  val {scores}",
                 highlight=False,
                 soft_wrap=True,
             )

@@ -35,7 +35,7 @@ from seld.methods.models import build_model, doa_model_from_sed
 from seld.metrics.location_aware import pool
 from seld.metrics.reference import count_file
 from seld.metrics.scores import SeldCounts
-from seld.metrics.suites import get_suite
+from seld.metrics.suites import MetricSuite, get_suite, label_problem, tracked
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,9 @@ class TrainConfig(TrainSettings):
     ``model`` and ``model_kwargs``: :func:`seld.methods.models.build_model` arguments.
     ``selection``: which epoch's model the stage hands on as ``best.pt``: the lowest validation
     score (``"best"``), or the last epoch's, as the seed evaluates a fixed iteration (``"last"``).
-    ``sed_threshold``: the detection threshold of the validation scores.
+    ``sed_threshold``: the detection threshold of the validation scores. ``selection_suite``:
+    the metric suite (:mod:`seld.metrics.suites`) of the validation scores, which selects the
+    epoch; the dataset format's default when None.
     """
 
     stage: str = "sed"
@@ -120,6 +122,7 @@ class TrainConfig(TrainSettings):
     seed: int = 0
     selection: str = "best"
     sed_threshold: float = 0.3
+    selection_suite: str | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -235,6 +238,16 @@ def build_stage_model(
     return build_model(config.model, **kwargs)
 
 
+def selection_suite(config: TrainConfig, labels: LabelFacts) -> MetricSuite:
+    """The suite whose validation scores select a stage's epoch: the config's, else the
+    dataset format's default. ``ValueError`` when it cannot score these labels."""
+    suite = get_suite(config.selection_suite or get_format(labels.dataset_format).default_suite)
+    problem = label_problem(suite, labels.label_frames_per_second, labels.num_classes, False)
+    if problem:
+        raise ValueError(f"selection.suite: {problem}")
+    return suite
+
+
 def _suite_scores(
     model: torch.nn.Module,
     paths: Sequence[Path],
@@ -242,22 +255,43 @@ def _suite_scores(
     config: TrainConfig,
     device: torch.device,
     labels: LabelFacts,
+    suite: MetricSuite,
 ) -> dict[str, float]:
-    """:func:`evaluate_files` on a dataset format other than DCASE 2019: its default metric
-    suite (:mod:`seld.metrics.suites`) on the predicted (continuous) directions."""
-    suite = get_suite(get_format(labels.dataset_format).default_suite)
+    """:func:`evaluate_files` with a metric suite other than DCASE 2019's (on any dataset
+    format): the predicted (continuous) directions, or the 10-degree grid for a suite that
+    rounds."""
     recordings = []
     for path in paths:
         pred = predict_file(model, path, scaler, device=device)
         reference, frames = reference_rows(path)
+        if labels.dataset_format == "dcase2019":  # (frame, class, azimuth, elevation)
+            reference = tracked(reference)
         if config.stage == "doa":
             activity = np.zeros(pred.sed.shape, dtype=bool)
             activity[reference[:, 0].astype(int), reference[:, 1].astype(int)] = True
         else:
             activity = detections(pred, config.sed_threshold)
-        recordings.append((reference, activity_rows(pred, activity), frames))
+        if suite.rounds_to_grid:
+            rows = tracked(submission_rows(pred, activity=activity))
+        else:
+            rows = activity_rows(pred, activity)
+        recordings.append((reference, rows, frames))
     counts = suite.count_many(recordings, labels.label_frames_per_second, labels.num_classes)
     return suite.scores(pool(counts))
+
+
+def selection_score(scores: Mapping[str, float], suite: MetricSuite, stage: str) -> float:
+    """What model selection minimises: for ``sed`` the suite's detection error, (ER + 1 - F)
+    / 2 (1 - F for a suite without ER), otherwise its aggregate (negated where higher is
+    better); NaN counts as the worst."""
+    directions = {m.key: m.higher_is_better for m in suite.metrics}
+    if stage == "sed":
+        value = 1 - scores["f"]
+        if "er" in scores:
+            value = (scores["er"] + value) / 2
+    else:
+        value = -scores[suite.aggregate] if directions[suite.aggregate] else scores[suite.aggregate]
+    return value if math.isfinite(value) else float("inf")
 
 
 def evaluate_files(
@@ -271,12 +305,15 @@ def evaluate_files(
 
     ``sed``/``joint``: the model's own detections (threshold ``sed_threshold``) and directions.
     ``doa``: detections taken from the reference, as the seed does when training DOA, so the
-    scores judge the directions alone. ``selection`` is what model selection minimises: the SED
-    error (ER + 1 - F) / 2 for ``sed``, the SELD score otherwise.
+    scores judge the directions alone. The scores are those of the config's selection suite
+    (:func:`selection_suite`); ``selection`` is what model selection minimises
+    (:func:`selection_score`): the SED error (ER + 1 - F) / 2 for ``sed``, the suite's SELD
+    score otherwise.
     """
     labels = label_facts(paths[0])
-    if labels.dataset_format != "dcase2019":
-        scores = _suite_scores(model, paths, scaler, config, device, labels)
+    suite = selection_suite(config, labels)
+    if suite.name != "dcase2019":
+        scores = _suite_scores(model, paths, scaler, config, device, labels, suite)
     else:
         counts = SeldCounts()
         for path in paths:
@@ -289,11 +326,7 @@ def evaluate_files(
             rows = submission_rows(pred, config.sed_threshold, activity=activity)
             counts = counts + count_file(reference, rows, frames)
         scores = counts.scores().as_dict()
-    if config.stage == "sed":
-        scores["selection"] = (scores["er"] + 1 - scores["f"]) / 2
-    else:
-        seld = scores["seld"]
-        scores["selection"] = seld if math.isfinite(seld) else float("inf")
+    scores["selection"] = selection_score(scores, suite, config.stage)
     return {f"val_{k}": float(v) for k, v in scores.items()}
 
 

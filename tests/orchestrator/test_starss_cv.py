@@ -155,6 +155,10 @@ def test_a_starss_dataset_trains_and_scores_end_to_end(starss_data: Path, tmp_pa
                                   "--run", "other", "--suite", "dcase2019"])  # fmt: skip
     assert refused.exit_code != 0
     assert "the dcase2019 suite scores DCASE 2019 labels" in refused.output
+    refused = RUNNER.invoke(app, ["cv", "--dataset", str(data), "--workspace", str(ws), "--run",
+                                  "other", "--set", "selection.suite=dcase2019"])  # fmt: skip
+    assert refused.exit_code != 0 and "selection.suite: the dcase2019 suite" in refused.output
+    assert not (ws / "runs" / "other" / "metrics.json").exists()
 
 
 def test_bad_starss_metadata_is_named_and_the_rest_extracts(starss_data: Path, tmp_path: Path):

@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from seld.config import ConfigError, load_config, preset_names
+from seld.config import ConfigError, load_config, preset_names, validate_config
 from seld.methods.models import build_model
 from seld.methods.training import learning_rate_factor
 
@@ -86,11 +86,22 @@ def test_extends_merges_section_by_section(tmp_path: Path):
         ("cv.folds=[5]", r"cv\.folds: each fold is 1, 2, 3 or 4"),
         ("features.kind=logmel_iv", r"features\.kind: logmel_iv .* needs data\.format foa"),
         ("selection.checkpoint=first", r"selection\.checkpoint: Input should be 'best' or 'last'"),
+        ("selection.suite=dcase2099", r"selection\.suite: unknown metric suite 'dcase2099'"),
     ],
 )
 def test_a_bad_config_is_refused_naming_the_dotted_key(override: str, expected: str):
     with pytest.raises(ConfigError, match=expected):
         load_config("paper-mic", [override])
+
+
+def test_an_unset_selection_suite_leaves_the_config_and_its_hash_as_before():
+    config = load_config("paper-mic")
+    assert config.to_dict()["selection"] == {"checkpoint": "best"}
+    chosen = load_config("paper-mic", ["selection.suite=dcase2022"])
+    assert chosen.to_dict()["selection"] == {"checkpoint": "best", "suite": "dcase2022"}
+    assert chosen.hash() != config.hash()
+    assert chosen.train_config("doa").selection_suite == "dcase2022"
+    assert validate_config(chosen.to_dict(), "round trip") == chosen
 
 
 def test_a_bad_file_names_the_file_and_key(tmp_path: Path):

@@ -92,6 +92,37 @@ def test_selection_last_hands_on_the_last_epoch_and_amsgrad_reaches_adam(
     assert "max_exp_avg_sq" in next(iter(last["optimizer"]["state"].values()))
 
 
+def test_epochs_are_selected_by_the_chosen_suite(fold_setup, tmp_path: Path):
+    """``selection.suite`` scores each epoch of DCASE 2019 data with another suite: its own
+    scores (the ones the suite scorer gives the same predictions), its SED error for the SED
+    stage and its SELD score for DOA; a suite that cannot score the labels is refused."""
+    from seld.methods.inference import SuiteScorer, predict_file
+    from seld.methods.training import evaluate_files
+    from seld.metrics.suites import get_suite
+
+    data_dir, ws = fold_setup
+    data = fold_data(data_dir, ws, FEATURES, "mic", 1)
+    config = tiny("sed", selection_suite="dcase2022")
+    result = train_fold_stage(data, config, tmp_path / "run")
+    assert {"val_er", "val_f", "val_le", "val_lr", "val_seld"} <= set(result.history[0])
+    assert "val_doa_error" not in result.history[0]
+
+    model = load_model(result.best_checkpoint)
+    scores = evaluate_files(model, data.validation, data.scaler, config, "cpu")
+    predictions = {p.stem: predict_file(model, p, data.scaler) for p in data.validation}
+    expected = SuiteScorer(get_suite("dcase2022"), predictions, references(data, "validation"))
+    for key, value in expected.scores(0.3).items():
+        assert scores[f"val_{key}"] == pytest.approx(value, rel=1e-12, nan_ok=True), key
+    assert scores["val_selection"] == pytest.approx((scores["val_er"] + 1 - scores["val_f"]) / 2)
+    doa = evaluate_files(model, data.validation, data.scaler, replace(config, stage="doa"), "cpu")
+    assert doa["val_selection"] == doa["val_seld"] and "val_le" in doa
+
+    with pytest.raises(ValueError, match=r"selection\.suite: the dcase2024 suite scores source"):
+        evaluate_files(
+            model, data.validation, data.scaler, tiny("sed", selection_suite="dcase2024"), "cpu"
+        )
+
+
 def test_both_window_readers_train_the_same_model(fold_setup, tmp_path: Path):
     """The memory-mapped source (default) and the lazy HDF5 reader give the same windows in the
     same order, so the same seed trains the same weights."""
