@@ -121,6 +121,16 @@ def test_iterations_wait_for_every_fold():
     assert third["val_seld"] == pytest.approx((0.5 + 1e3) / 2)  # NaN counts as very bad
 
 
+def test_iterations_carry_the_selection_suites_scores():
+    # a STARSS23 run, or selection.suite=dcase2022: location-aware scores, no DOA error
+    scores = {"val_er": 0.5, "val_f": 0.4, "val_lr": 0.6, "val_seld": 0.5, "val_selection": 1}
+    rows = [scores | {"val_le": le} for le in (20.0, 40.0)]
+    history = {f"fold{k}/sed": {1: row} for k, row in zip((1, 2), rows, strict=True)}
+    out = iteration_metrics(history, (1, 2), 1, 1)
+    assert set(out) == {"val_er", "val_f", "val_le", "val_lr", "val_seld", "stage_is_doa", "epoch"}
+    assert out["val_le"] == pytest.approx(30.0)
+
+
 def _search(ws: Path, data: Path, name: str) -> list[str]:
     return [
         sys.executable, "-m", "orchestrator.cli", "tune", "hparams",
