@@ -10,7 +10,8 @@ leave-one-out pooling is the total minus one recording) against re-scoring each 
 the literal reference, as the official script does; then the frame-wise DCASE 2024 counts (the
 same rows with a distance each) against ``tests/seld/reference_frame_wise.py``; then the DCASE
 2020 counts (``tests/seld/reference_dcase2020.py``; a frame's first instance of a class) and the
-DCASE 2021 scores (the location-aware reference's 2021 formulas). Prints each
+DCASE 2021 scores (the location-aware reference's 2021 formulas), and the DCASE 2019 metrics
+on continuous directions (``tests/seld/reference_dcase2019_regr.py``). Prints each
 time, the ratio, and the largest difference of the scores (0 expected to 1e-9).
 
     python bench/metric_suites.py [--recordings 100] [--seed 0] [--json F]
@@ -29,6 +30,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "seld"))
 
+from reference_dcase2019_regr import Counter as Counter2019Regression
 from reference_dcase2020 import Counter as Counter2020
 from reference_frame_wise import Counter as FrameCounter
 from reference_location_aware import Counter
@@ -138,6 +140,7 @@ def main() -> None:
     others = {}
     for name, make, metric in (
         ("dcase2020", lambda: Counter2020(CLASSES), Dcase2020()),
+        ("dcase2019-regr", lambda: Counter2019Regression(CLASSES), get_suite("dcase2019-regr")),
         (
             "dcase2021",
             lambda: Counter(CLASSES),
@@ -149,7 +152,7 @@ def main() -> None:
             counter = make()
             for ref, pred, frames in data:
                 counter.add(ref, pred, frames, PER_BLOCK)
-            return counter.scores() if name == "dcase2020" else counter.scores("2021")
+            return counter.scores("2021") if name == "dcase2021" else counter.scores()
 
         t_lit_o, expected_o = best_of(literal_other, repeats=1)
         t_fast_o, counts_o = best_of(

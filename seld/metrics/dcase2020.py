@@ -34,19 +34,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seld.metrics.matching import stack_recordings
+from seld.metrics.matching import first_per_cell, great_circle_deg, stack_recordings
 
 __all__ = ["Dcase2020", "several_per_frame"]
 
 _EPS = float(np.finfo(float).eps)
 CLASS_COUNTS = ("TP", "FP", "FN", "Nref", "Nsys", "total_DE", "DE_TP")
 GLOBAL_COUNTS = ("S", "D", "I")
-
-
-def _first_per_cell(key: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The first row (in file order) of each (frame, class) cell; keys are sorted."""
-    first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, dtype=bool)
-    return key[first], rows[first]
 
 
 def several_per_frame(rows: np.ndarray) -> bool:
@@ -64,12 +58,6 @@ def _present(
     """(blocks, classes): where a class has a row in a block."""
     cells = key // num_classes // frames_per_block * num_classes + key % num_classes
     return np.bincount(cells, minlength=shape[0] * shape[1]).reshape(shape) > 0
-
-
-def _angles(az1, el1, az2, el2) -> np.ndarray:
-    a1, e1, a2, e2 = (np.radians(np.asarray(v, dtype=np.float64)) for v in (az1, el1, az2, el2))
-    cos = np.sin(e1) * np.sin(e2) + np.cos(e1) * np.cos(e2) * np.cos(np.abs(a1 - a2))
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
 @dataclass(frozen=True)
@@ -94,7 +82,7 @@ class Dcase2020:
             sides = []
             for rows, side in ((reference, "reference"), (prediction, "prediction")):
                 key, r = stack_recordings([rows], offsets, num_classes, side)
-                sides.append(_first_per_cell(key, r))
+                sides.append(first_per_cell(key, r))
             (ref_key, ref), (pred_key, pred) = sides
             shape = (n_blocks, num_classes)
 
@@ -104,7 +92,7 @@ class Dcase2020:
             both, r_at, p_at = np.intersect1d(
                 ref_key, pred_key, assume_unique=True, return_indices=True
             )
-            angle = _angles(ref[r_at, 3], ref[r_at, 4], pred[p_at, 3], pred[p_at, 4])
+            angle = great_circle_deg(ref[r_at, 3], ref[r_at, 4], pred[p_at, 3], pred[p_at, 4])
             cell = both // num_classes // frames_per_block * num_classes + both % num_classes
             size = n_blocks * num_classes
             # summed in frame order, as the official loop adds them

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seld.metrics.matching import match_cells, stack_recordings
+from seld.metrics.matching import great_circle_deg, match_cells, stack_recordings
 
 __all__ = ["COUNT_NAMES", "LocationAware", "official_num_frames"]
 
@@ -65,16 +65,6 @@ def official_num_frames(reference: np.ndarray) -> int:
     """What the official script scores a recording over: its reference's largest frame index
     (so a reference whose last active frame ends a block loses that frame)."""
     return int(np.asarray(reference)[:, 0].max()) if len(reference) else 0
-
-
-def _angles(az1: np.ndarray, el1: np.ndarray, az2: np.ndarray, el2: np.ndarray) -> np.ndarray:
-    """Great-circle angles in degrees between directions given in degrees, as the official
-    polar path computes them (radians by ``* pi / 180.``, the spherical law of cosines)."""
-    az1, el1, az2, el2 = (
-        np.asarray(a, dtype=np.float64) * np.pi / 180.0 for a in (az1, el1, az2, el2)
-    )
-    cos = np.sin(el1) * np.sin(el2) + np.cos(el1) * np.cos(el2) * np.cos(np.abs(az1 - az2))
-    return np.arccos(np.clip(cos, -1, 1)) * 180 / np.pi
 
 
 @dataclass(frozen=True)
@@ -106,7 +96,7 @@ def _match_group(
     n_r, n_p = int(n_r), int(n_p)
     r_idx = ref_at[:, None] + np.arange(n_r)  # (cells, n_r)
     p_idx = pred_at[:, None] + np.arange(n_p)
-    cost = _angles(
+    cost = great_circle_deg(
         ref.azimuth[r_idx][:, :, None],
         ref.elevation[r_idx][:, :, None],
         pred.azimuth[p_idx][:, None, :],
@@ -174,7 +164,7 @@ class LocationAware:
             single = (n_r == 1) & (n_p == 1)
             # one instance on each side: the match is the pair itself
             s = np.flatnonzero(single)
-            d = _angles(
+            d = great_circle_deg(
                 ref.azimuth[ref_at[s]],
                 ref.elevation[ref_at[s]],
                 pred.azimuth[pred_at[s]],

@@ -10,11 +10,30 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["match_cells", "stack_recordings"]
+__all__ = ["first_per_cell", "great_circle_deg", "match_cells", "stack_recordings"]
 
 #: largest instance count matched by trying every assignment (beyond it, one
 #: ``linear_sum_assignment`` call per cell)
 ENUMERATED = 5
+
+
+def great_circle_deg(
+    az1: np.ndarray, el1: np.ndarray, az2: np.ndarray, el2: np.ndarray
+) -> np.ndarray:
+    """Great-circle angles in degrees between directions given in degrees, as the official
+    polar paths compute them (radians by ``* pi / 180.``, the spherical law of cosines)."""
+    az1, el1, az2, el2 = (
+        np.asarray(a, dtype=np.float64) * np.pi / 180.0 for a in (az1, el1, az2, el2)
+    )
+    cos = np.sin(el1) * np.sin(el2) + np.cos(el1) * np.cos(el2) * np.cos(np.abs(az1 - az2))
+    return np.arccos(np.clip(cos, -1, 1)) * 180 / np.pi
+
+
+def first_per_cell(key: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first row (in file order) of each (frame, class) cell of sorted ``key``s
+    (:func:`stack_recordings`): what a scorer holding one direction per class and frame reads."""
+    first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, dtype=bool)
+    return key[first], rows[first]
 
 
 def stack_recordings(

@@ -7,6 +7,9 @@ frame rate; a suite that knows no tracks ignores the column. Registered:
 
 * ``dcase2019``: ER and F over one-second blocks, DOA error and frame recall on the 10 degree
   grid, SELD (:mod:`seld.metrics.reference`); the tool's default for DCASE 2019 data.
+* ``dcase2019-regr``: the same metrics on continuous directions at any label rate, as the 2019
+  baseline scores its regression outputs (:mod:`seld.metrics.regression2019`): the DCASE 2019
+  column for the later datasets.
 * ``dcase2020``: location-aware detection and class-dependent localization in one-second
   blocks with one direction per class and frame, micro-averaged (:mod:`seld.metrics.dcase2020`).
 * ``dcase2021``: the location-aware counts of 2022 (several instances of a class, matched),
@@ -41,6 +44,7 @@ from seld.metrics.dcase2020 import Dcase2020
 from seld.metrics.frame_wise import FrameWise
 from seld.metrics.location_aware import LocationAware, pool
 from seld.metrics.reference import count_file
+from seld.metrics.regression2019 import count_recordings as count_regression_2019
 from seld.metrics.scores import SeldCounts
 
 __all__ = [
@@ -139,6 +143,38 @@ class Dcase2019:
             f"the {self.name} suite scores DCASE 2019 labels ({LABEL_FRAMES_PER_SECOND} frames "
             f"per second, {len(CLASSES)} classes), not {frames_per_second:g} and {num_classes}"
         )
+
+    def scores(self, counts: Counts) -> dict[str, float]:
+        return SeldCounts.from_dict(counts).scores().as_dict()
+
+    def class_scores(self, counts: Counts) -> dict[str, np.ndarray] | None:
+        return None  # the 2019 counts are not kept per class
+
+
+@dataclass(frozen=True)
+class Dcase2019Regression:
+    """The DCASE 2019 metrics on continuous directions, in one-second blocks at any label
+    rate and class count (:mod:`seld.metrics.regression2019`)."""
+
+    name: str = "dcase2019-regr"
+    description: str = (
+        "DCASE 2019 on continuous directions (the 2019 baseline's regression scorer): ER and F "
+        "over 1 s blocks, DOA error and frame recall, one direction per class and frame, "
+        "micro-averaged"
+    )
+    metrics: tuple[Metric, ...] = _SELD_2019
+    aggregate: str = "seld"
+    rounds_to_grid: bool = False
+    absent_note: str = ""
+
+    def count_many(
+        self, recordings: Sequence[Recording], frames_per_second: float, num_classes: int
+    ) -> list[Counts]:
+        per_block = _frames_per_block(frames_per_second)
+        return [
+            {k: np.float64(v) for k, v in asdict(c).items()}
+            for c in count_regression_2019(recordings, per_block, num_classes)
+        ]
 
     def scores(self, counts: Counts) -> dict[str, float]:
         return SeldCounts.from_dict(counts).scores().as_dict()
@@ -288,6 +324,7 @@ SUITES: dict[str, MetricSuite] = {
     s.name: s
     for s in (
         Dcase2019(),
+        Dcase2019Regression(),
         Dcase2020Suite(),
         LocationAwareSuite(
             "dcase2021",
