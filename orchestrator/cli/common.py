@@ -18,7 +18,9 @@ from typer.core import TyperGroup
 from orchestrator.cli.render import err_console, print_redone
 from orchestrator.layout import RunLayout
 from seld.data.folds import PROTOCOLS
+from seld.data.formats import FORMATS
 from seld.errors import MissingArtifactError, SeldError
+from seld.metrics.suites import SUITES
 
 
 class _Group(TyperGroup):
@@ -55,17 +57,16 @@ DatasetFormatOpt = Annotated[
     str | None,
     typer.Option(
         "--dataset-format",
-        help="The dataset's layout and labels: dcase2019, starss23, tau2020 or tau2021 "
-        "(default: detected).",
+        help=f"The dataset's layout and labels: {', '.join(FORMATS)} (default: detected).",
     ),
 ]
 SuiteOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--suite",
-        help="Also score the test splits with this metric suite (repeatable): dcase2020, "
-        "dcase2021, dcase2022 (location-aware, macro), dcase2022-micro; with jackknife "
-        "intervals. A STARSS dataset is scored with dcase2022 anyway.",
+        help="Also score the test splits with this metric suite (repeatable): "
+        f"{', '.join(SUITES)}; with jackknife intervals. A dataset is scored with its "
+        "format's default suite anyway (dcase2019, dcase2022 for STARSS23).",
     ),
 ]
 

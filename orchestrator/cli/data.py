@@ -64,10 +64,10 @@ def synth(
         str,
         typer.Option(
             "--layout",
-            help="dcase2019; or starss23 (dev-train/dev-test sub-folders, 13 classes, "
-            "distances; folds 3 and 4), tau2021 (dev-train/dev-val/dev-test, 12 classes; folds "
-            "1-6) or tau2020 (flat, names ending _ov<O>, 14 classes; folds 1-6): 24 kHz, 100 ms "
-            "frames, moving sources, --per-split recordings in each fold, --splits ignored.",
+            help="dcase2019, or a track-wise format's layout: "
+            + "; ".join(f"{f.name} ({f.description})" for f in TRACKWISE.values())
+            + ". Track-wise: 24 kHz, --per-split recordings in each of its folds, --splits "
+            "ignored.",
         ),
     ] = "dcase2019",
     address: AddressOpt = None,

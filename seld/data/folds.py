@@ -7,25 +7,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from seld.data.dcase import RecordingName, parse_recording_name
+from seld.data.formats import TRACKWISE
 from seld.errors import ConfigError, SeldError
 
 #: ``dcase2019``: the DCASE 2019 baseline's protocol: fold k tests on split k and validates on
-#: the next split. ``seed``: validates on the test split (leaky). ``starss23``: STARSS22/23's
-#: official split, one fold: test on fold 4 (dev-test), train on fold 3 (dev-train) less every
-#: ``STARSS_VALIDATION_EVERY``-th of its recordings (by name), which validate. ``tau2020`` and
-#: ``tau2021``: TAU-NIGENS 2020 and 2021's official splits (:data:`OFFICIAL_SPLITS`), one fold.
-PROTOCOLS = ("dcase2019", "seed", "starss23", "tau2020", "tau2021")
-#: official splits of one fold: (training, validation, test) fold numbers of the recordings'
-#: names (``fold<F>_...``): TAU-NIGENS 2020 tests on fold 1 and validates on fold 2; 2021 trains
-#: on folds 1-4 and validates on fold 5
-OFFICIAL_SPLITS: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
-    "tau2020": ((3, 4, 5, 6), (2,), (1,)),
-    "tau2021": ((1, 2, 3, 4), (5,), (6,)),
-}
-#: the protocols of a single fold (fold 1)
-SINGLE_FOLD: tuple[str, ...] = ("starss23", *OFFICIAL_SPLITS)
-STARSS_VALIDATION_EVERY = 4
-STARSS_TRAIN_SPLIT, STARSS_TEST_SPLIT = 3, 4
+#: the next split. ``seed``: validates on the test split (leaky). Every track-wise dataset
+#: format (:data:`seld.data.formats.TRACKWISE`) adds its official split under its name, one
+#: fold: ``starss23`` tests on fold 4 (dev-test) and trains on fold 3 (dev-train) less every
+#: fourth of its recordings (by name), which validate; ``tau2020`` and ``tau2021`` train,
+#: validate and test on those years' folds.
+PROTOCOLS = ("dcase2019", "seed", *TRACKWISE)
+#: the protocols of a single fold (fold 1): the formats' official splits
+SINGLE_FOLD: tuple[str, ...] = tuple(TRACKWISE)
 
 
 class FoldError(SeldError, ValueError):
@@ -93,9 +86,7 @@ def make_folds(
     or test set.
     """
     names = sorted(r if not isinstance(r, str) else parse_recording_name(r) for r in recordings)
-    if protocol == "starss23":
-        return _starss_folds(names, folds)
-    if protocol in OFFICIAL_SPLITS:
+    if protocol in TRACKWISE:
         return _official_fold(names, protocol, folds)
     by_split: dict[int, list[RecordingName]] = {s: [] for s in splits}
     for name in names:
@@ -114,32 +105,21 @@ def make_folds(
     return result
 
 
-def _starss_folds(names: list[Any], folds: Iterable[int] | None) -> list[Fold]:
-    if any(k != 1 for k in folds or (1,)):
-        raise ConfigError(f"the starss23 protocol has one fold (1), not {list(folds or ())}")
-    dev_train = [n for n in names if n.split == STARSS_TRAIN_SPLIT]
-    validation = tuple(dev_train[::STARSS_VALIDATION_EVERY])
-    train = tuple(n for n in dev_train if n not in validation)
-    test = tuple(n for n in names if n.split == STARSS_TEST_SPLIT)
-    for role, members, split in (
-        ("training", train, STARSS_TRAIN_SPLIT),
-        ("validation", validation, STARSS_TRAIN_SPLIT),
-        ("test", test, STARSS_TEST_SPLIT),
-    ):
-        if not members:
-            raise FoldError(f"fold 1: no {role} recordings (fold {split} of the dataset)")
-    split = (STARSS_TRAIN_SPLIT,)
-    return [Fold(1, "starss23", split, split, (STARSS_TEST_SPLIT,), train, validation, test)]
-
-
 def _official_fold(names: list[Any], protocol: str, folds: Iterable[int] | None) -> list[Fold]:
+    """The one fold of a format's official split (:class:`seld.data.formats.TrackwiseFormat`)."""
     if any(k != 1 for k in folds or (1,)):
         raise ConfigError(f"the {protocol} protocol has one fold (1), not {list(folds or ())}")
-    splits = OFFICIAL_SPLITS[protocol]
+    fmt = TRACKWISE[protocol]
+    splits = fmt.splits
     parts = []
     for role, chosen in zip(("training", "validation", "test"), splits, strict=True):
         members = tuple(n for n in names if n.split in chosen)
         if not members:
             raise FoldError(f"fold 1: no {role} recordings (folds {list(chosen)} are empty)")
         parts.append(members)
+    if fmt.validation_every is not None:  # the validation recordings come out of training
+        parts[1] = tuple(parts[0][:: fmt.validation_every])
+        parts[0] = tuple(n for n in parts[0] if n not in parts[1])
+        if not parts[0]:
+            raise FoldError(f"fold 1: no training recordings (folds {list(splits[0])})")
     return [Fold(1, protocol, *splits, *parts)]

@@ -227,15 +227,24 @@ class TrackwiseFormat:
     name: str
     description: str
     classes: tuple[str, ...]
-    #: the cross-validation protocol of its official split (:mod:`seld.data.folds`)
-    protocol: str
+    #: its official split: the (training, validation, test) fold numbers of the recordings'
+    #: names (``fold<F>_...``), the cross-validation protocol of its name (one fold)
+    splits: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
     #: a regular expression every sub-folder of ``metadata_dev`` matches; None: flat folders
     groups: str | None = None
+    #: where the official split has no validation folds (they equal the training ones): every
+    #: ``validation_every``-th training recording by name validates instead of training
+    validation_every: int | None = None
     folds: tuple[int, ...] = (1,)
     label_frames_per_second: float = 10.0
     default_suite: str = "dcase2022"
     sample_rate: int = 24_000
     audio_formats: tuple[str, ...] = ("foa", "mic")
+
+    @property
+    def protocol(self) -> str:
+        """The cross-validation protocol of its official split (:mod:`seld.data.folds`)."""
+        return self.name
 
     def detect(self, root: Path) -> bool:
         metadata = Path(root) / "metadata_dev"
@@ -555,15 +564,16 @@ TRACKWISE: dict[str, TrackwiseFormat] = {
             "STARSS22/23 (DCASE 2022-2024): dev-train-*/dev-test-* sub-folders, 100 ms frames, "
             "13 classes, source indices, moving sources, distances from 2024",
             STARSS_CLASSES,
-            "starss23",
+            ((3,), (3,), (4,)),  # dev-train, dev-test; a quarter of dev-train validates
             groups=r"^dev-(train|test)-.+$",
+            validation_every=4,
         ),
         TrackwiseFormat(
             "tau2021",
             "TAU-NIGENS Spatial Sound Events 2021 (DCASE 2021): dev-train/dev-val/dev-test "
             "sub-folders, 100 ms frames, 12 classes, moving sources, same-class overlaps",
             TAU2021_CLASSES,
-            "tau2021",
+            ((1, 2, 3, 4), (5,), (6,)),
             groups=r"^dev-(train|val|test)$",
             default_suite="dcase2021",
         ),
@@ -572,7 +582,7 @@ TRACKWISE: dict[str, TrackwiseFormat] = {
             "TAU-NIGENS Spatial Sound Events 2020 (DCASE 2020): flat folders, names ending "
             "_ov<O>, 100 ms frames, 14 classes, moving sources",
             TAU2020_CLASSES,
-            "tau2020",
+            ((3, 4, 5, 6), (2,), (1,)),
             default_suite="dcase2020",
         ),
     )

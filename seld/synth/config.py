@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from seld.data.dcase import FORMATS, SAMPLE_RATE, SPLITS
+from seld.data.formats import TRACKWISE
 
-#: the dataset layouts the synthesizer writes
-LAYOUTS: tuple[str, ...] = ("dcase2019", "starss23", "tau2020", "tau2021")
+#: the dataset layouts the synthesizer writes: DCASE 2019's and every track-wise format's (its
+#: scenes' recipe in :data:`seld.synth.starss.LAYOUTS`)
+LAYOUTS: tuple[str, ...] = ("dcase2019", *TRACKWISE)
 STARSS_SAMPLE_RATE = 24_000
 
 

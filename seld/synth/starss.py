@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seld.data.dcase import AZIMUTH_GRID, ELEVATION_GRID, FORMATS, MAX_ELEVATION_AT_DISTANCE
-from seld.data.formats import STARSS_CLASSES, TAU2020_CLASSES, TAU2021_CLASSES, StarssName
+from seld.data.formats import TAU2021_CLASSES, StarssName
 from seld.synth.config import SynthConfig
 from seld.synth.rooms import ROOM_SPECS, room_responses, spatialize
 from seld.synth.scene import finish_mix
@@ -140,9 +140,6 @@ LAYOUTS: dict[str, TrackwiseLayout] = {
         ),
     )
 }
-assert LAYOUTS["starss23"].classes == STARSS_CLASSES
-assert LAYOUTS["tau2020"].classes == TAU2020_CLASSES
-assert LAYOUTS["tau2021"].classes == TAU2021_CLASSES
 
 
 def room_ir(name: StarssName) -> int:
@@ -150,24 +147,35 @@ def room_ir(name: StarssName) -> int:
     return (name.room - 1) % len(ROOM_SPECS)
 
 
+def layout_of(name: str) -> TrackwiseLayout:
+    """The synthesis recipe of a track-wise format; :class:`ValueError` where it has none."""
+    try:
+        return LAYOUTS[name]
+    except KeyError:
+        raise ValueError(
+            f"no synthesis recipe for the {name} layout (seld.synth.starss.LAYOUTS has "
+            f"{', '.join(LAYOUTS)})"
+        ) from None
+
+
 def tracks(name: StarssName, layout: str = "starss23") -> int:
     """How many tracks of events a recording has: its ``_ov`` number where the name has one,
     else 1, 2, 3, 1, ... over its ``mix`` number."""
     if name.ov is not None:
         return name.ov
-    return 1 + (name.mix - 1) % LAYOUTS[layout].max_tracks
+    return 1 + (name.mix - 1) % layout_of(layout).max_tracks
 
 
 def group(name: StarssName, layout: str = "starss23") -> str:
     """Its sub-folder (``""`` in a flat layout): STARSS ``dev-train-synth`` (fold 3) or
     ``dev-test-synth``; TAU-NIGENS 2021 ``dev-train`` (folds 1-4), ``dev-val``, ``dev-test``."""
-    return LAYOUTS[layout].folds[name.fold]
+    return layout_of(layout).folds[name.fold]
 
 
 def plan_starss(config: SynthConfig) -> list[StarssName]:
     """``per_split`` recordings in each fold of the config's layout; rooms cycle over the
     recordings (TAU-NIGENS 2020: ``_ov1`` and ``_ov2`` alternate)."""
-    layout = LAYOUTS[config.layout]
+    layout = layout_of(config.layout)
     names = []
     for i, fold in enumerate(layout.folds):
         for j in range(config.per_split):
@@ -235,7 +243,7 @@ def _draw_source(
     """An event starting at ``start`` that ends before the recording does, at a direction no
     overlapping event starts from; None after ``max_attempts`` tries."""
     sr, total = config.sample_rate, config.num_samples
-    layout = LAYOUTS[config.layout]
+    layout = layout_of(config.layout)
     for _ in range(config.style.max_attempts):
         cls = int(rng.integers(len(layout.classes)))
         sound = make_sound(layout.classes[cls], rng, sr, layout.sounds)
@@ -343,4 +351,4 @@ def synthesize_starss(
     for fmt in config.formats:
         rng = np.random.default_rng(_seed(config, name, 1 + FORMATS.index(fmt)))
         audio[fmt] = render_starss(sources, fmt, room_ir(name), config, rng)
-    return starss_rows(sources, config.sample_rate, LAYOUTS[config.layout].distances), audio
+    return starss_rows(sources, config.sample_rate, layout_of(config.layout).distances), audio

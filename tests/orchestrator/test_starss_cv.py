@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from seld.data.folds import STARSS_VALIDATION_EVERY, make_folds
+from seld.data.folds import make_folds
 from seld.data.formats import StarssName, get_format
 from seld.data.metadata import rows_to_targets
 from seld.errors import ConfigError
@@ -215,7 +215,8 @@ def test_the_starss23_protocol_holds_out_part_of_dev_train():
     names += [StarssName(4, 9, m) for m in (1, 2)]
     (fold,) = make_folds(names, protocol="starss23")
     dev_train = sorted(n for n in names if n.fold == 3)
-    assert fold.validation == tuple(dev_train[::STARSS_VALIDATION_EVERY])
+    every = get_format("starss23").validation_every
+    assert fold.validation == tuple(dev_train[::every])
     assert set(fold.train) == set(dev_train) - set(fold.validation)
     assert {n.fold for n in fold.test} == {4} and not fold.leaky
     with pytest.raises(ConfigError, match="one fold"):

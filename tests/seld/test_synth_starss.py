@@ -12,7 +12,7 @@ import soundfile as sf
 from test_synth import great_circle_deg, intensity_direction, sound_features
 from typer.testing import CliRunner
 
-from seld.data.formats import STARSS_CLASSES, StarssName, get_format
+from seld.data.formats import STARSS_CLASSES, TRACKWISE, StarssName, get_format
 from seld.metrics.dcase2020 import several_per_frame
 from seld.synth import SynthConfig
 from seld.synth.sounds import make_sound
@@ -112,7 +112,7 @@ def test_same_class_overlaps_have_their_own_source_indices():
     assert overlaps > 0  # three tracks of 13 classes over 3 minutes: some meet
 
 
-@pytest.mark.parametrize("layout", ["starss23", "tau2020", "tau2021"])
+@pytest.mark.parametrize("layout", list(TRACKWISE))  # every track-wise format synthesizes
 def test_every_class_of_a_layout_has_its_own_sound(layout: str):
     sounds = LAYOUTS[layout].sounds
     assert tuple(sounds) == get_format(layout).classes
