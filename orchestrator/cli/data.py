@@ -43,7 +43,7 @@ from seld.data.folds import PROTOCOLS, make_folds
 from seld.data.formats import TRACKWISE, DatasetFormat, detect_format, get_format, scoring_pairs
 from seld.data.metadata import DatasetError
 from seld.metrics.reference import read_directories, score_directories
-from seld.metrics.suites import MetricSuite, get_suite, score_recordings, tracked
+from seld.metrics.suites import SUITES, MetricSuite, get_suite, score_recordings, tracked
 from seld.synth import SynthConfig, SynthesisError, missing_recordings
 from seld.synth.writer import planned
 
@@ -213,9 +213,7 @@ def score(
         list[str] | None,
         typer.Option(
             "--suite",
-            help="Metric suite, repeatable: dcase2019, dcase2020, dcase2021, dcase2022 "
-            "(location-aware, macro), dcase2022-micro, dcase2024; default: the dataset "
-            "format's.",
+            help=f"Metric suite, repeatable: {', '.join(SUITES)}; default: the dataset format's.",
         ),
     ] = None,
     dataset_format: DatasetFormatOpt = None,

@@ -43,7 +43,7 @@ from orchestrator.cli.render import (
 from orchestrator.jsonout import to_json
 from orchestrator.search_space import shipped_space
 from seld.metrics.scores import SeldScores
-from seld.metrics.suites import get_suite
+from seld.metrics.suites import SUITES, get_suite
 
 THRESHOLDS_SPACE = shipped_space("thresholds.yaml")
 HPARAMS_SPACE = shipped_space("hparams.yaml")
@@ -72,9 +72,9 @@ def tune_thresholds_command(
         str | None,
         typer.Option(
             "--suite",
-            help="Optimise and report this metric suite's scores (dcase2020, dcase2021, "
-            "dcase2022, dcase2022-micro) instead of DCASE 2019's; the space's metric in that "
-            "score's direction.",
+            help=f"Optimise and report this metric suite's scores ({', '.join(SUITES)}) "
+            "instead of the dataset format's default; the space's metric in that score's "
+            "direction.",
         ),
     ] = None,
     json_out: JsonOpt = False,
