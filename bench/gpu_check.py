@@ -48,8 +48,8 @@ from torch.utils.data import DataLoader
 from seld.config import load_config
 from seld.features.window_source import WindowBatches, WindowSource
 from seld.features.windows import WindowDataset
-from seld.methods.losses import stage_loss
 from seld.methods.models import build_model
+from seld.methods.registry import stage_loss
 from seld.methods.training import gpu_share_device
 
 CONFIG = load_config("paper-mic")

@@ -25,9 +25,10 @@ import torch
 from orchestrator.cv import CVSettings, settings_fold_data
 from orchestrator.fold import references
 from seld.features.augment import symmetries
-from seld.methods.inference import ThresholdScorer, combine, predict_file, symmetry_views
+from seld.methods.inference import ThresholdScorer, predict_file, symmetry_views
 from seld.methods.models import inference_model
 from seld.methods.training import load_model
+from seld.methods.two_stage import TWO_STAGE
 
 METRICS = ("er", "f", "doa_error", "frame_recall", "seld")
 
@@ -49,7 +50,7 @@ def run_scores(run_dir: Path) -> dict[str, dict[str, float]]:
             for path in data.test:
                 sed = predict_file(sed_model, path, data.scaler, views=views)
                 doa = predict_file(doa_model, path, data.scaler, views=views)
-                preds[sed.stem] = combine(sed, doa)
+                preds[sed.stem] = TWO_STAGE.combine({"sed": sed, "doa": doa})
             seconds += time.perf_counter() - start
             refs.update(references(data, "test"))
         scores = ThresholdScorer(preds, refs).overall(experiment.inference.threshold)

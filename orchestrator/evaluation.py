@@ -93,7 +93,9 @@ def fold_split(s: CVSettings, k: int, split: str) -> Split:
     """Fold ``k``'s cached predictions of the run's method on its ``split`` recordings, and
     their references."""
     data = settings_fold_data(s, k)
-    predictions = method_predictions(data, s.run_dir, split, s.stages, views=views_of(s.experiment))
+    predictions = method_predictions(
+        data, s.run_dir, split, s.experiment.method, views=views_of(s.experiment)
+    )
     return predictions, references(data, split)
 
 

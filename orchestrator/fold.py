@@ -34,13 +34,13 @@ from seld.features.store import (
 from seld.methods.inference import (
     Prediction,
     View,
-    combine,
     load_predictions,
     predict_file,
     save_predictions,
     submission_rows,
 )
 from seld.methods.models import inference_model
+from seld.methods.registry import get_method, get_stage
 from seld.methods.training import StageResult, TrainConfig, load_checkpoint, load_model, train_stage
 from seld.metrics.reference import score_files
 from seld.metrics.scores import ScoreReport
@@ -107,15 +107,17 @@ def train_fold_stage(
     report: Callable[[dict[str, float], Path], None] | None = None,
     device: str = "auto",
 ) -> StageResult:
-    """Train one stage of a fold; the DOA stage starts from this fold's best SED model."""
+    """Train one stage of a fold; a stage that starts from another's model (the two-stage
+    DOA stage) starts from this fold's selected model of that stage."""
     sed_state = None
-    if config.stage == "doa":
-        sed_best = RunLayout(run_dir).checkpoint(data.fold.index, "sed")
-        if not sed_best.exists():
+    starts_from = get_stage(config.stage).starts_from
+    if starts_from is not None:
+        best = RunLayout(run_dir).checkpoint(data.fold.index, starts_from)
+        if not best.exists():
             raise MissingArtifactError(
-                f"{sed_best} missing: train the sed stage of this fold first"
+                f"{best} missing: train the {starts_from} stage of this fold first"
             )
-        sed_state = load_checkpoint(sed_best)["model"]
+        sed_state = load_checkpoint(best)["model"]
     return train_stage(
         config,
         data.train,
@@ -156,17 +158,22 @@ def method_predictions(
     data: FoldData,
     run_dir: Path,
     split: str,
-    stages: tuple[str, ...] = ("sed", "doa"),
+    method: str = "two-stage",
     device: str = "cpu",
     views: Sequence[View] = (),
 ) -> dict[str, Prediction]:
-    """The method's predictions of a split: detections of the SED model with directions of
-    the DOA model (two-stage), or both from the one joint model."""
-    if tuple(stages) == ("joint",):
-        return predict_split(data, run_dir, split, "joint", device, views)
-    sed = predict_split(data, run_dir, split, "sed", device, views)
-    doa = predict_split(data, run_dir, split, "doa", device, views)
-    return {stem: combine(sed[stem], doa[stem]) for stem in sed}
+    """The method's predictions of a split (:meth:`seld.methods.method.Method.combine`): the
+    detecting stage's probabilities with the localizing stage's directions (two-stage: the SED
+    and DOA models; joint: its one model)."""
+    m = get_method(method)
+    by_stage = {
+        stage: predict_split(data, run_dir, split, stage, device, views)
+        for stage in dict.fromkeys((m.detects, m.localizes))
+    }
+    return {
+        stem: m.combine({stage: predictions[stem] for stage, predictions in by_stage.items()})
+        for stem in by_stage[m.detects]
+    }
 
 
 def references(data: FoldData, split: str) -> dict[str, tuple[np.ndarray, int]]:

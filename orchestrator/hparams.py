@@ -99,7 +99,7 @@ def tune_hparams(
     )
     parent_run = _parent_run(client, experiment, base, space, name, trials, seed, out_dir)
     epochs = stage_epochs(base)
-    max_t = 2 * epochs + 1
+    max_t = len(base.stages) * epochs + 1  # every stage's epochs, then the final report
     concurrency = concurrency or default_concurrency(base)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=base.to_dict(), name=name, parent_run=parent_run),

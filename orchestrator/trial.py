@@ -26,6 +26,7 @@ from orchestrator.search_space import SearchSpace, SearchSpaceError
 from orchestrator.sink import start_sink
 from orchestrator.tracking import flatten, log_params, log_scores
 from seld.config import ConfigError, ExperimentConfig
+from seld.methods.registry import get_stage
 
 
 def check_space(space: SearchSpace, base: ExperimentConfig, path: str | Path = "") -> None:
@@ -91,7 +92,9 @@ def iteration_metrics(
     # frame_recall; the location-aware ones: seld, er, f, le, lr; ...), which every fold has
     keys = [k for k in rows[0] if k.startswith("val_") and k != "val_selection"]
     out = {key: float(np.mean([_finite(row[key]) for row in rows])) for key in keys}
-    return out | {"stage_is_doa": float(stage == "doa"), "epoch": float(epoch)}
+    # stage_is_doa: a stage that localizes only (the two-stage DOA stage), whose scores are
+    # on the reference activity
+    return out | {"stage_is_doa": float(get_stage(stage).oracle_activity), "epoch": float(epoch)}
 
 
 def _finite(value: float) -> float:

@@ -4,7 +4,8 @@ An experiment config has these sections (every field, its type, range and defaul
 classes below; ``seld-orch config show NAME`` prints a resolved one)::
 
     name, description, seed
-    method      two-stage (SED, then DOA from SED's conv blocks) | joint (one model, one stage)
+    method      a registered method (seld.methods.registry): two-stage (SED, then DOA from
+                SED's conv blocks) | joint (one model, one stage)
     data        format: mic | foa
     features    seld.features.spectral.FeatureConfig       log-mel + GCC-PHAT or intensity vectors
     model       seld.methods.models.ModelConfig           registered architecture and its arguments
@@ -50,11 +51,12 @@ from seld.data.folds import PROTOCOLS, SINGLE_FOLD
 from seld.errors import ConfigError
 from seld.features.spectral import FeatureConfig
 from seld.methods.models import ModelConfig
+from seld.methods.registry import METHODS, get_method
 from seld.methods.training import TrainConfig, TrainSettings
 from seld.metrics.suites import SUITES
 
-#: the stages each method trains, in order
-METHOD_STAGES = {"two-stage": ("sed", "doa"), "joint": ("joint",)}
+#: the registered methods' names (:data:`seld.methods.registry.METHODS`)
+MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]
 PRESET_PACKAGE = "seld.configs"
 
 
@@ -128,7 +130,7 @@ class ExperimentConfig(_Section):
     name: str = ""
     description: str = ""
     seed: int = Field(0, ge=0)
-    method: Literal["two-stage", "joint"] = "two-stage"
+    method: MethodName = "two-stage"
     data: DataSection = DataSection()
     features: FeatureConfig = FeatureConfig()
     model: ModelConfig = ModelConfig()
@@ -148,7 +150,8 @@ class ExperimentConfig(_Section):
 
     @property
     def stages(self) -> tuple[str, ...]:
-        return METHOD_STAGES[self.method]
+        """The method's stages, in training order."""
+        return get_method(self.method).stage_names
 
     @property
     def format(self) -> str:

@@ -252,7 +252,9 @@ def print_demo(
     workspace: Path,
 ) -> None:
     config = summary["config"]
-    method = "Two-stage SED + DOA" if config["method"] == "two-stage" else "Joint SED and DOA"
+    from seld.methods.registry import get_method
+
+    method = get_method(config["method"]).description
     label = config["method"]
     median = config["median_frames"]
     default = f"SED threshold {config['threshold']:g}, " + (

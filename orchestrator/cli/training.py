@@ -133,9 +133,9 @@ def evaluate(
     suites: SuiteOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Two-stage inference of one fold: SED detections, DOA directions, scored on its test
-    split, next to the same detections with a constant direction (and with other metric
-    suites on request)."""
+    """Inference of one fold with the config's method (two-stage: SED detections, DOA
+    directions), scored on its test split, next to the same detections with a constant
+    direction (and with other metric suites on request)."""
     from orchestrator.evaluation import dataset_labels
     from orchestrator.fold import (
         constant_direction_report,
@@ -154,12 +154,14 @@ def evaluate(
     layout = RunLayout.named(workspace, run)
     run_dir = layout.root
     views = views_of(experiment)
-    preds = method_predictions(data, run_dir, "test", experiment.stages, device, views)
+    preds = method_predictions(data, run_dir, "test", experiment.method, device, views)
     refs = references(data, "test")
     submissions = layout.fold_submissions(fold)
     labels = dataset_labels(dataset)
     if labels.dataset_format != "dcase2019":
-        _evaluate_with_suites(preds, refs, labels, threshold, suites, submissions, fold, json_out)
+        _evaluate_with_suites(
+            preds, refs, labels, threshold, suites, submissions, fold, json_out, experiment.method
+        )
         return
     report = score_predictions(preds, refs, threshold, submissions)
     constant = constant_direction_report(preds, refs, threshold)
@@ -174,6 +176,8 @@ def evaluate(
         console.print_json(
             to_json(
                 {
+                    "method": experiment.method,
+                    # the method's scores, under the key of the first method
                     "two_stage": report.as_dict(),
                     "constant_direction": constant.overall.as_dict(),
                     "suites": {n: r.as_dict() for n, r in extra.items()},
@@ -185,18 +189,26 @@ def evaluate(
     console.print(
         scores_table(
             f"fold {fold} test split {list(data.fold.test_splits)} (threshold {threshold})",
-            {"two-stage": report.overall, "same SED, constant direction": constant.overall},
+            {experiment.method: report.overall, "same SED, constant direction": constant.overall},
             "system",
         )
     )
-    print_score_report(console, report, "two-stage, per split / ov / ir")
+    print_score_report(console, report, f"{experiment.method}, per split / ov / ir")
     if extra:
         print_suite_reports(console, chosen, list(extra.values()), f"fold {fold} test split")
     console.print(f"submissions: {submissions}")
 
 
 def _evaluate_with_suites(
-    preds, refs, labels, threshold: float, suites, submissions: Path, fold: int, json_out: bool
+    preds,
+    refs,
+    labels,
+    threshold: float,
+    suites,
+    submissions: Path,
+    fold: int,
+    json_out: bool,
+    method: str,
 ) -> None:
     """:func:`evaluate` on a dataset format other than DCASE 2019: its default suite (and the
     others asked for), the same detections with a constant direction beside, the submissions
@@ -228,6 +240,7 @@ def _evaluate_with_suites(
                 {
                     "dataset_format": labels.dataset_format,
                     "suite": default.name,
+                    "method": method,
                     "two_stage": reports[default.name].overall,
                     "constant_direction": constant.overall,
                     "suites": {n: r.as_dict() for n, r in reports.items()},
@@ -237,7 +250,7 @@ def _evaluate_with_suites(
         )
         return
     rows = {
-        "two-stage": reports[default.name].overall,
+        method: reports[default.name].overall,
         "same SED, constant direction": constant.overall,
     }
     title = f"fold {fold} test split (threshold {threshold}), {default.name}"

@@ -221,13 +221,6 @@ def predict_file(
     )
 
 
-def combine(sed: Prediction, doa: Prediction) -> Prediction:
-    """The two-stage prediction: detection from the SED model, directions from the DOA model."""
-    if sed.stem != doa.stem or sed.sed.shape != doa.azimuth.shape:
-        raise ValueError(f"predictions of {sed.stem} and {doa.stem} do not match")
-    return Prediction(sed.stem, sed.sed, doa.azimuth, doa.elevation)
-
-
 def ensemble(predictions: Sequence[Prediction]) -> Prediction:
     """One prediction from several models' predictions of the same recording: probabilities
     averaged, directions averaged as unit vectors (the mean direction, which no azimuth

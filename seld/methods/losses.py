@@ -1,4 +1,6 @@
-"""Losses of the two stages: BCE for detection, masked angle errors for localisation.
+"""Losses: BCE for detection, masked angle (or vector) errors for localisation, and their
+weighted sum for one model doing both. The methods (:mod:`seld.methods.registry`) build their
+stages' losses from these.
 
 Batches are those of :class:`seld.features.windows.WindowDataset`: ``activity`` (batch, frames,
 classes) in {0, 1}, ``azimuth`` / ``elevation`` (batch, frames, classes) in degrees, ``mask``
@@ -16,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 KINDS = ("mae", "mse")
-STAGES = ("sed", "doa", "joint")
 
 
 def sed_loss(logits: torch.Tensor, activity: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -114,7 +115,7 @@ def xyz_loss(
     return torch.where(total > 0, value, (xyz.float() * 0).sum())
 
 
-def _doa(
+def direction_loss(
     outputs: Mapping[str, torch.Tensor],
     batch: Mapping[str, torch.Tensor],
     kind: str,
@@ -139,31 +140,4 @@ def joint_loss(
 ) -> torch.Tensor:
     """The paper's one-stage baseline: ``0.8 * sed_loss + 0.2 * doa_loss``."""
     sed = sed_loss(outputs["sed_logits"], batch["activity"], batch["mask"])
-    return sed_weight * sed + doa_weight * _doa(outputs, batch, kind, wrap_azimuth)
-
-
-def stage_loss(
-    stage: str,
-    outputs: Mapping[str, torch.Tensor],
-    batch: Mapping[str, torch.Tensor],
-    kind: str = "mae",
-    wrap_azimuth: bool = False,
-    joint_sed_weight: float = 0.8,
-) -> torch.Tensor:
-    """The training loss of ``stage``: ``"sed"`` (BCE), ``"doa"`` (masked angle error of
-    ``kind``, azimuth wrapped into [-pi, pi) when ``wrap_azimuth``; Cartesian when the model
-    outputs ``xyz``) or ``"joint"`` (the one-stage baseline)."""
-    if stage == "sed":
-        return sed_loss(outputs["sed_logits"], batch["activity"], batch["mask"])
-    if stage == "doa":
-        return _doa(outputs, batch, kind, wrap_azimuth)
-    if stage == "joint":
-        return joint_loss(
-            outputs,
-            batch,
-            sed_weight=joint_sed_weight,
-            doa_weight=1.0 - joint_sed_weight,
-            kind=kind,
-            wrap_azimuth=wrap_azimuth,
-        )
-    raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    return sed_weight * sed + doa_weight * direction_loss(outputs, batch, kind, wrap_azimuth)

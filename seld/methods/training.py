@@ -30,8 +30,8 @@ from seld.features.window_source import WindowBatches, WindowSource
 from seld.features.windows import WindowDataset
 from seld.fsutil import atomic_path
 from seld.methods.inference import activity_rows, detections, predict_file, submission_rows
-from seld.methods.losses import stage_loss
 from seld.methods.models import build_model, doa_model_from_sed
+from seld.methods.registry import STAGES, get_stage
 from seld.metrics.location_aware import pool
 from seld.metrics.reference import count_file
 from seld.metrics.scores import SeldCounts
@@ -39,7 +39,6 @@ from seld.metrics.suites import MetricSuite, get_suite, label_problem, tracked
 
 log = logging.getLogger(__name__)
 
-STAGES = ("sed", "doa", "joint")
 LR_SCHEDULES = ("step", "cosine")
 SELECTIONS = ("best", "last")
 
@@ -228,12 +227,16 @@ def build_stage_model(
     sed_state: Mapping[str, torch.Tensor] | None,
     num_classes: int = NUM_CLASSES,
 ) -> torch.nn.Module:
-    """SED and joint stages start from scratch; DOA copies SED's convolutional blocks. The
-    heads have ``num_classes`` outputs (the dataset format's classes)."""
+    """A stage's model: from scratch, or, for a stage that starts from another's (the
+    two-stage DOA model), with the convolutional blocks of that stage's model state
+    ``sed_state``. The heads have ``num_classes`` outputs (the dataset format's classes)."""
     kwargs = {"in_channels": in_channels, "num_classes": num_classes, **dict(config.model_kwargs)}
-    if config.stage == "doa":
+    starts_from = get_stage(config.stage).starts_from
+    if starts_from is not None:
         if sed_state is None:
-            raise ValueError("the doa stage needs the SED stage's model state")
+            raise ValueError(
+                f"the {config.stage} stage needs the {starts_from.upper()} stage's model state"
+            )
         return doa_model_from_sed(sed_state, {"name": config.model, **kwargs})
     return build_model(config.model, **kwargs)
 
@@ -266,7 +269,7 @@ def _suite_scores(
         reference, frames = reference_rows(path)
         if labels.dataset_format == "dcase2019":  # (frame, class, azimuth, elevation)
             reference = tracked(reference)
-        if config.stage == "doa":
+        if get_stage(config.stage).oracle_activity:
             activity = np.zeros(pred.sed.shape, dtype=bool)
             activity[reference[:, 0].astype(int), reference[:, 1].astype(int)] = True
         else:
@@ -285,7 +288,7 @@ def selection_score(scores: Mapping[str, float], suite: MetricSuite, stage: str)
     / 2 (1 - F for a suite without ER), otherwise its aggregate (negated where higher is
     better); NaN counts as the worst."""
     directions = {m.key: m.higher_is_better for m in suite.metrics}
-    if stage == "sed":
+    if get_stage(stage).selects_on_detection:
         value = 1 - scores["f"]
         if "er" in scores:
             value = (scores["er"] + value) / 2
@@ -320,7 +323,7 @@ def evaluate_files(
             pred = predict_file(model, path, scaler, device=device)
             reference, frames = reference_rows(path)
             activity = None
-            if config.stage == "doa":
+            if get_stage(config.stage).oracle_activity:
                 activity = np.zeros(pred.sed.shape, dtype=bool)
                 activity[reference[:, 0], reference[:, 1]] = True
             rows = submission_rows(pred, config.sed_threshold, activity=activity)
@@ -364,6 +367,7 @@ def train_stage(
     rank, world_size = world()
     torch.manual_seed(config.seed)
     model = build_stage_model(config, in_channels, sed_state, num_classes).to(dev)
+    stage = get_stage(config.stage)
     use_cuda = dev.type == "cuda"
     if use_cuda:
         torch.backends.cudnn.benchmark = config.cudnn_benchmark
@@ -426,14 +430,7 @@ def train_stage(
                 features = features.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_cuda and config.amp):
                 outputs = net(features)
-            loss = stage_loss(
-                config.stage,
-                outputs,
-                batch,
-                config.loss,
-                config.wrap_azimuth,
-                joint_sed_weight=config.joint_sed_weight,
-            )
+            loss = stage.loss(outputs, batch, config)
             optimizer.zero_grad(set_to_none=True)
             grad_scaler.scale(loss).backward()
             grad_scaler.step(optimizer)

@@ -49,6 +49,7 @@ from seld.methods.inference import (
     views_of,
 )
 from seld.methods.models import build_model, inference_model
+from seld.methods.registry import get_method
 
 #: Shortest recording predicted. The scorer works in one-second blocks and the models were
 #: trained on windows of seconds; a shorter clip is most likely a mistake (a header, a click).
@@ -108,28 +109,28 @@ class FoldModels:
         name: str,
         views: Sequence[View] = (),
         label_rate: float = 50.0,
+        method: str = "two-stage",
     ) -> Prediction:
         """This fold's prediction from unscaled features (channels, frames, bins), at the label
         rate (``frames`` label frames of ``label_rate`` per second): detection from the SED (or
         joint) model, directions from the DOA (or joint) model, as the cross-validation
         combines them; through each of ``views`` when given (test-time augmentation,
-        :func:`seld.methods.inference.run_views`)."""
+        :func:`seld.methods.inference.run_views`), as ``method`` combines its stages."""
         # up to WINDOW_S in one pass: a centred STFT gives a 60 s recording 6001 frames
         window = round(WINDOW_S * fps) + 1
-        outputs = {}
+        by_stage = {}
         for stage, model in self.models.items():
             device = next(model.parameters()).device
-            outputs[stage] = run_views(
+            sed, azimuth, elevation = run_views(
                 model, features, self.scaler, views, window=window, device=device
             )
-        sed = outputs["joint" if "joint" in outputs else "sed"][0]
-        _, azimuth, elevation = outputs["joint" if "joint" in outputs else "doa"]
-        return Prediction(
-            name,
-            to_label_rate(sed, fps, frames, label_rate, mean=True),
-            np.degrees(to_label_rate(azimuth, fps, frames, label_rate)),
-            np.degrees(to_label_rate(elevation, fps, frames, label_rate)),
-        )
+            by_stage[stage] = Prediction(
+                name,
+                to_label_rate(sed, fps, frames, label_rate, mean=True),
+                np.degrees(to_label_rate(azimuth, fps, frames, label_rate)),
+                np.degrees(to_label_rate(elevation, fps, frames, label_rate)),
+            )
+        return get_method(method).combine(by_stage)
 
 
 @dataclass(frozen=True)
@@ -339,7 +340,10 @@ class Predictor:
         frames = self.labels.num_frames(duration_s)
         views = views_of(self.experiment)
         rate = self.labels.label_frames_per_second
-        return ensemble([m.predict(features, fps, frames, name, views, rate) for m in self.folds])
+        method = self.experiment.method
+        return ensemble(
+            [m.predict(features, fps, frames, name, views, rate, method) for m in self.folds]
+        )
 
     def finish(self, prediction: Prediction, duration_s: float) -> RecordingPrediction:
         """Post-process a per-frame prediction into submission rows (DCASE 2019's, or the

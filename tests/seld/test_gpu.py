@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seld.methods.losses import stage_loss
 from seld.methods.models import build_model
+from seld.methods.registry import stage_loss
 
 pytestmark = [
     pytest.mark.gpu,

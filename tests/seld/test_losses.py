@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from seld.methods.losses import doa_loss, joint_loss, sed_loss, stage_loss
+from seld.methods.losses import doa_loss, joint_loss, sed_loss
+from seld.methods.registry import stage_loss
 
 FRAMES, CLASSES = 4, 11
 

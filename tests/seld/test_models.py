@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from seld.methods.losses import sed_loss, stage_loss
+from seld.methods.losses import sed_loss
 from seld.methods.models import (
     MODELS,
     ConvBlock,
@@ -13,6 +13,7 @@ from seld.methods.models import (
     conv_parameter_names,
     doa_model_from_sed,
 )
+from seld.methods.registry import stage_loss
 
 TINY = {"channels": (8, 16, 16, 32), "rnn_hidden": 16}
 OUTPUTS = ("sed_logits", "azimuth", "elevation")

@@ -1,0 +1,99 @@
+"""Methods as plug-ins: the registry, what a method says about its stages, and that nothing
+outside a method's own module branches on a method's or a stage's name."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seld.config import load_config
+from seld.errors import ConfigError
+from seld.methods.inference import Prediction
+from seld.methods.registry import METHODS, STAGES, get_method, get_stage
+
+ROOT = Path(__file__).resolve().parents[2]
+#: where a method may name itself and its stages: its own module and the registry
+METHOD_MODULES = {"seld/methods/two_stage.py", "seld/methods/joint.py", "seld/methods/registry.py"}
+
+
+def _names() -> set[str]:
+    return set(METHODS) | set(STAGES)
+
+
+def _branches_on_names(path: Path) -> list[str]:
+    """Comparisons (``==``, ``!=``, ``in``, ``not in``) and ``match`` cases with a method or stage
+    name as a literal operand, in one source file."""
+    names = _names()
+    found = []
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+    def literal(node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant) and node.value in names:
+            return True
+        if isinstance(node, ast.Tuple | ast.List | ast.Set):
+            return any(literal(e) for e in node.elts)
+        return False
+
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Compare) and any(
+            isinstance(op, ast.Eq | ast.NotEq | ast.In | ast.NotIn) for op in node.ops
+        ):
+            if literal(node.left) or any(literal(c) for c in node.comparators):
+                found.append(f"{shown}:{node.lineno}")
+        if isinstance(node, ast.MatchValue) and literal(node.value):
+            found.append(f"{shown}:{node.lineno}")
+    return found
+
+
+def test_nothing_branches_on_a_method_or_stage_name():
+    sources = sorted((ROOT / "orchestrator").rglob("*.py")) + sorted((ROOT / "seld").rglob("*.py"))
+    found = [
+        hit
+        for path in sources
+        if str(path.relative_to(ROOT)) not in METHOD_MODULES
+        for hit in _branches_on_names(path)
+    ]
+    assert not found, f"branches on a method or stage name: {found}"
+
+
+def test_the_check_finds_a_branch(tmp_path: Path):
+    bad = tmp_path / "branchy.py"
+    bad.write_text('def f(stage):\n    return stage == "doa" or stage in ("joint",)\n')
+    assert len(_branches_on_names(bad)) == 2
+
+
+def test_the_registered_methods_and_their_stages():
+    two, joint = get_method("two-stage"), get_method("joint")
+    assert two.stage_names == ("sed", "doa") and joint.stage_names == ("joint",)
+    assert get_stage("doa").starts_from == "sed" and get_stage("doa").oracle_activity
+    assert get_stage("sed").selects_on_detection and not get_stage("joint").selects_on_detection
+    assert load_config("paper-joint-mic").stages == ("joint",)
+    with pytest.raises(ConfigError, match="unknown method 'three-stage'; choose one of two-stage"):
+        get_method("three-stage")
+    with pytest.raises(ValueError, match="unknown stage 'both'"):
+        get_stage("both")
+
+
+def test_a_method_combines_its_detecting_and_localizing_stages():
+    sed = Prediction("r", np.full((3, 2), 0.9, np.float32), np.zeros((3, 2)), np.zeros((3, 2)))
+    doa = Prediction("r", np.zeros((3, 2), np.float32), np.full((3, 2), 30.0), np.ones((3, 2)))
+    both = get_method("two-stage").combine({"sed": sed, "doa": doa})
+    assert both.sed is sed.sed and both.azimuth is doa.azimuth and both.elevation is doa.elevation
+    alone = get_method("joint").combine({"joint": doa})
+    assert alone.sed is doa.sed and alone.azimuth is doa.azimuth
+    with pytest.raises(ValueError, match="do not match"):
+        get_method("two-stage").combine({"sed": sed, "doa": Prediction("x", *[doa.sed] * 3)})
+
+
+def test_a_method_must_name_its_own_stages():
+    from seld.methods.method import Method, Stage
+
+    stage = Stage("a", "", lambda o, b, c: o["x"], starts_from=None)
+    with pytest.raises(ValueError, match="localizes 'b' is not one of"):
+        Method("m", "", (stage,), detects="a", localizes="b")
+    later = Stage("c", "", lambda o, b, c: o["x"], starts_from="d")
+    with pytest.raises(ValueError, match="starts from 'd', which is not an earlier stage"):
+        Method("m", "", (stage, later), detects="a", localizes="c")
