@@ -179,12 +179,17 @@ class FrameTargets:
     """Frame-level targets of one recording.
 
     ``activity``: (frames, classes) in {0, 1}; ``azimuth`` and ``elevation``: (frames, classes) in
-    degrees, 0 where the class is inactive.
+    degrees, 0 where the class is inactive: one direction per class and frame. ``tracks``:
+    (frames, :data:`MAX_TRACKS`, classes, 3) float32, every instance of a class in the frame (up
+    to :data:`MAX_TRACKS`, in source-index order; DCASE 2019: in event order) as the unit
+    vector ``(x, y, z)`` of its direction, zeros where there is none: the targets of the
+    methods that predict several instances of a class (multi-ACCDOA).
     """
 
     activity: np.ndarray
     azimuth: np.ndarray
     elevation: np.ndarray
+    tracks: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -204,21 +209,40 @@ def event_frame_span(event: Event, hop_s: float, num_frames: int) -> tuple[int, 
     return min(first, num_frames), min(last + 1, num_frames)
 
 
+#: the most instances of one class per frame that the track targets hold (the DCASE 2022-2024
+#: baselines' multi-ACCDOA tracks); further instances are left out of them
+MAX_TRACKS = 3
+
+
+def unit_vector(azimuth_deg: np.ndarray, elevation_deg: np.ndarray) -> np.ndarray:
+    """``(x, y, z)`` of directions in degrees (azimuth counter-clockwise from the front)."""
+    azi, ele = np.radians(azimuth_deg), np.radians(elevation_deg)
+    return np.stack([np.cos(ele) * np.cos(azi), np.cos(ele) * np.sin(azi), np.sin(ele)], -1)
+
+
 def events_to_targets(events: Iterable[Event], num_frames: int, hop_s: float) -> FrameTargets:
     """Turn events into frame-level targets at any hop (seconds per frame).
 
-    Where two events of the same class overlap, the later one in the list sets the direction.
+    Where two events of the same class overlap, the later one in the list sets the direction;
+    the ``tracks`` keep both (in list order).
     """
     activity = np.zeros((num_frames, NUM_CLASSES), dtype=np.float32)
     azimuth = np.zeros((num_frames, NUM_CLASSES), dtype=np.float32)
     elevation = np.zeros((num_frames, NUM_CLASSES), dtype=np.float32)
+    tracks = np.zeros((num_frames, MAX_TRACKS, NUM_CLASSES, 3), dtype=np.float32)
+    taken = np.zeros((num_frames, NUM_CLASSES), dtype=np.int64)
     for event in events:
         first, stop = event_frame_span(event, hop_s, num_frames)
         c = event.class_index
         activity[first:stop, c] = 1.0
         azimuth[first:stop, c] = event.azimuth
         elevation[first:stop, c] = event.elevation
-    return FrameTargets(activity, azimuth, elevation)
+        frames = np.arange(first, stop)
+        slot = taken[first:stop, c]
+        room = slot < MAX_TRACKS
+        tracks[frames[room], slot[room], c] = unit_vector(event.azimuth, event.elevation)
+        taken[first:stop, c] += 1
+    return FrameTargets(activity, azimuth, elevation, tracks)
 
 
 def rows_to_targets(
@@ -237,8 +261,10 @@ def rows_to_targets(
     activity = np.zeros((num_frames, num_classes), dtype=np.float32)
     azimuth = np.zeros((num_frames, num_classes), dtype=np.float32)
     elevation = np.zeros((num_frames, num_classes), dtype=np.float32)
+    tracks = np.zeros((num_frames, MAX_TRACKS, num_classes, 3), dtype=np.float32)
     if len(rows):
         label = np.floor(np.arange(num_frames) * hop_s * label_frames_per_second + 1e-9)
+        tracks[...] = _label_tracks(rows, num_classes, int(label.max()) + 1)[label.astype(int)]
         # the lowest source index of each (frame, class) written last, so it wins
         order = np.lexsort((-rows[:, 2], rows[:, 1], rows[:, 0]))
         lookup: dict[int, list[int]] = {}
@@ -250,4 +276,25 @@ def rows_to_targets(
                 activity[f, c] = 1.0
                 azimuth[f, c] = rows[i, 3]
                 elevation[f, c] = rows[i, 4]
-    return FrameTargets(activity, azimuth, elevation)
+    return FrameTargets(activity, azimuth, elevation, tracks)
+
+
+def _label_tracks(rows: np.ndarray, num_classes: int, num_frames: int) -> np.ndarray:
+    """(label frames, MAX_TRACKS, classes, 3): each (frame, class)'s instances as unit
+    vectors in source-index order (the first MAX_TRACKS); rows at or past ``num_frames`` are
+    left out."""
+    out = np.zeros((num_frames, MAX_TRACKS, num_classes, 3), dtype=np.float32)
+    rows = rows[rows[:, 0] < num_frames]
+    if not len(rows):
+        return out
+    order = np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))
+    rows = rows[order]
+    cell = rows[:, 0].astype(np.int64) * num_classes + rows[:, 1].astype(np.int64)
+    first = np.r_[0, np.flatnonzero(np.diff(cell)) + 1]
+    rank = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
+    kept = rank < MAX_TRACKS
+    rows, rank = rows[kept], rank[kept]
+    out[rows[:, 0].astype(np.int64), rank, rows[:, 1].astype(np.int64)] = unit_vector(
+        rows[:, 3], rows[:, 4]
+    )
+    return out

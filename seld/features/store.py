@@ -31,7 +31,9 @@ from seld.data.submission import events_to_rows
 from seld.features.spectral import FeatureConfig
 from seld.fsutil import atomic_path, writer_alive
 
-STORE_VERSION = 1
+#: Bumped when what a feature file holds changes, so that older files are redone, not misread.
+#: 2: the targets' ``tracks`` (every instance of a class per frame, for multi-ACCDOA).
+STORE_VERSION = 2
 _EVENT_DTYPE = np.dtype(
     [
         ("label", "S16"),
@@ -124,6 +126,8 @@ def write_feature_file(
             h5.create_dataset("activity", data=targets.activity.astype(np.uint8))
             h5.create_dataset("azimuth", data=targets.azimuth.astype(np.float32))
             h5.create_dataset("elevation", data=targets.elevation.astype(np.float32))
+            if targets.tracks is not None:
+                h5.create_dataset("tracks", data=targets.tracks.astype(np.float32))
         if events is not None:
             rows = [
                 (e.label.encode(), e.start, e.end, e.elevation, e.azimuth, e.distance)

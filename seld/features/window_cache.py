@@ -9,6 +9,9 @@ so the fast path copies each feature file once into
     <cache_dir>/<stem>.<path hash>.<key>.features.npy   (channels, frames, bins), stored dtype
     <cache_dir>/<stem>.<path hash>.<key>.targets.npy    (3, frames, classes) float32:
                                                          activity, azimuth, elevation (degrees)
+    <cache_dir>/<stem>.<path hash>.<key>.tracks.npy     (frames, tracks, classes, 3) float32:
+                                                         every instance's unit vector, where the
+                                                         feature file has ``tracks``
 
 (``cache_dir`` defaults to ``.window_cache`` beside the feature file). The cache is per
 recording, not per fold: the fold jobs of one cross-validation train on overlapping recordings
@@ -43,7 +46,7 @@ import numpy as np
 
 from seld.fsutil import atomic_path
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 TARGET_KEYS = ("activity", "azimuth", "elevation")
 DEFAULT_CACHE_FOLDER = ".window_cache"
 #: frames copied per block while building a cache (bounds the builder's memory)
@@ -86,11 +89,13 @@ def _map(path: Path) -> tuple[mmap.mmap, np.ndarray]:
 @dataclass
 class CachedRecording:
     """One recording's memory-mapped cache. ``features``: (channels, frames, bins) in the
-    stored dtype (float32 or float16); ``targets``: (3, frames, classes) float32 or ``None``."""
+    stored dtype (float32 or float16); ``targets``: (3, frames, classes) float32 or ``None``;
+    ``tracks``: (frames, tracks, classes, 3) float32 or ``None``."""
 
     features: np.ndarray
     targets: np.ndarray | None
     mappings: list[mmap.mmap]
+    tracks: np.ndarray | None = None
 
     def release(self) -> None:
         """Drop the mapped pages from this process (they stay in the page cache)."""
@@ -107,29 +112,43 @@ def open_cached(
     stem = f"{path.stem}.{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
     base = folder / f"{stem}.{cache_key(path)}"
     feats, targs = Path(f"{base}.features.npy"), Path(f"{base}.targets.npy")
+    tracks = Path(f"{base}.tracks.npy")
     with h5py.File(path, "r") as h5:
         if with_targets and "activity" not in h5:
             raise ValueError(f"{path}: no targets (evaluation recording?)")
-        has_targets = "activity" in h5
+        has_targets, has_tracks = "activity" in h5, "tracks" in h5
+    wanted = [f for f, on in ((targs, has_targets), (tracks, has_tracks)) if on]
     for attempt in range(2):
-        if not feats.exists() or (has_targets and not targs.exists()) or attempt:
-            _build(path, folder, stem, feats, targs if has_targets else None, force=attempt > 0)
-        recording = _open(feats, targs if with_targets else None)
+        if not feats.exists() or any(not f.exists() for f in wanted) or attempt:
+            _build(
+                path,
+                folder,
+                stem,
+                feats,
+                targs if has_targets else None,
+                tracks if has_tracks else None,
+                force=attempt > 0,
+            )
+        recording = _open(
+            feats,
+            targs if with_targets else None,
+            tracks if with_targets and has_tracks else None,
+        )
         if not verify or _matches(path, recording):
             return recording
     raise RuntimeError(f"{path}: its cache {feats} does not match it after a rebuild")
 
 
-def _open(feats: Path, targs: Path | None) -> CachedRecording:
+def _open(feats: Path, targs: Path | None, tracks: Path | None = None) -> CachedRecording:
     mappings, arrays = [], []
-    for file in (feats, targs):
+    for file in (feats, targs, tracks):
         if file is None:
             arrays.append(None)
             continue
         mapping, array = _map(file)
         mappings.append(mapping)
         arrays.append(array)
-    return CachedRecording(arrays[0], arrays[1], mappings)
+    return CachedRecording(arrays[0], arrays[1], mappings, arrays[2])
 
 
 def _matches(path: Path, recording: CachedRecording) -> bool:
@@ -148,6 +167,12 @@ def _matches(path: Path, recording: CachedRecording) -> bool:
                 expected = [h5[k][frame].astype(np.float32) for k in TARGET_KEYS]
                 if not np.array_equal(recording.targets[:, frame], expected):
                     return False
+        if recording.tracks is not None:
+            if recording.tracks.shape != h5["tracks"].shape:
+                return False
+            for frame in {0, data.shape[1] - 1}:
+                if not np.array_equal(recording.tracks[frame], h5["tracks"][frame]):
+                    return False
     return True
 
 
@@ -163,12 +188,19 @@ def _build_lock(folder: Path):
 
 
 def _build(
-    path: Path, folder: Path, stem: str, feats: Path, targs: Path | None, force: bool
+    path: Path,
+    folder: Path,
+    stem: str,
+    feats: Path,
+    targs: Path | None,
+    tracks: Path | None,
+    force: bool,
 ) -> None:
     with _build_lock(folder):
-        if not force and feats.exists() and (targs is None or targs.exists()):
+        wanted = [f for f in (feats, targs, tracks) if f is not None]
+        if not force and all(f.exists() for f in wanted):
             return  # another process built it while this one waited
-        keep = {feats.name} | ({targs.name} if targs is not None else set())
+        keep = {f.name for f in wanted}
         for old in folder.glob(f"{stem}.*.npy"):
             if old.name not in keep:
                 old.unlink(missing_ok=True)  # readers that mapped it keep their pages
@@ -182,6 +214,11 @@ def _build(
                     return np.stack([h5[k][a:b].astype(np.float32) for k in TARGET_KEYS])
 
                 _write_blocks(targs, shape, np.dtype(np.float32), block, axis=1)
+            if tracks is not None:
+                held = h5["tracks"]
+                _write_blocks(
+                    tracks, held.shape, np.dtype(np.float32), lambda a, b: held[a:b], axis=0
+                )
 
 
 def _write_blocks(file: Path, shape, dtype, read, axis: int) -> None:

@@ -51,7 +51,8 @@ class WindowSource:
     ``WindowDataset``: ``features`` (batch, channels, window, bins) float32, standardised when
     a ``scaler`` is given (``Scaler.apply``'s float32 arithmetic; padding stays zero); ``mask``
     (batch, window) float32, 0 on padding past a recording's end; with targets ``activity``,
-    ``azimuth`` and ``elevation`` (batch, window, classes) float32, directions in degrees.
+    ``azimuth`` and ``elevation`` (batch, window, classes) float32, directions in degrees, and
+    ``tracks`` (batch, window, tracks, classes, 3) where every file has track targets.
     """
 
     def __init__(
@@ -74,6 +75,7 @@ class WindowSource:
             open_cached(p, with_targets, cache_dir) for p in self.paths
         ]
         self.num_frames = [r.features.shape[1] for r in self.recordings]
+        self.with_tracks = with_targets and all(r.tracks is not None for r in self.recordings)
         shapes = {(r.features.shape[0], r.features.shape[2]) for r in self.recordings}
         if len(shapes) != 1:
             raise ValueError(f"feature files of different (channels, bins): {sorted(shapes)}")
@@ -104,11 +106,14 @@ class WindowSource:
         files, starts, valid = self._file[idx], self._start[idx], self._valid[idx]
         features = self._buffers.get((size, self.channels, w, self.bins), pin_memory)
         out = features.numpy()
-        targets = out_t = None
+        targets = out_t = tracks = out_k = None
         if self.with_targets:
             classes = self.recordings[0].targets.shape[2]
             targets = self._buffers.get((3, size, w, classes), pin_memory)
             out_t = targets.numpy()
+        if self.with_tracks:
+            tracks = self._buffers.get((size, w, *self.recordings[0].tracks.shape[1:]), pin_memory)
+            out_k = tracks.numpy()
         # one strided copy per window straight from the mapped pages into the batch (casting a
         # float16 cache to float32 on the way), standardised while it is still in the CPU's
         # cache: Scaler.apply's float32 arithmetic, single-threaded, so a busy node does not
@@ -129,11 +134,16 @@ class WindowSource:
             if out_t is not None:
                 out_t[:, b, :v] = rec.targets[:, s : s + v]
                 out_t[:, b, v:] = 0
+            if out_k is not None:
+                out_k[b, :v] = rec.tracks[s : s + v]
+                out_k[b, v:] = 0
         mask = self._buffers.get((size, w), pin_memory)
         np.less(np.arange(w), valid[:, None], out=mask.numpy(), casting="unsafe")
         result = {"features": features, "mask": mask}
         if targets is not None:
             result |= {"activity": targets[0], "azimuth": targets[1], "elevation": targets[2]}
+        if tracks is not None:
+            result["tracks"] = tracks
         return result
 
     def release(self) -> None:

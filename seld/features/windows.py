@@ -35,7 +35,9 @@ class WindowDataset(Dataset):
     Files are opened lazily in the process that reads them (each DataLoader worker opens its own
     handles). Items: ``features`` (channels, window, bins) float32, standardised when a scaler is
     given; with targets, ``activity`` (window, classes) float32 and ``azimuth`` / ``elevation``
-    (window, classes) in degrees; ``mask`` (window,) is 0 on padding past the end of a recording.
+    (window, classes) in degrees, and ``tracks`` (window, tracks, classes, 3), every instance's
+    unit vector, where the files have them (:class:`seld.data.metadata.FrameTargets`); ``mask``
+    (window,) is 0 on padding past the end of a recording.
 
     For training at speed, :class:`seld.features.window_source.WindowSource` with
     :class:`seld.features.window_source.WindowBatches` yields the same batches in the same order
@@ -58,13 +60,19 @@ class WindowDataset(Dataset):
         self.with_targets = with_targets
         self.items: list[tuple[int, int]] = []
         self.num_frames: list[int] = []
+        tracks = []
         for i, path in enumerate(self.paths):
             with h5py.File(path, "r") as h5:
                 frames = h5["features"].shape[1]
                 if with_targets and "activity" not in h5:
                     raise ValueError(f"{path}: no targets (evaluation recording?)")
+                tracks.append("tracks" in h5)
             self.num_frames.append(frames)
             self.items.extend((i, s) for s in window_starts(frames, window, hop))
+        #: the target keys of every item: the track targets only where every file has them
+        self.target_keys = ("activity", "azimuth", "elevation") + (
+            ("tracks",) if with_targets and all(tracks) else ()
+        )
         self._handles: dict[int, h5py.File] = {}
         self._pid: int | None = None
 
@@ -103,7 +111,7 @@ class WindowDataset(Dataset):
             "mask": torch.from_numpy(_pad(np.ones(valid, np.float32), self.window, axis=0)),
         }
         if self.with_targets:
-            for key in ("activity", "azimuth", "elevation"):
+            for key in self.target_keys:
                 data = h5[key][start:stop].astype(np.float32)
                 out[key] = torch.from_numpy(_pad(data, self.window, axis=0))
         return out

@@ -7,6 +7,7 @@ import pytest
 
 from seld.data.dcase import CLASSES, num_label_frames, parse_recording_name
 from seld.data.metadata import (
+    MAX_TRACKS,
     DatasetError,
     Event,
     event_frame_span,
@@ -14,6 +15,7 @@ from seld.data.metadata import (
     format_metadata,
     parse_metadata,
     read_metadata,
+    rows_to_targets,
     write_metadata,
 )
 
@@ -136,3 +138,37 @@ def test_recording_names():
     with pytest.raises(ValueError, match="not a DCASE 2019 recording name"):
         parse_recording_name("recording_01.wav")
     assert num_label_frames(60) == 3000 and num_label_frames(10.01) == 501
+
+
+def test_track_targets_keep_every_instance_of_a_class():
+    """Two events of one class overlapping: the one-direction targets keep the later one, the
+    track targets both, in list order, as unit vectors; a class alone fills its first track."""
+    events = [Event("phone", 0.0, 1.0, 0, 90, 1), Event("phone", 0.5, 1.5, 30, 0, 1)]
+    events.append(Event("knock", 0.0, 0.5, -90, 0, 1))
+    t = events_to_targets(events, 100, 0.02)
+    phone, knock = CLASSES.index("phone"), CLASSES.index("knock")
+    assert t.tracks.shape == (100, MAX_TRACKS, len(CLASSES), 3)
+    np.testing.assert_allclose(t.tracks[10, 0, phone], [0, 1, 0], atol=1e-6)  # azimuth 90
+    assert not t.tracks[10, 1:, phone].any()
+    np.testing.assert_allclose(t.tracks[30, 0, phone], [0, 1, 0], atol=1e-6)  # both sound
+    np.testing.assert_allclose(t.tracks[30, 1, phone], [3**0.5 / 2, 0, 0.5], atol=1e-6)
+    assert t.azimuth[30, phone] == 0 and t.elevation[30, phone] == 30  # the later one
+    np.testing.assert_allclose(t.tracks[60, 0, phone], t.tracks[30, 1, phone])  # then alone
+    np.testing.assert_allclose(t.tracks[5, 0, knock], [0, 0, -1], atol=1e-6)
+    norms = np.linalg.norm(t.tracks, axis=-1)
+    assert set(np.round(np.unique(norms), 6)) == {0.0, 1.0}
+
+
+def test_track_targets_of_rows_follow_the_source_index():
+    # frame, class, source, azimuth, elevation at 100 ms; four instances of class 1 in frame 0
+    rows = np.array(
+        [[0, 1, 3, 0, 0], [0, 1, 0, 90, 0], [0, 1, 2, 180, 0], [0, 1, 1, -90, 0], [1, 4, 0, 0, 90]],
+        dtype=np.float64,
+    )
+    t = rows_to_targets(rows, 10.0, 10, 0.02, 13)  # 20 ms feature frames
+    assert t.tracks.shape == (10, MAX_TRACKS, 13, 3)
+    expected = [[0, 1, 0], [0, -1, 0], [-1, 0, 0]]  # sources 0, 1, 2; source 3 left out
+    for f in range(5):
+        np.testing.assert_allclose(t.tracks[f, :, 1], expected, atol=1e-6)
+    np.testing.assert_allclose(t.tracks[5:, 0, 4], [[0, 0, 1]] * 5, atol=1e-6)
+    assert not t.tracks[5:, :, 1].any() and t.azimuth[0, 1] == 90  # the lowest source index

@@ -197,13 +197,13 @@ def test_a_rewritten_feature_file_gets_a_new_cache(tmp_path: Path):
     paths = [_write_at(folder, i, n, np.float32) for i, n in enumerate(FRAMES[:2])]
     WindowSource(paths, WINDOW, HOP)
     before = _caches(folder)
-    assert len(before) == 4  # features and targets of two recordings
+    assert len(before) == 6  # features, targets and track targets of two recordings
     WindowSource(paths, WINDOW, HOP)
     assert _caches(folder) == before  # built once, then reused
     write(paths[0], FRAMES[0], seed=7)  # new content under the same name
     source = WindowSource(paths, WINDOW, HOP)
     after = _caches(folder)
-    assert len(after) == 4 and after != before  # the stale pair is replaced, not kept
+    assert len(after) == 6 and after != before  # the stale caches are replaced, not kept
     expected = WindowDataset(paths, WINDOW, HOP)
     assert_same_batches(DataLoader(expected, batch_size=4), WindowBatches(source, 4, shuffle=False))
 
@@ -249,13 +249,13 @@ def test_concurrent_readers_build_each_cache_once(tmp_path: Path):
     paths = [_write_at(folder, i, n, np.float32) for i, n in enumerate(FRAMES[:3])]
     with ThreadPoolExecutor(4) as pool:  # each opens the lock file itself, as processes do
         sources = list(pool.map(lambda _: WindowSource(paths, WINDOW, HOP), range(4)))
-    assert len(_caches(folder)) == 6
+    assert len(_caches(folder)) == 9  # features, targets, track targets of 3 recordings
     assert not list((folder / DEFAULT_CACHE_FOLDER).glob("*.tmp"))
     # had one reader rebuilt a cache another had mapped, that one would map a deleted file
     cache = str(folder / DEFAULT_CACHE_FOLDER)
     mapped = [line for line in Path("/proc/self/maps").read_text().splitlines() if cache in line]
     assert mapped and not [line for line in mapped if line.endswith("(deleted)")]
-    assert len({line.split()[-1] for line in mapped}) == 6
+    assert len({line.split()[-1] for line in mapped}) == 9
     expected = WindowDataset(paths, WINDOW, HOP)
     for source in sources:
         old = DataLoader(expected, batch_size=4)
