@@ -1,0 +1,72 @@
+"""Multi-ACCDOA outputs and the ADPIT loss (Shimada et al., ICASSP 2022), the output format of
+the DCASE 2022-2025 baselines.
+
+A multi-ACCDOA output holds, per frame, ``tracks`` x ``classes`` Cartesian vectors: a vector's
+length is the activity of that class on that track, its direction the direction of arrival.
+Two instances of one class at once sit on two tracks, which one direction per class cannot
+hold.
+
+Which track an instance lands on is arbitrary, so the loss is permutation-invariant: ADPIT
+(auxiliary duplicating permutation-invariant training). Per (frame, class) with ``n`` reference
+instances (their unit vectors in ``tracks``, up to :data:`seld.data.metadata.MAX_TRACKS`), the
+candidate targets are every assignment of the output tracks to the instances that uses each
+instance at least once (one instance: duplicated onto every track; two on three tracks: the 6
+surjective assignments; three: the 6 permutations); no instance: every track's target is the
+zero vector. The loss of a (frame, class) is the smallest mean squared error over its
+candidates (mean over tracks and x, y, z), and the batch's loss their mean over valid frames
+and classes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+#: an instance slot counts as present where its target vector's length exceeds this
+PRESENT = 0.5
+
+
+@lru_cache(maxsize=8)
+def candidate_patterns(tracks: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(patterns, counts)``: ``patterns[k]`` (tracks,) the instance slot each output track
+    is compared with in candidate ``k`` (``tracks`` stands for the zero vector), ``counts[k]``
+    the instance count the candidate is for. Candidates for ``n`` instances are the
+    assignments of the tracks onto ``range(n)`` that use every instance."""
+    patterns, counts = [[tracks] * tracks], [0]
+    for n in range(1, tracks + 1):
+        for assignment in itertools.product(range(n), repeat=tracks):
+            if len(set(assignment)) == n:
+                patterns.append(list(assignment))
+                counts.append(n)
+    return np.array(patterns, dtype=np.int64), np.array(counts, dtype=np.int64)
+
+
+def adpit_loss(
+    output: torch.Tensor, instances: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The ADPIT loss of multi-ACCDOA ``output`` (batch, frames, tracks, classes, 3) against
+    reference ``instances`` (batch, frames, tracks, classes, 3): each (frame, class)'s unit
+    vectors in its first slots, zeros after (the feature store's ``tracks``). ``mask``
+    (batch, frames): 0 on padding. Computed in float32."""
+    output, instances = output.float(), instances.float()
+    tracks = output.shape[2]
+    if instances.shape != output.shape:
+        raise ValueError(
+            f"targets of shape {tuple(instances.shape)}, outputs {tuple(output.shape)}"
+        )
+    patterns, counts = candidate_patterns(tracks)
+    present = instances.norm(dim=-1) > PRESENT  # (batch, frames, tracks, classes)
+    n = present.sum(dim=2)  # (batch, frames, classes)
+    slots = torch.cat([instances, torch.zeros_like(instances[:, :, :1])], dim=2)
+    index = torch.as_tensor(patterns, device=output.device)
+    candidates = slots[:, :, index]  # (batch, frames, K, tracks, classes, 3)
+    errors = (output[:, :, None] - candidates).square().mean(dim=(3, 5))  # (batch, frames, K, C)
+    valid = n[:, :, None, :] == torch.as_tensor(counts, device=output.device)[:, None]
+    best = errors.masked_fill(~valid, float("inf")).amin(dim=2)  # (batch, frames, classes)
+    weight = torch.ones_like(best) if mask is None else mask.float()[..., None].expand_as(best)
+    total = weight.sum()
+    value = (best * weight).sum() / total.clamp_min(1.0)
+    return torch.where(total > 0, value, (output * 0).sum())
