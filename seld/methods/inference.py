@@ -63,9 +63,10 @@ def run_model(
     over several views of it at once (views, channels, frames, bins), one batch.
 
     Returns per feature frame: probabilities, azimuth and elevation in radians, each
-    (frames, classes), or (views, frames, classes). With ``window`` frames and a longer
-    recording, windows overlap by half; probabilities are averaged and directions are averaged
-    as unit vectors where windows overlap.
+    (frames, classes), or (views, frames, classes); for a multi-ACCDOA model the vectors'
+    lengths for the probabilities, and ``tracks * classes`` columns, track-major. With
+    ``window`` frames and a longer recording, windows overlap by half; probabilities are
+    averaged and directions are averaged as unit vectors where windows overlap.
     """
     model.eval()
     x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
@@ -86,7 +87,9 @@ def run_model(
     for start in starts:
         chunk = x[:, :, start : start + window].to(device)
         out = model(chunk)
-        prob = torch.sigmoid(out["sed_logits"].float()).cpu().numpy()
+        # a model's detection: its event probabilities, or a multi-ACCDOA vector's length
+        activity = out["activity"] if "sed_logits" not in out else torch.sigmoid(out["sed_logits"])
+        prob = activity.float().cpu().numpy()
         azi = out["azimuth"].float().cpu().numpy()
         ele = out["elevation"].float().cpu().numpy()
         xyz = np.stack([np.cos(ele) * np.cos(azi), np.cos(ele) * np.sin(azi), np.sin(ele)])

@@ -41,9 +41,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from seld.data.dcase import NUM_CLASSES
 
 POOLS = ("avg", "max")
-#: Forms of the direction output: the seed's azimuth and elevation (radians) per class, or a
-#: Cartesian vector per class (tanh, read back with atan2), which has no azimuth discontinuity.
-DOA_OUTPUTS = ("angles", "xyz")
+#: Forms of the direction output: the seed's azimuth and elevation (radians) per class, a
+#: Cartesian vector per class (tanh, read back with atan2), which has no azimuth discontinuity,
+#: or multi-ACCDOA: a Cartesian vector per track and class whose length is the activity
+#: (:mod:`seld.methods.accdoa`), with no separate event head.
+DOA_OUTPUTS = ("angles", "xyz", "accdoa")
 #: State-dict prefix of the convolutional blocks, the part stage 2 inherits from stage 1.
 CONV_PREFIX = "conv_blocks."
 
@@ -128,7 +130,12 @@ class SeldNet(nn.Module):
             (beyond the seed).
         doa_output: ``"angles"`` (paper: an azimuth and an elevation head) or ``"xyz"`` (one
             head of 3 values per class, tanh; ``azimuth`` and ``elevation`` are read back with
-            atan2 and the outputs gain ``xyz`` (batch, frames, classes, 3)).
+            atan2 and the outputs gain ``xyz`` (batch, frames, classes, 3)), or ``"accdoa"``:
+            one head of ``tracks`` x classes x 3 values (tanh), output as ``accdoa`` (batch,
+            frames, tracks, classes, 3); instead of ``sed_logits`` the outputs then hold each
+            vector's length as ``activity``, and ``azimuth`` / ``elevation`` its direction,
+            each (batch, frames, tracks * classes), track-major.
+        tracks: the multi-ACCDOA tracks (``doa_output="accdoa"`` only).
 
     ``config`` holds these arguments and the registry ``name``: ``build_model(**model.config)``
     rebuilds the architecture. The base class itself is not in the registry.
@@ -147,6 +154,7 @@ class SeldNet(nn.Module):
         pool: str = "avg",
         doa_output: str = "angles",
         freq_slots: int = 0,
+        tracks: int = 3,
     ):
         super().__init__()
         if freq_slots < 0:
@@ -171,7 +179,12 @@ class SeldNet(nn.Module):
         }
         if doa_output != "angles":  # the paper's configs (and old checkpoints) stay as they were
             self.config["doa_output"] = doa_output
+        if doa_output == "accdoa":
+            if tracks < 1:
+                raise ValueError(f"tracks must be >= 1, got {tracks}")
+            self.config["tracks"] = int(tracks)
         self.doa_output = doa_output
+        self.tracks = tracks
         if freq_slots:
             self.config["freq_slots"] = int(freq_slots)
         self.freq_slots = freq_slots
@@ -196,13 +209,18 @@ class SeldNet(nn.Module):
             init_gru(self.gru)
             features = 2 * rnn_hidden
         self.num_classes = num_classes
-        self.event_fc = nn.Linear(features, num_classes)
-        heads = [self.event_fc]
+        heads = []
+        if doa_output == "accdoa":
+            self.accdoa_fc = nn.Linear(features, tracks * num_classes * 3)
+            heads.append(self.accdoa_fc)
+        else:
+            self.event_fc = nn.Linear(features, num_classes)
+            heads.append(self.event_fc)
         if doa_output == "angles":
             self.azimuth_fc = nn.Linear(features, num_classes)
             self.elevation_fc = nn.Linear(features, num_classes)
             heads += [self.azimuth_fc, self.elevation_fc]
-        else:
+        elif doa_output == "xyz":
             self.xyz_fc = nn.Linear(features, 3 * num_classes)
             heads.append(self.xyz_fc)
         for head in heads:
@@ -224,18 +242,33 @@ class SeldNet(nn.Module):
         if self.gru is not None:
             x, _ = self.gru(x)
             x = self.dropout(x)
-        outputs = {"sed_logits": self.event_fc(x)}
-        if self.doa_output == "angles":
-            outputs["azimuth"] = self.azimuth_fc(x)
-            outputs["elevation"] = self.elevation_fc(x)
+        if self.doa_output == "accdoa":
+            vectors = torch.tanh(self.accdoa_fc(x)).unflatten(
+                -1, (self.tracks, self.num_classes, 3)
+            )
+            flat = vectors.flatten(2, 3)  # (batch, steps, tracks * classes, 3)
+            outputs = {"accdoa": vectors, "activity": flat.norm(dim=-1)}
+            outputs |= _angles_of(flat)
         else:
-            xyz = torch.tanh(self.xyz_fc(x)).unflatten(-1, (self.num_classes, 3))
-            outputs["xyz"] = xyz
-            outputs["azimuth"] = torch.atan2(xyz[..., 1], xyz[..., 0])
-            outputs["elevation"] = torch.atan2(xyz[..., 2], torch.hypot(xyz[..., 0], xyz[..., 1]))
+            outputs = {"sed_logits": self.event_fc(x)}
+            if self.doa_output == "angles":
+                outputs["azimuth"] = self.azimuth_fc(x)
+                outputs["elevation"] = self.elevation_fc(x)
+            else:
+                xyz = torch.tanh(self.xyz_fc(x)).unflatten(-1, (self.num_classes, 3))
+                outputs["xyz"] = xyz
+                outputs |= _angles_of(xyz)
         return {
             k: v.repeat_interleave(self.time_ratio, dim=1)[:, :frames] for k, v in outputs.items()
         }
+
+
+def _angles_of(xyz: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Azimuth and elevation (radians) of vectors (..., 3), by atan2."""
+    return {
+        "azimuth": torch.atan2(xyz[..., 1], xyz[..., 0]),
+        "elevation": torch.atan2(xyz[..., 2], torch.hypot(xyz[..., 0], xyz[..., 1])),
+    }
 
 
 class CRNN10(SeldNet):
@@ -275,7 +308,7 @@ class ModelConfig:
     rnn_layers: Annotated[int, Field(ge=0)] | None = None
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     pool: Literal["avg", "max"] = "avg"
-    doa_output: Literal["angles", "xyz"] = "angles"
+    doa_output: Literal["angles", "xyz", "accdoa"] = "angles"
     freq_slots: Annotated[int, Field(ge=0)] = 0
     width: Annotated[float, Field(gt=0, le=8)] = 1.0
 
