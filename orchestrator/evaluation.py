@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from seld.errors import ConfigError
 from seld.features.store import LabelFacts
 from seld.methods import inference
 from seld.methods.inference import Prediction, views_of
+from seld.methods.registry import get_method
 from seld.methods.training import selection_suite
 from seld.metrics.reference import score_files
 from seld.metrics.scores import ScoreReport
@@ -58,10 +60,30 @@ def run_labels(s: CVSettings) -> LabelFacts:
     return dataset_labels(s.dataset)
 
 
+def run_decode(s: CVSettings) -> Any:
+    """The run's method's predictions to track-wise rows
+    (:attr:`seld.methods.method.Method.decode`)."""
+    return get_method(s.experiment.method).decode
+
+
+def check_method_labels(method: str, labels: LabelFacts) -> None:
+    """Refuse a method of several tracks per class on DCASE 2019 data, whose grid-scored paths
+    hold one direction per class (:class:`ConfigError`)."""
+    m = get_method(method)
+    if m.tracks > 1 and labels.dataset_format == "dcase2019":
+        raise ConfigError(
+            f"method {m.name} predicts {m.tracks} tracks per class; it trains on the track-wise "
+            "formats (STARSS23, TAU-NIGENS 2020/2021), not yet on DCASE 2019 data"
+        )
+
+
 def check_suites(s: CVSettings, suites: Sequence[MetricSuite] = ()) -> None:
-    """Refuse, before any work, suites that cannot score the run's labels: ``suites`` (to
-    score its test splits with) and the config's ``selection.suite``. :class:`ConfigError`."""
+    """Refuse, before any work, what cannot score the run's labels: ``suites`` (to score its
+    test splits with), the config's ``selection.suite``, and a method of several tracks per
+    class on DCASE 2019 data (its grid-scored paths hold one direction per class). Raises
+    :class:`ConfigError`."""
     labels = run_labels(s)
+    check_method_labels(s.experiment.method, labels)
     for suite in suites:
         problem = label_problem(suite, labels.label_frames_per_second, labels.num_classes, False)
         if problem:
@@ -150,9 +172,9 @@ def suite_reports(
     return {
         suite.name: suite_report(
             suite,
-            inference.SuiteScorer(suite, predictions, refs, labels=labels).counts(
-                post.thresholds, post.median_frames
-            ),
+            inference.SuiteScorer(
+                suite, predictions, refs, labels=labels, decode=run_decode(s)
+            ).counts(post.thresholds, post.median_frames),
             with_jackknife=True,
         )
         for suite in suites
@@ -185,28 +207,31 @@ def evaluate_split_suite(
     each recording's CSV in the format's track-wise form
     (:func:`seld.data.submission.write_tracked_submission`)."""
     post = post or Postprocessing.of(s)
-    labels = run_labels(s)
+    labels, decode = run_labels(s), run_decode(s)
     per_fold, everything = {}, {}
     for k in folds or s.folds:
         predictions, refs = fold_split(s, k, split)
-        scorer = inference.SuiteScorer(suite, predictions, refs, labels=labels)
+        scorer = inference.SuiteScorer(suite, predictions, refs, labels=labels, decode=decode)
         counts = scorer.counts(post.thresholds, post.median_frames)
         per_fold[k] = suite_report(suite, counts)
         everything.update(counts)
         if submissions is not None:
-            write_tracked_submissions(predictions, post, submissions)
+            write_tracked_submissions(predictions, post, submissions, decode)
     overall = suite_report(suite, everything, with_jackknife=True)
     return SuiteSplitEvaluation(split, overall, per_fold, everything)
 
 
 def write_tracked_submissions(
-    predictions: dict[str, Prediction], post: inference.Postprocessing, folder: Path
+    predictions: dict[str, Prediction],
+    post: inference.Postprocessing,
+    folder: Path,
+    decode: Any = None,
 ) -> None:
     """Each prediction's detections under ``post`` as ``<folder>/<stem>.csv`` in the track-wise
     output form (:func:`seld.data.submission.write_tracked_submission`), with the directions as
     predicted."""
     for stem, prediction in predictions.items():
-        write_tracked_submission(folder / f"{stem}.csv", post.tracked_rows(prediction))
+        write_tracked_submission(folder / f"{stem}.csv", post.tracked_rows(prediction, decode))
 
 
 def split_ceiling(s: CVSettings, split: str, suite: MetricSuite) -> Ceiling:

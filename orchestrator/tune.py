@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from orchestrator.cv import CVSettings
-from orchestrator.evaluation import Postprocessing, Split, load_split, run_labels
+from orchestrator.evaluation import Postprocessing, Split, load_split, run_decode, run_labels
 from orchestrator.layout import ray_storage
 from orchestrator.search_space import SearchSpace
 from orchestrator.study import export_study, results_frame
@@ -173,6 +173,7 @@ def search_folds(
     name: str,
     suite: str | None = None,
     labels: LabelFacts | None = None,
+    decode: Any = None,
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """The search on in-memory predictions: fold -> (predictions, references) of its
     validation and test splits.
@@ -180,6 +181,7 @@ def search_folds(
     ``suite``: a metric suite (:mod:`seld.metrics.suites`) whose scores the search optimises
     (the space's metric, in that score's direction) and reports; DCASE 2019's by default.
     ``labels``: the predictions' dataset format, label rate and classes (DCASE 2019's).
+    ``decode``: the method's predictions to rows (:attr:`seld.methods.method.Method.decode`).
 
     Jointly, one search of ``trials`` trials scores all validation splits together and its best
     setting is applied to every test split; ``per_fold``, each fold gets a search of ``trials``
@@ -195,7 +197,7 @@ def search_folds(
     def scorer(predictions: dict, refs: dict) -> Scorer:
         if suite is None:
             return ThresholdScorer(predictions, refs)
-        return SuiteScorer(get_suite(suite), predictions, refs, labels=labels)
+        return SuiteScorer(get_suite(suite), predictions, refs, labels=labels, decode=decode)
 
     val = {k: scorer(*validation[k]) for k in folds}
     tst = {k: scorer(*test[k]) for k in folds}
@@ -295,6 +297,7 @@ def tune_thresholds(
         validation, test, space, trials=trials, seed=seed, concurrency=concurrency,
         per_fold=per_fold, storage=Path(ray_storage(settings.workspace)),
         name=f"{settings.run}-{experiment}-{int(started)}", suite=suite, labels=labels,
+        decode=run_decode(settings),
     )  # fmt: skip
     out_dir = settings.run_dir / experiment
     artifacts: list[tuple[Path, str | None]] = []

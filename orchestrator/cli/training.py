@@ -136,7 +136,7 @@ def evaluate(
     """Inference of one fold with the config's method (two-stage: SED detections, DOA
     directions), scored on its test split, next to the same detections with a constant
     direction (and with other metric suites on request)."""
-    from orchestrator.evaluation import dataset_labels
+    from orchestrator.evaluation import check_method_labels, dataset_labels
     from orchestrator.fold import (
         constant_direction_report,
         method_predictions,
@@ -150,6 +150,7 @@ def evaluate(
         config, sets, fmt=fmt, threshold=threshold, protocol=protocol, dataset=dataset
     )
     threshold = experiment.inference.threshold
+    check_method_labels(experiment.method, dataset_labels(dataset))
     data = fold_data(dataset, workspace, experiment, fold)
     layout = RunLayout.named(workspace, run)
     run_dir = layout.root
@@ -217,7 +218,10 @@ def _evaluate_with_suites(
     from orchestrator.fold import constant_direction
     from seld.data.formats import get_format
     from seld.methods.inference import Postprocessing, SuiteScorer
+    from seld.methods.registry import get_method
     from seld.metrics.suites import get_suite, label_problem, suite_report
+
+    decode = get_method(method).decode
 
     default = get_suite(get_format(labels.dataset_format).default_suite)
     chosen = [default] + [get_suite(n) for n in suites or () if n != default.name]
@@ -228,12 +232,13 @@ def _evaluate_with_suites(
     post = Postprocessing.from_params({"threshold": threshold}, classes=labels.classes)
 
     def report(suite, predictions):
-        counts = SuiteScorer(suite, predictions, refs, labels=labels).counts(post.thresholds)
+        scorer = SuiteScorer(suite, predictions, refs, labels=labels, decode=decode)
+        counts = scorer.counts(post.thresholds)
         return suite_report(suite, counts, with_jackknife=True)
 
     reports = {suite.name: report(suite, preds) for suite in chosen}
     constant = report(default, constant_direction(preds))
-    write_tracked_submissions(preds, post, submissions)
+    write_tracked_submissions(preds, post, submissions, decode)
     if json_out:
         console.print_json(
             to_json(

@@ -187,7 +187,9 @@ class BatchAugmenter:
     """Random symmetries applied to training batches in torch, one per window.
 
     ``features`` (batch, channels, frames, bins) are the raw (unscaled) features; ``azimuth`` and
-    ``elevation`` targets (batch, frames, classes) are in degrees. The draw comes from
+    ``elevation`` targets (batch, frames, classes) are in degrees; ``tracks`` targets (batch,
+    frames, tracks, classes, 3), where present, are unit vectors, turned by the symmetry's
+    rotation (zero vectors stay zero). The draw comes from
     ``generator``, so a seed gives the same augmentation, and resuming with the generator's state
     continues it. The identity is one of the draws.
     """
@@ -213,6 +215,7 @@ class BatchAugmenter:
         out = dict(batch)
         new_features = features.clone()
         azimuth, elevation = batch["azimuth"].clone(), batch["elevation"].clone()
+        tracks = batch["tracks"].clone() if "tracks" in batch else None
         bins = features.shape[-1]
         reverse = torch.remainder(bins - torch.arange(bins), bins)
         for g in torch.unique(choice).tolist():
@@ -227,5 +230,10 @@ class BatchAugmenter:
             azi = sym.azimuth_sign * azimuth[rows] + sym.azimuth_offset
             azimuth[rows] = torch.remainder(azi + 180.0, 360.0) - 180.0
             elevation[rows] = sym.elevation_sign * elevation[rows]
+            if tracks is not None:  # v -> R v on the last axis
+                turn = torch.tensor(sym.rotation, dtype=tracks.dtype, device=tracks.device)
+                tracks[rows] = tracks[rows] @ turn.T
         out.update(features=new_features, azimuth=azimuth, elevation=elevation)
+        if tracks is not None:
+            out["tracks"] = tracks
         return out

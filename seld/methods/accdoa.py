@@ -70,3 +70,63 @@ def adpit_loss(
     total = weight.sum()
     value = (best * weight).sum() / total.clamp_min(1.0)
     return torch.where(total > 0, value, (output * 0).sum())
+
+
+def unify_tracks(active: np.ndarray, xyz: np.ndarray, unify_deg: float) -> np.ndarray:
+    """Which track each (frame, track, class) detection merges into: ``active`` (frames,
+    tracks, classes) bool, ``xyz`` (frames, tracks, classes, 3) unit vectors. Active tracks of
+    one class in one frame whose directions lie within ``unify_deg`` of each other (directly or
+    through another) are one detection, labelled with their lowest track; returns the labels
+    (frames, tracks, classes), each track its own where it merges with none."""
+    tracks = active.shape[1]
+    label = np.broadcast_to(np.arange(tracks)[None, :, None], active.shape).copy()
+    cos_limit = np.cos(np.radians(unify_deg))
+    pairs = [(i, j) for i in range(tracks) for j in range(i + 1, tracks)]
+    close = {
+        (i, j): active[:, i] & active[:, j] & ((xyz[:, i] * xyz[:, j]).sum(-1) >= cos_limit)
+        for i, j in pairs
+    }
+    for _ in range(tracks):  # enough passes to join any chain of close tracks
+        for i, j in pairs:
+            low = np.minimum(label[:, i], label[:, j])
+            label[:, i] = np.where(close[(i, j)], low, label[:, i])
+            label[:, j] = np.where(close[(i, j)], low, label[:, j])
+    return label
+
+
+def decode_rows(
+    activity: np.ndarray,
+    azimuth_deg: np.ndarray,
+    elevation_deg: np.ndarray,
+    tracks: int,
+    thresholds: float | np.ndarray,
+    unify_deg: float = 15.0,
+) -> np.ndarray:
+    """Track-wise rows ``(frame, class, track, azimuth, elevation)`` of multi-ACCDOA outputs at
+    the label rate: ``activity`` (frames, tracks * classes, track-major) the vectors' lengths
+    (after any median filter: a bool array is taken as the detections), directions in degrees.
+    A (frame, track, class) is active where its length exceeds the class's threshold; the active
+    tracks of a class that point within ``unify_deg`` of each other are one detection at their
+    mean direction (:func:`unify_tracks`), on their lowest track."""
+    frames, columns = activity.shape
+    classes = columns // tracks
+    shape = (frames, tracks, classes)
+    if activity.dtype == bool:
+        active = activity.reshape(shape)
+    else:
+        limits = np.broadcast_to(np.asarray(thresholds, dtype=np.float32), (classes,))
+        active = activity.reshape(shape) > limits[None, None, :]
+    azi, ele = np.radians(azimuth_deg.reshape(shape)), np.radians(elevation_deg.reshape(shape))
+    xyz = np.stack([np.cos(ele) * np.cos(azi), np.cos(ele) * np.sin(azi), np.sin(ele)], -1)
+    label = unify_tracks(active, xyz, unify_deg)
+    summed = np.zeros((frames, tracks, classes, 3))
+    f, t, c = np.nonzero(active)
+    np.add.at(summed, (f, label[f, t, c], c), xyz[f, t, c])
+    f, t, c = np.nonzero(active & (label == np.arange(tracks)[None, :, None]))
+    order = np.lexsort((t, c, f))  # by frame, then class, then track
+    f, t, c = f[order], t[order], c[order]
+    x, y, z = summed[f, t, c].T
+    return np.stack(
+        [f, c, t, np.degrees(np.arctan2(y, x)), np.degrees(np.arctan2(z, np.hypot(x, y)))],
+        axis=1,
+    ).astype(np.float64)

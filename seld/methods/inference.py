@@ -298,10 +298,13 @@ class Postprocessing:
         """The submission rows of one prediction under this post-processing."""
         return submission_rows(prediction, self.thresholds, median_frames=self.median_frames)
 
-    def tracked_rows(self, prediction: Prediction) -> np.ndarray:
-        """The track-wise rows ``(frame, class, 0, azimuth, elevation)`` of one prediction
-        under this post-processing, with the directions as predicted (:func:`tracked_rows`)."""
-        return tracked_rows(prediction, self.thresholds, self.median_frames, rounded=False)
+    def tracked_rows(self, prediction: Prediction, decode: Any = None) -> np.ndarray:
+        """The track-wise rows ``(frame, class, track, azimuth, elevation)`` of one prediction
+        under this post-processing, with the directions as predicted: by ``decode`` (a
+        method's, :attr:`seld.methods.method.Method.decode`), else class by class
+        (:func:`tracked_rows`)."""
+        decode = decode or tracked_rows
+        return decode(prediction, self.thresholds, self.median_frames, rounded=False)
 
 
 def submission_rows(
@@ -362,6 +365,15 @@ def tracked_rows(
     if rounded:
         return tracked(submission_rows(prediction, thresholds, median_frames=median_frames))
     return activity_rows(prediction, detections(prediction, thresholds, median_frames))
+
+
+def round_rows_to_grid(rows: np.ndarray) -> np.ndarray:
+    """Track-wise rows with their directions rounded to the nearest 10 degrees, as a DCASE
+    2019 submission writes them (azimuth 180 as -180)."""
+    out = np.array(rows, dtype=np.float64, copy=True).reshape(-1, np.shape(rows)[-1])
+    out[:, 3] = (np.round(out[:, 3] / 10.0) * 10.0 + 180.0) % 360.0 - 180.0
+    out[:, 4] = np.round(out[:, 4] / 10.0) * 10.0
+    return out
 
 
 def _rounded_directions(prediction: Prediction) -> tuple[np.ndarray, np.ndarray]:
@@ -555,8 +567,12 @@ class SuiteScorer:
         refs: Mapping[str, tuple[np.ndarray, int]],
         *,
         labels: LabelFacts | None = None,
+        decode: Any = None,
     ):
         self.suite = suite
+        #: predictions to rows: a method's decoding (several tracks per class), else
+        #: :func:`tracked_rows`
+        self.decode = decode or tracked_rows
         self.names = tuple(predictions)
         self._predictions = [predictions[n] for n in self.names]
         labels = labels or LabelFacts()
@@ -574,7 +590,7 @@ class SuiteScorer:
         """Each recording's counts under this post-processing."""
         rounded = self.suite.rounds_to_grid
         recordings = [
-            (ref, tracked_rows(p, thresholds, median_frames, rounded=rounded), frames)
+            (ref, self.decode(p, thresholds, median_frames, rounded=rounded), frames)
             for (ref, frames), p in zip(self._references, self._predictions, strict=True)
         ]
         each = self.suite.count_many(recordings, self._rate, self._classes)

@@ -10,15 +10,19 @@ one line in :data:`seld.methods.registry.METHODS`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
-from seld.methods.inference import Prediction
+from seld.methods.inference import Prediction, tracked_rows
 
 #: a stage's loss: (model outputs, batch, the stage's TrainConfig) -> scalar
 Loss = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor], Any], torch.Tensor]
+#: predictions to track-wise rows: (prediction, thresholds per class, median filter frames,
+#: rounded to the 10-degree grid) -> (frame, class, track, azimuth, elevation) rows
+Decode = Callable[..., np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,10 @@ class Stage:
     a model from scratch. ``oracle_activity``: validated on the reference's activity instead of
     its own detections, so that its scores judge the directions alone. ``selects_on_detection``:
     its epoch is selected by the detection error, (ER + 1 - F) / 2, instead of the suite's
-    aggregate (a stage that only detects)."""
+    aggregate (a stage that only detects). ``decode``: how its predictions become track-wise
+    rows, where they are not one direction per class (multi-ACCDOA); None: thresholded class
+    by class (:func:`seld.methods.inference.tracked_rows`). ``model``: model arguments the stage
+    needs whatever the config says (multi-ACCDOA: its output head)."""
 
     name: str
     description: str
@@ -38,18 +45,23 @@ class Stage:
     starts_from: str | None = None
     oracle_activity: bool = False
     selects_on_detection: bool = False
+    decode: Decode | None = None
+    model: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Method:
     """A method: its stages in training order, and which stage's outputs detect (the class
-    probabilities) and which localize (the directions) in its predictions."""
+    probabilities) and which localize (the directions) in its predictions. ``tracks``: the
+    prediction columns per class (1: one direction per class; multi-ACCDOA: its tracks,
+    track-major)."""
 
     name: str
     description: str
     stages: tuple[Stage, ...]
     detects: str
     localizes: str
+    tracks: int = 1
 
     def __post_init__(self) -> None:
         names = self.stage_names
@@ -72,6 +84,12 @@ class Method:
             if stage.name == name:
                 return stage
         raise ValueError(f"method {self.name} has no stage {name!r} ({self.stage_names})")
+
+    @property
+    def decode(self) -> Decode:
+        """Its predictions to track-wise rows: its localizing stage's decoding, else class by
+        class (:func:`seld.methods.inference.tracked_rows`)."""
+        return self.stage(self.localizes).decode or tracked_rows
 
     def combine(self, predictions: Mapping[str, Prediction]) -> Prediction:
         """The method's prediction of a recording from its stages' (stage -> prediction):

@@ -230,8 +230,14 @@ def build_stage_model(
     """A stage's model: from scratch, or, for a stage that starts from another's (the
     two-stage DOA model), with the convolutional blocks of that stage's model state
     ``sed_state``. The heads have ``num_classes`` outputs (the dataset format's classes)."""
-    kwargs = {"in_channels": in_channels, "num_classes": num_classes, **dict(config.model_kwargs)}
-    starts_from = get_stage(config.stage).starts_from
+    stage = get_stage(config.stage)
+    kwargs = {
+        "in_channels": in_channels,
+        "num_classes": num_classes,
+        **dict(config.model_kwargs),
+        **stage.model,  # what the stage's outputs need (a multi-ACCDOA head)
+    }
+    starts_from = stage.starts_from
     if starts_from is not None:
         if sed_state is None:
             raise ValueError(
@@ -269,7 +275,12 @@ def _suite_scores(
         reference, frames = reference_rows(path)
         if labels.dataset_format == "dcase2019":  # (frame, class, azimuth, elevation)
             reference = tracked(reference)
-        if get_stage(config.stage).oracle_activity:
+        stage = get_stage(config.stage)
+        if stage.decode is not None:  # several tracks per class: the stage's own decoding
+            rows = stage.decode(pred, config.sed_threshold, rounded=suite.rounds_to_grid)
+            recordings.append((reference, rows, frames))
+            continue
+        if stage.oracle_activity:
             activity = np.zeros(pred.sed.shape, dtype=bool)
             activity[reference[:, 0].astype(int), reference[:, 1].astype(int)] = True
         else:

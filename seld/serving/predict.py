@@ -350,8 +350,8 @@ class Predictor:
         track-wise rows of the other formats) and events."""
         if self.labels.dataset_format == "dcase2019":
             rows = self.post.rows(prediction)
-        else:
-            rows = self.post.tracked_rows(prediction)
+        else:  # as the method decodes its predictions (several tracks per class, or one)
+            rows = self.post.tracked_rows(prediction, get_method(self.experiment.method).decode)
         events = detected_events(rows, prediction, self.labels)
         return RecordingPrediction(prediction.stem, duration_s, prediction, rows, events)
 

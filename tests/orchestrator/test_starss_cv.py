@@ -161,6 +161,44 @@ def test_a_starss_dataset_trains_and_scores_end_to_end(starss_data: Path, tmp_pa
     assert not (ws / "runs" / "other" / "metrics.json").exists()
 
 
+def test_multi_accdoa_trains_predicts_and_exports_on_a_starss_dataset(
+    starss_data: Path, tmp_path: Path
+):
+    """The third method through the CLI: a tiny cv (its one stage, ADPIT on the track targets),
+    scored with the format's suite; its test CSVs on up to three tracks; tune thresholds on its
+    vectors' lengths; predict with the exported model writes what the cv wrote."""
+    data, ws = starss_data, tmp_path / "ws"
+    sets = ["--set", "method=multi-accdoa", "--set", "inference.threshold=0.2"]
+    summary = json.loads(invoke("cv", "--dataset", str(data), "--workspace", str(ws), "--epochs",
+                                "1", *sets, "--json").stdout)  # fmt: skip
+    assert list(summary["stages"]["1"]) == ["multi-accdoa"]
+    assert summary["suite"] == "dcase2022" and set(summary["overall"]) == {
+        "er", "f", "le", "lr", "seld"
+    }  # fmt: skip
+    run_dir = ws / "runs" / "cv"
+    fmt = get_format("starss23")
+    submissions = sorted((run_dir / "submissions").glob("*.csv"))
+    rows = np.concatenate([fmt.read_prediction(p) for p in submissions])
+    assert len(rows) and set(np.unique(rows[:, 2])) <= {0.0, 1.0, 2.0}
+    with h5py.File(next((ws / "features").glob("*/mic_dev/*.h5"))) as h5:
+        assert h5["tracks"].shape[1:] == (3, 13, 3) and h5.attrs["store_version"] == 2
+
+    tuned = json.loads(invoke("tune", "thresholds", "--workspace", str(ws), "--run", "cv",
+                              "--trials", "3", "--json").stdout)  # fmt: skip
+    assert tuned["scores"]["test_default"] == pytest.approx(summary["overall"])
+
+    model, out = tmp_path / "model.zip", tmp_path / "predicted"
+    manifest = json.loads(invoke("export", "--run", "cv", "--workspace", str(ws), "--out",
+                                 str(model), "--json").stdout)  # fmt: skip
+    assert manifest["method"] == "multi-accdoa" and manifest["stages"] == ["multi-accdoa"]
+    invoke("predict", "--model", str(model), "--input", str(data / "mic_dev" / "dev-test-synth"),
+           "--out", str(out), "--post", "default", "--no-plots")  # fmt: skip
+    for path in submissions:
+        ours, theirs = fmt.read_prediction(out / path.name), fmt.read_prediction(path)
+        np.testing.assert_array_equal(ours[:, :3], theirs[:, :3])
+        np.testing.assert_allclose(ours[:, 3:5], theirs[:, 3:5], atol=0.02)
+
+
 def test_bad_starss_metadata_is_named_and_the_rest_extracts(starss_data: Path, tmp_path: Path):
     import shutil
 

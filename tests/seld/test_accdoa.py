@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from seld.methods.accdoa import adpit_loss, candidate_patterns
+from seld.methods.accdoa import adpit_loss, candidate_patterns, decode_rows
 
 TRACKS, CLASSES = 3, 4
 
@@ -100,3 +100,38 @@ def test_padding_and_shapes():
     assert adpit_loss(output, instances, torch.zeros(1, 2)).item() == 0.0
     with pytest.raises(ValueError, match="targets of shape"):
         adpit_loss(output, instances[:, :, :2])
+
+
+def _columns(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frames, tracks, classes, 3) multi-ACCDOA vectors as the predictor's columns."""
+    frames = vectors.shape[0]
+    flat = vectors.reshape(frames, -1, 3)
+    length = np.linalg.norm(flat, axis=-1)
+    azimuth = np.degrees(np.arctan2(flat[..., 1], flat[..., 0]))
+    elevation = np.degrees(np.arctan2(flat[..., 2], np.hypot(flat[..., 0], flat[..., 1])))
+    return length, azimuth, elevation
+
+
+def test_two_same_class_sources_come_out_as_two_detections():
+    vectors = np.zeros((2, TRACKS, CLASSES, 3))
+    vectors[0, 0, 2] = [0.9, 0, 0]  # class 2 ahead
+    vectors[0, 1, 2] = [0, 0.8, 0]  # and to the left, on another track
+    vectors[0, 2, 2] = [0.1, 0, 0]  # below the threshold
+    vectors[1, 0, 1] = [0, 0, 0.7]  # class 1 above
+    rows = decode_rows(*_columns(vectors), TRACKS, 0.5)
+    assert rows[:, :3].tolist() == [[0, 2, 0], [0, 2, 1], [1, 1, 0]]
+    np.testing.assert_allclose(rows[:, 3:], [[0, 0], [90, 0], [0, 90]], atol=1e-9)
+
+
+def test_duplicates_within_the_unify_angle_are_one_detection_at_their_mean():
+    vectors = np.zeros((1, TRACKS, CLASSES, 3))
+    azimuths = (10.0, 20.0, 100.0)  # tracks 0 and 1 are 10 degrees apart, track 2 far off
+    for t, a in enumerate(azimuths):
+        vectors[0, t, 0] = [np.cos(np.radians(a)), np.sin(np.radians(a)), 0]
+    rows = decode_rows(*_columns(vectors), TRACKS, 0.5, unify_deg=15.0)
+    assert rows[:, :3].tolist() == [[0, 0, 0], [0, 0, 2]]
+    np.testing.assert_allclose(rows[:, 3], [15.0, 100.0], atol=1e-9)
+    chained = decode_rows(*_columns(vectors), TRACKS, 0.5, unify_deg=85.0)  # all three join
+    assert chained[:, :3].tolist() == [[0, 0, 0]]
+    per_class = decode_rows(*_columns(vectors), TRACKS, np.array([0.5, 2, 2, 2]), 0.0)
+    assert len(per_class) == 3  # unify at 0 degrees keeps every track

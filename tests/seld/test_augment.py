@@ -116,6 +116,25 @@ def test_batch_augmenter_matches_the_numpy_maps_and_is_seeded(fmt):
     assert torch.equal(batch["features"], features)  # the input batch is left as it was
 
 
+@pytest.mark.parametrize("fmt", ["mic", "foa"])
+def test_track_targets_turn_with_the_directions(fmt):
+    """A track target's unit vector turns exactly as the one-direction targets' angles do; a
+    zero vector (no instance) stays zero."""
+    kind = KINDS[fmt][0]
+    gen = torch.Generator().manual_seed(1)
+    azimuth = torch.randint(-18, 18, (32, 4, 11), generator=gen).float() * 10
+    elevation = torch.randint(-4, 5, (32, 4, 11), generator=gen).float() * 10
+    tracks = torch.zeros(32, 4, 3, 11, 3)
+    tracks[:, :, 0] = torch.from_numpy(unit_vectors(azimuth.numpy(), elevation.numpy())).float()
+    batch = {"features": torch.zeros(32, 10 if kind == "logmel_gcc" else 7, 4, 16)}
+    batch |= {"azimuth": azimuth, "elevation": elevation, "tracks": tracks}
+    out = BatchAugmenter(fmt, kind, torch.Generator().manual_seed(2))(batch)
+    turned = unit_vectors(out["azimuth"].numpy(), out["elevation"].numpy())
+    np.testing.assert_allclose(out["tracks"][:, :, 0].numpy(), turned, atol=1e-5)
+    assert not out["tracks"][:, :, 1:].any()
+    assert not torch.equal(out["tracks"], tracks)  # some windows were turned
+
+
 def _untrained(kind: str) -> torch.nn.Module:
     torch.manual_seed(0)
     channels = 10 if kind == "logmel_gcc" else 7

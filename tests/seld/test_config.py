@@ -80,7 +80,7 @@ def test_extends_merges_section_by_section(tmp_path: Path):
         ),
         ("train.lr=fast", r"train\.lr: Input should be a valid number"),
         ("train.batch_size=0", r"train\.batch_size: Input should be greater than or equal to 1"),
-        ("method=three-stage", r"method: Input should be 'two-stage' or 'joint'"),
+        ("method=three-stage", r"method: Input should be 'two-stage', 'joint' or 'multi-accdoa'"),
         ("model.name=ResNet", r"model\.name 'ResNet' is not one of CRNN10, VGG9"),
         ("features.n_mels=63", r"features\.n_mels: must be even"),
         ("cv.folds=[5]", r"cv\.folds: each fold is 1, 2, 3 or 4"),

@@ -16,7 +16,12 @@ from seld.methods.registry import METHODS, STAGES, get_method, get_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 #: where a method may name itself and its stages: its own module and the registry
-METHOD_MODULES = {"seld/methods/two_stage.py", "seld/methods/joint.py", "seld/methods/registry.py"}
+METHOD_MODULES = {
+    "seld/methods/two_stage.py",
+    "seld/methods/joint.py",
+    "seld/methods/multi_accdoa.py",
+    "seld/methods/registry.py",
+}
 
 
 def _names() -> set[str]:
@@ -97,3 +102,13 @@ def test_a_method_must_name_its_own_stages():
     later = Stage("c", "", lambda o, b, c: o["x"], starts_from="d")
     with pytest.raises(ValueError, match="starts from 'd', which is not an earlier stage"):
         Method("m", "", (stage, later), detects="a", localizes="c")
+
+
+def test_a_method_of_several_tracks_is_refused_on_dcase2019_labels():
+    from orchestrator.evaluation import check_method_labels
+    from seld.features.store import LabelFacts
+
+    assert get_method("multi-accdoa").tracks == 3
+    with pytest.raises(ConfigError, match="multi-accdoa predicts 3 tracks per class"):
+        check_method_labels("multi-accdoa", LabelFacts())
+    check_method_labels("two-stage", LabelFacts())  # one direction per class: fine
