@@ -155,18 +155,40 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
 
 
-def _counts(layout: RunLayout) -> dict[str, Any] | None:
+def _counts(layout: RunLayout, suite: str | None = None) -> dict[str, Any] | None:
     """Each test recording's counts: DCASE 2019 :class:`SeldCounts`, or a metric suite's
-    (``{"suite": ..., "recordings": ...}`` in the file) as arrays."""
-    if not layout.test_counts.exists():
+    (``{"suite": ..., "recordings": ...}`` in the file) as arrays; ``suite``: under another
+    suite than the run's own (``test_counts.<suite>.json``)."""
+    path = layout.test_counts
+    if suite is not None and suite != _own_suite(layout):
+        path = layout.suite_counts(suite)
+    if not path.exists():
         return None
-    counts = json.loads(layout.test_counts.read_text())
+    counts = json.loads(path.read_text())
     if "suite" in counts:
         return {
             name: {k: np.asarray(v, dtype=np.float64) for k, v in c.items()}
             for name, c in counts["recordings"].items()
         }
     return {name: SeldCounts.from_dict(c) for name, c in counts.items()}
+
+
+def _own_suite(layout: RunLayout) -> str:
+    return json.loads(layout.metrics_json.read_text()).get("suite", "dcase2019")
+
+
+def _scores_under(entry: Entry, metrics: dict[str, Any], suite: str) -> dict[str, Any]:
+    """A run's cross-validated test scores under ``suite``: its own, or those of another suite
+    it was scored with (``cv --suite``); :class:`ConfigError` where it has none."""
+    if metrics.get("suite", "dcase2019") == suite:
+        return metrics["overall"]
+    other = metrics.get("suites", {}).get(suite)
+    if other is None:
+        raise ConfigError(
+            f"{entry.layout.root}: not scored with the {suite} suite (score it with `cv --suite "
+            f"{suite}`, or list it under a sweep's suites)"
+        )
+    return other["overall"]
 
 
 def _suite_of(runs: list[tuple[Entry, dict[str, Any]]]) -> str:
@@ -190,17 +212,27 @@ def compare_runs(
     baseline: str | None = None,
     samples: int = 2000,
     seed: int = 0,
+    suite: str | None = None,
 ) -> Comparison:
     """Group ``entries`` by variant (in order of appearance), average over seeds, and compare
     each variant with ``baseline`` (default: the lowest mean SELD) by a paired bootstrap over
-    the recordings and seeds both have."""
+    the recordings and seeds both have. ``suite``: compare the scores of another suite the
+    runs were scored with (default: their own)."""
     failed = list(failed or [])
     source, table = published_table() if published else ("", {})
     by_variant: dict[str, list[tuple[Entry, dict[str, Any]]]] = {}
     for entry in entries:
         metrics = json.loads(entry.layout.metrics_json.read_text())
         by_variant.setdefault(entry.variant, []).append((entry, metrics))
-    suite = _suite_of([run for runs in by_variant.values() for run in runs])
+    own = _suite_of([run for runs in by_variant.values() for run in runs])
+    if suite is not None:
+        get_suite(suite)  # an unknown name fails here
+    suite = suite or own
+    scored = {
+        id(entry): _scores_under(entry, m, suite)
+        for runs in by_variant.values()
+        for entry, m in runs
+    }
     metrics = (
         dict(COMPARED_METRICS)
         if suite == "dcase2019"
@@ -212,10 +244,10 @@ def compare_runs(
     rows = []
     for variant, runs in by_variant.items():
         config = json.loads(runs[0][0].layout.config_json.read_text())["config"]
-        per_seed = {m: [_value(r["overall"].get(m)) for _, r in runs] for m in compared}
+        per_seed = {m: [_value(scored[id(e)].get(m)) for e, _ in runs] for m in compared}
         stats = {m: _mean_sd(v) for m, v in per_seed.items()}
         groups: dict[str, dict[str, dict[str, tuple[float, float]]]] = {}
-        for group in GROUPS:
+        for group in GROUPS if suite == own else ():  # the groups are the own suite's
             keys = sorted({k for _, r in runs for k in r.get("groups", {}).get(group, {})})
             groups[group] = {
                 key: {
@@ -258,12 +290,12 @@ def _pairs(
     if baseline is not None and baseline not in by_variant:
         raise MissingArtifactError(f"--baseline {baseline!r}: not a compared variant")
     base = baseline or min(finite, key=lambda r: r.mean["seld"]).variant
-    base_runs = {e.seed: _counts(e.layout) for e, _ in by_variant[base]}
+    base_runs = {e.seed: _counts(e.layout, suite) for e, _ in by_variant[base]}
     pairs = []
     for row in rows:
         if row.variant == base:
             continue
-        other = {e.seed: _counts(e.layout) for e, _ in by_variant[row.variant]}
+        other = {e.seed: _counts(e.layout, suite) for e, _ in by_variant[row.variant]}
         shared = sorted(s for s in set(base_runs) & set(other) if base_runs[s] and other[s])
         if not shared:
             notes.append(

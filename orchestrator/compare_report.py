@@ -96,9 +96,11 @@ def verdict_text(pair: dict[str, Any]) -> str:
     return f"{pair['a']} worse" if pair["difference"] > 0 else f"{pair['a']} better"
 
 
-def write_comparison(c: Comparison, folder: Path, title: str) -> dict[str, Path]:
-    """``comparison.csv``, ``comparison.md``, ``comparison.png`` and ``comparison.json``."""
-    paths = {k: Path(folder) / f"comparison.{k}" for k in ("csv", "md", "png", "json")}
+def write_comparison(
+    c: Comparison, folder: Path, title: str, stem: str = "comparison"
+) -> dict[str, Path]:
+    """``<stem>.csv``, ``.md``, ``.png`` and ``.json`` (``comparison.*`` by default)."""
+    paths = {k: Path(folder) / f"{stem}.{k}" for k in ("csv", "md", "png", "json")}
     for key, text in (
         ("csv", to_csv(c)),
         ("md", to_markdown(c, title)),

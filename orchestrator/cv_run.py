@@ -17,7 +17,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 from mlflow.tracking import MlflowClient
 
@@ -246,12 +245,8 @@ def _run_cv(
         groups = {}
         suites = [s for s in suites or [] if s.name != default.name]
         ceiling = asdict(split_ceiling(settings, "test", default))
-        recordings = {
-            name: {k: np.asarray(v).tolist() for k, v in c.items()}
-            for name, c in result.counts.items()
-        }
         with atomic_path(settings.layout.test_counts) as tmp:
-            tmp.write_text(json.dumps({"suite": default.name, "recordings": recordings}))
+            tmp.write_text(json.dumps(result.overall.recording_counts()))
     log_scores(client, pid, "cv_", scores)
     for k, fold in fold_scores.items():
         log_scores(client, pid, f"fold{k}_", fold)
@@ -259,6 +254,9 @@ def _run_cv(
         for key, values in per_key.items():
             log_scores(client, pid, f"{group}{key}_", values)
     extra = suite_reports(settings, "test", suites) if suites else {}
+    for name, report in extra.items():  # the other suites' counts, for paired comparisons
+        with atomic_path(settings.layout.suite_counts(name)) as tmp:
+            tmp.write_text(json.dumps(report.recording_counts()))
     if dataset_format.name != "dcase2019":
         extra = {default.name: result.overall, **extra}
     for name, report in extra.items():

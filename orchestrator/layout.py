@@ -11,6 +11,7 @@
     submissions/, plots/            all test recordings' CSVs and figures
     metrics.json                    the cross-validated scores
     test_counts.json                each test recording's metric counts (paired comparisons)
+    test_counts.<suite>.json        the same under each other suite the run was scored with
   runs/<sweep>/                     a sweep: sweep.json, summary.json, comparison.{csv,md,png,json}
     <variant>-seed<seed>/           its cells, each a cv run as above
     <search>/                       a threshold search of the run (trials.csv, ...)
@@ -55,6 +56,11 @@ class RunLayout:
     def test_counts(self) -> Path:
         """Each test recording's metric counts, for paired comparisons (``compare``)."""
         return self.root / "test_counts.json"
+
+    def suite_counts(self, suite: str) -> Path:
+        """Each test recording's counts under another metric suite than the run's own
+        (``cv --suite``), for paired comparisons of that suite."""
+        return self.root / f"test_counts.{suite}.json"
 
     @property
     def sweep_json(self) -> Path:

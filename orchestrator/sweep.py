@@ -87,9 +87,14 @@ def extract_sweep_features(sweep: Sweep, base: CVSettings) -> dict[str, str]:
 
 
 @ray.remote(num_cpus=0, max_retries=1)
-def cv_cell(settings: dict[str, Any], experiment_name: str, tags: dict[str, str]) -> dict:
-    """One cell: the cross-validation of a variant with a seed (continued if it was begun)."""
-    return run_cv(CVSettings.from_dict(settings), experiment_name=experiment_name, tags=tags)
+def cv_cell(
+    settings: dict[str, Any], experiment_name: str, tags: dict[str, str], suites: list[str]
+) -> dict:
+    """One cell: the cross-validation of a variant with a seed (continued if it was begun),
+    also scored with ``suites``."""
+    return run_cv(
+        CVSettings.from_dict(settings), experiment_name=experiment_name, tags=tags, suites=suites
+    )
 
 
 def default_cells_in_flight(base: CVSettings, sweep: Sweep) -> int:
@@ -191,7 +196,8 @@ def run_sweep(
         while todo or pending:
             while todo and len(pending) < limit:
                 cell, s = todo.pop(0)
-                pending[task.remote(s.to_dict(), name, cell_tags(cell))] = (cell, s)
+                ref = task.remote(s.to_dict(), name, cell_tags(cell), list(sweep.suites))
+                pending[ref] = (cell, s)
                 say(f"{cell.run}: started")
             ready, _ = ray.wait(list(pending), num_returns=1)
             cell, s = pending.pop(ready[0])
@@ -224,6 +230,19 @@ def run_sweep(
     files = write_comparison(comparison, layout.root, title=f"sweep {sweep.name}")
     for path in files.values():
         client.log_artifact(sweep_run, str(path))
+    for suite in (s for s in sweep.suites if s != comparison.suite):  # one comparison a suite
+        other = compare_runs(
+            [Entry(r.variant, r.seed, RunLayout.named(base.workspace, r.run)) for r in ordered
+             if r.status != "failed"],
+            failed=[(r.variant, r.seed, r.error) for r in ordered if r.status == "failed"],
+            suite=suite,
+        )  # fmt: skip
+        written = write_comparison(
+            other, layout.root, title=f"sweep {sweep.name}, {suite}", stem=f"comparison-{suite}"
+        )
+        for kind, path in written.items():
+            files[f"{kind}-{suite}"] = path
+            client.log_artifact(sweep_run, str(path))
     for row in comparison.rows:
         log_scores(client, sweep_run, f"{row.variant}.mean_", row.mean)
     failed = [r for r in ordered if r.status == "failed"]

@@ -7,6 +7,8 @@ Schema::
     base: tiny                     # a config preset or YAML file (relative to this file)
     set: {train.epochs: 4}         # optional: overrides of every variant
     seeds: [0, 1, 2]               # every variant runs once per seed (a full cross-validation)
+    suites: [dcase2019-regr]       # optional: metric suites every cell is also scored with; the
+                                   # sweep writes one comparison per suite
     variants:                      # a list of named variants ...
       - name: joint-crnn           # letters, digits, '.', '_', '-'
         config: paper-joint-mic    # optional: another preset or file than ``base``
@@ -36,9 +38,10 @@ import yaml
 from orchestrator.runs import validate_run_name
 from seld.config import ExperimentConfig, load_config, parse_override
 from seld.errors import ConfigError, SeldError
+from seld.metrics.suites import SUITES
 
 SWEEP_PACKAGE = "orchestrator.sweeps"
-_KEYS = {"name", "description", "base", "set", "seeds", "variants", "grid"}
+_KEYS = {"name", "description", "base", "set", "seeds", "suites", "variants", "grid"}
 _VARIANT_KEYS = {"name", "config", "set", "published"}
 
 
@@ -75,6 +78,8 @@ class Sweep:
     seeds: tuple[int, ...]
     variants: tuple[Variant, ...]
     cells: tuple[Cell, ...]
+    #: metric suites every cell is also scored with (besides its dataset format's own)
+    suites: tuple[str, ...] = ()
 
     def published(self) -> dict[str, str]:
         """Variant -> the key of its published row (variants that have one)."""
@@ -86,6 +91,7 @@ class Sweep:
             "source": self.source,
             "description": self.description,
             "seeds": list(self.seeds),
+            "suites": list(self.suites),
             "variants": [
                 {"name": v.name, "config": v.config, "set": v.overrides, "published": v.published}
                 for v in self.variants
@@ -198,6 +204,14 @@ def load_sweep(
         seed_list = tuple(dict.fromkeys(int(s) for s in raw_seeds))
     except (TypeError, ValueError):
         raise SweepError(f"{label}: seeds: expected integers, got {raw_seeds!r}") from None
+    raw_suites = data.get("suites") or []
+    if not isinstance(raw_suites, list):
+        raise SweepError(f"{label}: suites: expected a list of metric suite names")
+    for suite in raw_suites:
+        if str(suite) not in SUITES:
+            raise SweepError(
+                f"{label}: suites: unknown metric suite {suite!r}; choose from {', '.join(SUITES)}"
+            )
     common = _mapping(data.get("set"), f"{label}: set")
     command_line = dict(parse_override(item) for item in overrides)
     variants = _variants(data, label, base)
@@ -227,5 +241,5 @@ def load_sweep(
             raise SweepError(f"{label}: variant {variant.name!r}: {exc}") from None
     return Sweep(
         sweep_name, label, str(data.get("description") or ""), seed_list, tuple(variants),
-        tuple(cells),
+        tuple(cells), tuple(str(s) for s in raw_suites),
     )  # fmt: skip

@@ -121,6 +121,14 @@ def compare(
     csv_out: Annotated[
         Path | None, typer.Option("--csv", help="Also write the table as CSV to this file.")
     ] = None,
+    suite: Annotated[
+        str | None,
+        typer.Option(
+            "--suite",
+            help="Compare the scores of another metric suite the runs were also scored with "
+            "(cv --suite, or a sweep's suites); default: their own.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Cv runs and sweeps side by side: ER, F, DOA error, frame recall and SELD as mean ± sd
@@ -134,7 +142,12 @@ def compare(
         raise ConfigError(f"--by {by!r}: one of {', '.join(GROUPS)}")
     entries, missing, published = resolve(workspace, targets)
     comparison = compare_runs(
-        entries, published=published, failed=missing, baseline=baseline, samples=samples
+        entries,
+        published=published,
+        failed=missing,
+        baseline=baseline,
+        samples=samples,
+        suite=suite,
     )
     if csv_out is not None:
         from seld.fsutil import atomic_path

@@ -405,6 +405,17 @@ class SuiteReport:
     #: classes neither in the references nor predicted; a macro average still counts them
     #: (as the official code does: F 0, LE 180, LR 0)
     absent_classes: list[int] = field(default_factory=list)
+    #: each recording's counts (for paired comparisons); not in :meth:`as_dict`
+    counts: dict[str, Counts] = field(default_factory=dict, repr=False)
+
+    def recording_counts(self) -> dict[str, Any]:
+        """The per-recording counts as plain lists: ``{"suite": ..., "recordings": ...}``, what
+        a run's ``test_counts`` files hold for a suite."""
+        recordings = {
+            name: {k: np.asarray(v).tolist() for k, v in c.items()}
+            for name, c in self.counts.items()
+        }
+        return {"suite": self.suite, "recordings": recordings}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -447,6 +458,7 @@ def suite_report(
         suite.scores(total),
         None if per_class is None else {k: [float(x) for x in v] for k, v in per_class.items()},
         {n: suite.scores(c) for n, c in zip(names, each, strict=True)},
+        counts=dict(counts),
     )
     if per_class is not None:
         seen = sum(v for k, v in total.items() if np.ndim(v) == 1 and k != "total_DE")

@@ -119,6 +119,19 @@ def test_a_starss_dataset_trains_and_scores_end_to_end(starss_data: Path, tmp_pa
     assert counts["suite"] == "dcase2022" and sorted(counts["recordings"]) == sorted(
         p.stem for p in submissions
     )
+    # and the scores of the other suite the run was scored with, from its own counts
+    micro = json.loads(invoke("compare", "cv", "--workspace", str(ws), "--suite",
+                              "dcase2022-micro", "--json").stdout)  # fmt: skip
+    assert micro["suite"] == "dcase2022-micro"
+    assert micro["rows"][0]["mean"] == pytest.approx(
+        summary["suites"]["dcase2022-micro"]["overall"]
+    )
+    other = json.loads((run_dir / "test_counts.dcase2022-micro.json").read_text())
+    assert other["suite"] == "dcase2022-micro" and sorted(other["recordings"]) == sorted(
+        counts["recordings"]
+    )
+    unscored = RUNNER.invoke(app, ["compare", "cv", "--workspace", str(ws), "--suite", "dcase2020"])
+    assert unscored.exit_code == 2 and "not scored with the dcase2020 suite" in unscored.output
 
     # predict: the run's model on its test recordings (audio read and extracted again) writes
     # what the cv wrote, in the format's track-wise form, and scores it with the format's suite

@@ -61,6 +61,21 @@ def test_shipped_sweeps_load_with_every_cell_checked():
     assert {c.experiment.train.epochs for c in tiny.cells} == {2}
 
 
+def test_the_methods_sweep_scores_every_cell_with_two_suites(tmp_path: Path):
+    methods = load_sweep("methods-starss")
+    assert methods.suites == ("dcase2019-regr",) and methods.to_dict()["suites"] == [
+        "dcase2019-regr"
+    ]
+    assert [c.experiment.method for c in methods.cells[::3]] == [
+        "two-stage",
+        "joint",
+        "multi-accdoa",
+    ]
+    assert {c.experiment.inference.threshold for c in methods.cells[6:]} == {0.5}
+    with pytest.raises(SweepError, match="suites: unknown metric suite 'dcase2018'"):
+        load_sweep(write_sweep(tmp_path / "s.yaml", variants=[{"name": "a"}], suites=["dcase2018"]))
+
+
 def test_a_grid_names_its_variants_by_their_values(tmp_path: Path):
     path = tmp_path / "grid.yaml"
     path.write_text(
