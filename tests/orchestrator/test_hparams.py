@@ -58,7 +58,9 @@ def test_a_value_the_config_refuses_is_named(tmp_path: Path):
     with pytest.raises(SearchSpaceError, match=r"params.model.dropout: model.dropout: .*less"):
         check_space(load_search_space(path), TINY, path)
     path.write_text("params:\n  method: {type: categorical, choices: [two-stage, three-stage]}\n")
-    with pytest.raises(SearchSpaceError, match=r"method: Input should be 'two-stage' or 'joint'"):
+    with pytest.raises(
+        SearchSpaceError, match=r"method: Input should be 'two-stage', 'joint' or 'multi-accdoa'"
+    ):
         check_space(load_search_space(path), TINY, path)
 
 

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from orchestrator.cli import app
 from seld.config import ConfigError, load_config, preset_names, validate_config
 from seld.methods.models import build_model
+from seld.methods.registry import get_stage
 from seld.methods.training import learning_rate_factor
 
 PRESETS = ("paper-mic", "paper-foa", "paper-foa-iv", "paper-joint-mic", "paper-cnn-mic", "tiny")
@@ -25,10 +26,14 @@ def test_every_shipped_preset_loads_validates_and_builds_its_models():
         channels = config.features.num_channels()
         for stage in config.stages:
             train = config.train_config(stage)
-            model = build_model(train.model, in_channels=channels, **train.model_kwargs)
+            kwargs = {**train.model_kwargs, **get_stage(stage).model}  # as training builds it
+            model = build_model(train.model, in_channels=channels, **kwargs)
             frames = 64
             out = model(torch.zeros(1, channels, frames, config.features.n_mels))
-            assert out["sed_logits"].shape == (1, frames, 11), name
+            if "accdoa" in out:  # 3 tracks x 11 classes x (x, y, z)
+                assert out["accdoa"].shape == (1, frames, 3, 11, 3), name
+            else:
+                assert out["sed_logits"].shape == (1, frames, 11), name
         # the resolved YAML is itself a config that loads to the same thing
         again = yaml.safe_load(config.to_yaml())
         assert type(config).model_validate(again) == config
@@ -109,7 +114,9 @@ def test_a_bad_file_names_the_file_and_key(tmp_path: Path):
     path.write_text("extends: tiny\ntrain:\n  lr: 1.0e-3\n  epoch: 3\n")
     with pytest.raises(ConfigError, match=rf"{path}: train\.epoch: unknown key; did you mean"):
         load_config(path)
-    with pytest.raises(ConfigError, match="no config preset 'tinny'; presets: paper-cnn-mic"):
+    with pytest.raises(
+        ConfigError, match="no config preset 'tinny'; presets: multi-accdoa-mic, paper-cnn-mic"
+    ):
         load_config("tinny")
     with pytest.raises(ConfigError, match=r"expected section\.key=value"):
         load_config("tiny", ["train.lr"])
