@@ -66,24 +66,10 @@ def run_decode(s: CVSettings) -> Any:
     return get_method(s.experiment.method).decode
 
 
-def check_method_labels(method: str, labels: LabelFacts) -> None:
-    """Refuse a method of several tracks per class on DCASE 2019 data, whose grid-scored paths
-    hold one direction per class (:class:`ConfigError`)."""
-    m = get_method(method)
-    if m.tracks > 1 and labels.dataset_format == "dcase2019":
-        raise ConfigError(
-            f"method {m.name} predicts {m.tracks} tracks per class; it trains on the track-wise "
-            "formats (STARSS23, TAU-NIGENS 2020/2021), not yet on DCASE 2019 data"
-        )
-
-
 def check_suites(s: CVSettings, suites: Sequence[MetricSuite] = ()) -> None:
     """Refuse, before any work, what cannot score the run's labels: ``suites`` (to score its
-    test splits with), the config's ``selection.suite``, and a method of several tracks per
-    class on DCASE 2019 data (its grid-scored paths hold one direction per class). Raises
-    :class:`ConfigError`."""
+    test splits with) and the config's ``selection.suite``. Raises :class:`ConfigError`."""
     labels = run_labels(s)
-    check_method_labels(s.experiment.method, labels)
     for suite in suites:
         problem = label_problem(suite, labels.label_frames_per_second, labels.num_classes, False)
         if problem:
@@ -147,7 +133,7 @@ def evaluate_split(
     for k in folds or s.folds:
         predictions, refs = fold_split(s, k, split)
         pairs[k] = submission_pairs(
-            predictions, refs, post.thresholds, submissions, post.median_frames
+            predictions, refs, post.thresholds, submissions, post.median_frames, run_decode(s)
         )
         per_fold[k] = score_files(pairs[k])
         everything.update(pairs[k])

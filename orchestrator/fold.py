@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,10 +35,10 @@ from seld.features.store import (
 from seld.methods.inference import (
     Prediction,
     View,
+    grid_rows,
     load_predictions,
     predict_file,
     save_predictions,
-    submission_rows,
 )
 from seld.methods.models import inference_model
 from seld.methods.registry import get_method, get_stage
@@ -188,12 +189,13 @@ def submission_pairs(
     thresholds: float | np.ndarray = 0.3,
     submissions: Path | None = None,
     median_frames: int = 1,
+    decode: Any = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
     """Threshold (and median-filter) each prediction into submission rows, paired with its
     reference (``score_files`` input); optionally write the submission CSVs."""
     pairs = {}
     for stem, pred in predictions.items():
-        rows = submission_rows(pred, thresholds, median_frames=median_frames)
+        rows = grid_rows(pred, thresholds, median_frames, decode)
         if submissions is not None:
             write_submission(submissions / f"{stem}.csv", rows)
         ref, frames = refs[stem]
@@ -206,18 +208,23 @@ def score_predictions(
     refs: dict[str, tuple[np.ndarray, int]],
     thresholds: float | np.ndarray = 0.3,
     submissions: Path | None = None,
+    decode: Any = None,
 ) -> ScoreReport:
-    """Threshold, mask and score; optionally write the submission CSVs."""
-    return score_files(submission_pairs(predictions, refs, thresholds, submissions))
+    """Threshold, mask and score; optionally write the submission CSVs. ``decode``: the
+    method's decoding where it predicts several tracks per class
+    (:func:`seld.methods.inference.grid_rows`)."""
+    pairs = submission_pairs(predictions, refs, thresholds, submissions, decode=decode)
+    return score_files(pairs)
 
 
 def constant_direction_report(
     predictions: dict[str, Prediction],
     refs: dict[str, tuple[np.ndarray, int]],
     thresholds: float | np.ndarray = 0.3,
+    decode: Any = None,
 ) -> ScoreReport:
     """The same detections with every direction replaced by (0, 0): the DOA model must beat it."""
-    return score_predictions(constant_direction(predictions), refs, thresholds)
+    return score_predictions(constant_direction(predictions), refs, thresholds, decode=decode)
 
 
 def constant_direction(predictions: dict[str, Prediction]) -> dict[str, Prediction]:

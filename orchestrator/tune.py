@@ -41,6 +41,7 @@ from seld.errors import ConfigError
 from seld.features.store import LabelFacts
 from seld.fsutil import atomic_path
 from seld.methods.inference import SuiteScorer, ThresholdScorer
+from seld.methods.registry import get_method
 from seld.metrics.scores import ScoreReport
 from seld.metrics.suites import get_suite
 
@@ -286,6 +287,10 @@ def tune_thresholds(
     if labels.dataset_format != "dcase2019":  # the format's own suite unless another is asked
         suite = suite or get_format(labels.dataset_format).default_suite
         space = space.for_classes(labels.classes)  # per-class parameters over its classes
+    elif get_method(settings.experiment.method).tracks > 1:
+        # the fast grid scorer holds one direction per class: the 2019 suite counts the rows
+        # the method decodes, several per class where it predicts them
+        suite = suite or "dcase2019"
     mode = search_mode(space, suite)  # a metric the suite lacks fails before any loading
     experiment = experiment or ("thresholds-per-fold" if per_fold else "thresholds") + (
         f"-{suite}" if suite else ""

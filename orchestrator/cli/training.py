@@ -136,7 +136,7 @@ def evaluate(
     """Inference of one fold with the config's method (two-stage: SED detections, DOA
     directions), scored on its test split, next to the same detections with a constant
     direction (and with other metric suites on request)."""
-    from orchestrator.evaluation import check_method_labels, dataset_labels
+    from orchestrator.evaluation import dataset_labels
     from orchestrator.fold import (
         constant_direction_report,
         method_predictions,
@@ -144,13 +144,13 @@ def evaluate(
         score_predictions,
     )
     from seld.methods.inference import SuiteScorer, views_of
+    from seld.methods.registry import get_method
     from seld.metrics.suites import get_suite, suite_report
 
     experiment = experiment_config(
         config, sets, fmt=fmt, threshold=threshold, protocol=protocol, dataset=dataset
     )
     threshold = experiment.inference.threshold
-    check_method_labels(experiment.method, dataset_labels(dataset))
     data = fold_data(dataset, workspace, experiment, fold)
     layout = RunLayout.named(workspace, run)
     run_dir = layout.root
@@ -164,12 +164,15 @@ def evaluate(
             preds, refs, labels, threshold, suites, submissions, fold, json_out, experiment.method
         )
         return
-    report = score_predictions(preds, refs, threshold, submissions)
-    constant = constant_direction_report(preds, refs, threshold)
+    decode = get_method(experiment.method).decode
+    report = score_predictions(preds, refs, threshold, submissions, decode)
+    constant = constant_direction_report(preds, refs, threshold, decode)
     chosen = [get_suite(name) for name in suites or ()]
     extra = {
         suite.name: suite_report(
-            suite, SuiteScorer(suite, preds, refs).counts(threshold), with_jackknife=True
+            suite,
+            SuiteScorer(suite, preds, refs, decode=decode).counts(threshold),
+            with_jackknife=True,
         )
         for suite in chosen
     }

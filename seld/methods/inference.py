@@ -376,6 +376,25 @@ def round_rows_to_grid(rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def grid_rows(
+    prediction: Prediction,
+    thresholds: float | Sequence[float] | np.ndarray = 0.3,
+    median_frames: int = 1,
+    decode: Any = None,
+) -> np.ndarray:
+    """DCASE 2019 submission rows ``(frame, class, azimuth, elevation)`` (int, on the 10
+    degree grid) of a prediction: class by class (:func:`submission_rows`), or, for a method
+    that decodes several tracks per class (``decode``,
+    :attr:`seld.methods.method.Method.decode`), its decoded rows: a class may then hold
+    several directions in a frame, as the 2019 format allows."""
+    if decode is None or decode is tracked_rows:
+        return submission_rows(prediction, thresholds, median_frames=median_frames)
+    rows = decode(prediction, thresholds, median_frames, rounded=True)
+    out = np.rint(np.asarray(rows, dtype=np.float64).reshape(-1, 5)[:, [0, 1, 3, 4]])
+    out = out.astype(np.int64)
+    return out[np.lexsort((out[:, 1], out[:, 0]))]
+
+
 def _rounded_directions(prediction: Prediction) -> tuple[np.ndarray, np.ndarray]:
     """Azimuth and elevation (degrees) rounded to the nearest 10 degrees, as submitted."""
     # 180 and -180 are one direction; the scorer's grid only has -180 (it clips 180 to 170)

@@ -44,6 +44,7 @@ from seld.methods.inference import (
     Prediction,
     View,
     ensemble,
+    grid_rows,
     run_views,
     to_label_rate,
     views_of,
@@ -348,10 +349,11 @@ class Predictor:
     def finish(self, prediction: Prediction, duration_s: float) -> RecordingPrediction:
         """Post-process a per-frame prediction into submission rows (DCASE 2019's, or the
         track-wise rows of the other formats) and events."""
+        decode = get_method(self.experiment.method).decode  # several tracks per class, or one
         if self.labels.dataset_format == "dcase2019":
-            rows = self.post.rows(prediction)
-        else:  # as the method decodes its predictions (several tracks per class, or one)
-            rows = self.post.tracked_rows(prediction, get_method(self.experiment.method).decode)
+            rows = grid_rows(prediction, self.post.thresholds, self.post.median_frames, decode)
+        else:
+            rows = self.post.tracked_rows(prediction, decode)
         events = detected_events(rows, prediction, self.labels)
         return RecordingPrediction(prediction.stem, duration_s, prediction, rows, events)
 

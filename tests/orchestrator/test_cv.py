@@ -535,3 +535,29 @@ def test_warmed_workers_take_the_next_fold_tasks(local_ray, tmp_path: Path):
     states = ray.get([probe.remote() for _ in range(2)])
     assert all(loaded for _, loaded in states), states
     assert warm_fold_workers(settings(tmp_path, tmp_path, gpus_per_job=1.0)) == []
+
+
+def test_multi_accdoa_cross_validates_and_tunes_on_dcase2019_data(tiny_data: Path, tiny_ws: Path):
+    """The method of three tracks per class on the 2019 grid: its decoded rows (a class may
+    hold several directions in a frame, as the 2019 format allows) are scored by the official
+    scorer, per ov and ir, and its threshold search counts them with the 2019 suite."""
+    from seld.data.submission import read_submission
+
+    runner = CliRunner()
+    sets = ["--set", "method=multi-accdoa", "--set", "inference.threshold=0.2"]
+    result = runner.invoke(app, ["cv", "--dataset", str(tiny_data), "--workspace", str(tiny_ws),
+                                 "--folds", "1", "--epochs", "1", *sets, "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["suite"] == "dcase2019" and list(summary["stages"]["1"]) == ["multi-accdoa"]
+    assert set(summary["overall"]) == {"er", "f", "doa_error", "frame_recall", "seld"}
+    assert {"ov", "ir"} <= set(summary["groups"])
+    submissions = sorted((tiny_ws / "runs" / "cv" / "submissions").glob("*.csv"))
+    rows = [read_submission(p) for p in submissions]
+    assert submissions and all(r.shape[1] == 4 for r in rows) and any(len(r) for r in rows)
+    tuned = runner.invoke(app, ["tune", "thresholds", "--workspace", str(tiny_ws), "--run", "cv",
+                                "--trials", "3", "--json"])  # fmt: skip
+    assert tuned.exit_code == 0, tuned.output
+    search = json.loads(tuned.stdout)
+    assert search["suite"] == "dcase2019"
+    assert search["scores"]["test_default"]["seld"] == pytest.approx(summary["overall"]["seld"])

@@ -104,11 +104,28 @@ def test_a_method_must_name_its_own_stages():
         Method("m", "", (stage, later), detects="a", localizes="c")
 
 
-def test_a_method_of_several_tracks_is_refused_on_dcase2019_labels():
-    from orchestrator.evaluation import check_method_labels
-    from seld.features.store import LabelFacts
+def test_a_method_of_several_tracks_writes_dcase2019_rows_with_several_per_class():
+    """On the 2019 grid, a multi-ACCDOA prediction's rows may hold one class twice in a frame;
+    a one-direction method's rows are exactly the class-by-class submission rows."""
+    from seld.methods.inference import grid_rows, submission_rows
 
-    assert get_method("multi-accdoa").tracks == 3
-    with pytest.raises(ConfigError, match="multi-accdoa predicts 3 tracks per class"):
-        check_method_labels("multi-accdoa", LabelFacts())
-    check_method_labels("two-stage", LabelFacts())  # one direction per class: fine
+    tracks, classes = 3, 11
+    length = np.zeros((2, tracks * classes), np.float32)
+    azimuth, elevation = np.zeros_like(length), np.zeros_like(length)
+    length[0, [4, classes + 4]] = 0.9  # class 4 on tracks 0 and 1
+    azimuth[0, [4, classes + 4]] = [21.0, -94.0]
+    elevation[0, [4, classes + 4]] = [12.0, -38.0]
+    rows = grid_rows(
+        Prediction("r", length, azimuth, elevation), 0.5, 1, get_method("multi-accdoa").decode
+    )
+    assert rows.tolist() == [[0, 4, 20, 10], [0, 4, -90, -40]] and rows.dtype == np.int64
+    rng = np.random.default_rng(0)
+    one = Prediction(
+        "r",
+        rng.random((50, classes)).astype(np.float32),
+        rng.uniform(-180, 180, (50, classes)),
+        rng.uniform(-40, 40, (50, classes)),
+    )
+    expected = submission_rows(one, 0.4, median_frames=3)
+    for name in ("two-stage", "joint"):
+        np.testing.assert_array_equal(grid_rows(one, 0.4, 3, get_method(name).decode), expected)
