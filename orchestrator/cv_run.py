@@ -40,6 +40,7 @@ from orchestrator.tracking import (
     log_params,
     log_scores,
     provenance_tags,
+    tracking_client,
 )
 from seld.data.fingerprint import combined
 from seld.data.formats import dataset_format_of, dataset_recordings
@@ -212,7 +213,7 @@ def _run_cv(
     started = time.time()
     # with Ray already up (the CLI starts it), the imports overlap the MLflow set-up too
     warmed = ray.is_initialized() and bool(warm_fold_workers(settings))
-    client = MlflowClient(settings.tracking_uri)
+    client = tracking_client(settings.tracking_uri)
     experiment = get_experiment(
         client,
         experiment_name or f"seld-{Path(settings.dataset).resolve().name}",

@@ -41,7 +41,13 @@ from orchestrator.evaluation import check_suites
 from orchestrator.layout import RunLayout
 from orchestrator.ray_utils import HEAD_NODE
 from orchestrator.search_space import SearchSpace
-from orchestrator.tracking import flatten, get_experiment, log_params, log_scores
+from orchestrator.tracking import (
+    flatten,
+    get_experiment,
+    log_params,
+    log_scores,
+    tracking_client,
+)
 from orchestrator.trial import (
     TRIAL_CPUS,
     check_space,
@@ -91,7 +97,7 @@ def tune_hparams(
     started = time.time()
     out_dir = RunLayout.named(base.workspace, name).root
     out_dir.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(base.tracking_uri)
+    client = tracking_client(base.tracking_uri)
     experiment = get_experiment(
         client,
         experiment_name or f"seld-{Path(base.dataset).resolve().name}",

@@ -35,9 +35,9 @@ class MetricsSink:
     """The single writer of epoch metrics, and the live status of every fold job."""
 
     def __init__(self, tracking_uri: str):
-        from mlflow.tracking import MlflowClient
+        from orchestrator.tracking import tracking_client
 
-        self.client = MlflowClient(tracking_uri)
+        self.client = tracking_client(tracking_uri)
         self.status: dict[str, dict[str, Any]] = {}
         self.history: dict[str, dict[int, dict[str, float]]] = {}
 

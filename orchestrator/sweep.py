@@ -41,7 +41,13 @@ from orchestrator.layout import RunLayout
 from orchestrator.ray_utils import HEAD_NODE
 from orchestrator.runs import check_same_settings
 from orchestrator.sweep_spec import Cell, Sweep
-from orchestrator.tracking import flatten, get_experiment, log_params, log_scores
+from orchestrator.tracking import (
+    flatten,
+    get_experiment,
+    log_params,
+    log_scores,
+    tracking_client,
+)
 from seld.fsutil import atomic_path
 
 
@@ -160,7 +166,7 @@ def run_sweep(
     started = time.time()
     check_cells(base, sweep)
     layout = RunLayout.named(base.workspace, sweep.name)
-    client = MlflowClient(base.tracking_uri)
+    client = tracking_client(base.tracking_uri)
     experiment = get_experiment(
         client, experiment_name or f"seld-{Path(base.dataset).resolve().name}", base.workspace
     )

@@ -5,11 +5,12 @@ Default store: a SQLite database and an artifact folder inside the workspace; an
 parent run (config as params, final metric table as metrics); each fold and stage is a child
 run with its epoch curves. Fold jobs on many processes do not write to the store themselves:
 they send metrics to one :class:`orchestrator.sink.MetricsSink` actor, so a SQLite store sees
-a single writer.
+a single writer. The SQLite store is set up by one process at a time (:func:`tracking_client`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import importlib.metadata
 import json
 import math
@@ -30,6 +31,30 @@ def default_tracking_uri(workspace: Path) -> str:
 
 def resolve_tracking_uri(workspace: Path, uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(workspace)
+
+
+#: the SQLite stores this process has seen created (each is set up once per process)
+_READY: set[str] = set()
+
+
+def tracking_client(uri: str) -> MlflowClient:
+    """An MLflow client of ``uri``. A SQLite store is created and migrated by one process at a
+    time: under an exclusive lock on ``<database>.lock`` beside it, the first client of the
+    process opens the store (which creates its tables, or migrates them), so two commands
+    started together on a new workspace do not both create the tables (MLflow's own set-up
+    is not safe against that: ``table ... already exists``, ``duplicate column name``). Other
+    stores (a tracking server) are returned as they are."""
+    if uri.startswith("sqlite:///") and uri not in _READY:
+        database = Path(uri.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{database}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                MlflowClient(uri).search_experiments(max_results=1)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        _READY.add(uri)
+    return MlflowClient(uri)
 
 
 def get_experiment(client: MlflowClient, name: str, workspace: Path) -> str:

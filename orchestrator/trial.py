@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import ray
-from mlflow.tracking import MlflowClient
 from ray import tune
 
 from orchestrator.cv import CVSettings
@@ -24,7 +23,7 @@ from orchestrator.cv_run import create_cv_runs
 from orchestrator.evaluation import evaluate_split
 from orchestrator.search_space import SearchSpace, SearchSpaceError
 from orchestrator.sink import start_sink
-from orchestrator.tracking import flatten, log_params, log_scores
+from orchestrator.tracking import flatten, log_params, log_scores, tracking_client
 from seld.config import ConfigError, ExperimentConfig
 from seld.methods.registry import get_stage
 
@@ -116,7 +115,7 @@ def run_trial(config: dict[str, Any], base: dict[str, Any], name: str, parent_ru
             s
         )  # a trial of other features extracts them first (cached by config hash)
     epochs = stage_epochs(s)
-    client = MlflowClient(s.tracking_uri)
+    client = tracking_client(s.tracking_uri)
     experiment = client.get_run(parent_run).info.experiment_id
     runs = create_cv_runs(
         client,

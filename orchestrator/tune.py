@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from mlflow.tracking import MlflowClient
 from ray import tune
 
 from orchestrator.cv import CVSettings
@@ -34,7 +33,7 @@ from orchestrator.evaluation import Postprocessing, Split, load_split, run_decod
 from orchestrator.layout import ray_storage
 from orchestrator.search_space import SearchSpace
 from orchestrator.study import export_study, results_frame
-from orchestrator.tracking import flatten, log_params, log_scores
+from orchestrator.tracking import flatten, log_params, log_scores, tracking_client
 from seld.data.dcase import CLASSES
 from seld.data.formats import get_format
 from seld.errors import ConfigError
@@ -331,7 +330,7 @@ def _log(
 ) -> None:
     """A child run of the cv run for the search, and the tuned test scores on the cv run."""
     runs = json.loads(settings.layout.mlflow_runs.read_text())
-    client = MlflowClient(settings.tracking_uri)
+    client = tracking_client(settings.tracking_uri)
     parent = client.get_run(runs["parent"])
     child = client.create_run(
         parent.info.experiment_id,

@@ -13,14 +13,13 @@ from orchestrator.cli.render import console, err_console
 
 def experiment_views(uri: str, ui: str) -> list[tuple[str, str]]:
     """(label, address) of each experiment's saved views: its cv runs, and per variant."""
-    from mlflow.tracking import MlflowClient
 
-    from orchestrator.tracking import RUNS_VIEW, VARIANTS_VIEW, experiment_url
+    from orchestrator.tracking import RUNS_VIEW, VARIANTS_VIEW, experiment_url, tracking_client
 
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return []  # nothing tracked yet (and reading would create the store)
     views = []
-    for e in MlflowClient(uri).search_experiments():
+    for e in tracking_client(uri).search_experiments():
         if f"mlflow.sharedViewState.{RUNS_VIEW}" in e.tags:
             views.append((f"{e.name}, cv runs", experiment_url(ui, e.experiment_id)))
             by_variant = experiment_url(ui, e.experiment_id, VARIANTS_VIEW, chart=True)

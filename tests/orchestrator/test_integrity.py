@@ -332,3 +332,37 @@ def test_the_local_ray_listens_on_loopback_only():
         if ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")
     ]
     assert outside == [], outside
+
+
+def _open_store(uri: str, barrier, results) -> None:
+    """In a new process: wait for the others, then open (create) the tracking store."""
+    from orchestrator.tracking import tracking_client
+
+    barrier.wait()
+    try:
+        tracking_client(uri).create_experiment(f"e{os.getpid()}")
+        results.put("ok")
+    except Exception as exc:  # what a user would see: MLflow's error
+        results.put(f"{type(exc).__name__}: {exc}".splitlines()[0])
+
+
+def test_commands_started_together_set_up_one_new_tracking_store(tmp_path: Path):
+    """Three processes open a new workspace's SQLite store at the same moment; each gets a
+    working store. Opened without the lock, two such processes failed in 4 of 4 tries on this
+    machine (``table ... already exists`` from MLflow's own set-up)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for attempt in range(2):
+        uri = f"sqlite:///{tmp_path / str(attempt) / 'mlflow.db'}"
+        barrier, results = context.Barrier(3), context.Queue()
+        processes = [
+            context.Process(target=_open_store, args=(uri, barrier, results)) for _ in range(3)
+        ]
+        for p in processes:
+            p.start()
+        for p in processes:
+            p.join(120)
+        assert [results.get(timeout=5) for _ in processes] == ["ok"] * 3
+        names = {e.name for e in MlflowClient(uri).search_experiments()}
+        assert len(names - {"Default"}) == 3
