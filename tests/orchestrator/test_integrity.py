@@ -353,16 +353,15 @@ def test_commands_started_together_set_up_one_new_tracking_store(tmp_path: Path)
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    for attempt in range(2):
-        uri = f"sqlite:///{tmp_path / str(attempt) / 'mlflow.db'}"
-        barrier, results = context.Barrier(3), context.Queue()
-        processes = [
-            context.Process(target=_open_store, args=(uri, barrier, results)) for _ in range(3)
-        ]
-        for p in processes:
-            p.start()
-        for p in processes:
-            p.join(120)
-        assert [results.get(timeout=5) for _ in processes] == ["ok"] * 3
-        names = {e.name for e in MlflowClient(uri).search_experiments()}
-        assert len(names - {"Default"}) == 3
+    uri = f"sqlite:///{tmp_path / 'ws' / 'mlflow.db'}"
+    barrier, results = context.Barrier(3), context.Queue()
+    processes = [
+        context.Process(target=_open_store, args=(uri, barrier, results)) for _ in range(3)
+    ]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(120)
+    assert [results.get(timeout=5) for _ in processes] == ["ok"] * 3
+    names = {e.name for e in MlflowClient(uri).search_experiments()}
+    assert len(names - {"Default"}) == 3
