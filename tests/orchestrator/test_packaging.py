@@ -60,5 +60,6 @@ def test_a_wheel_install_runs_the_cli_and_finds_its_files(tmp_path: Path):
     assert found.returncode == 0, found.stderr
     lines = found.stdout.splitlines()
     assert lines[0] == "['thresholds', 'tiny']"
-    assert "paper-foa-iv" in lines[1] and lines[1].endswith("joint")
-    assert lines[2] == "['paper-table', 'tiny-table'] 18 8"
+    assert "paper-foa-iv" in lines[1] and "multi-accdoa-mic" in lines[1]
+    assert lines[1].endswith("joint")
+    assert lines[2] == "['methods-starss', 'paper-table', 'tiny-table'] 18 8"
