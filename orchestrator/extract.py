@@ -16,6 +16,7 @@ from seld.data.metadata import DatasetError
 from seld.features.extraction import extract_recording
 from seld.features.spectral import FeatureConfig
 from seld.features.store import feature_path, feature_root, remove_stale_temporaries, stale_reason
+from seld.fsutil import environment_problem
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,20 @@ class ExtractSummary:
 
 
 def _extract_task(recording: Recording, config: FeatureConfig, root: Path) -> tuple[bool, str]:
-    """Runs on a Ray worker. Bad input is an expected outcome, returned rather than raised."""
+    """Runs on a Ray worker. Bad input is an expected outcome, returned rather than raised;
+    so is the environment failing the write (a full disk, no permission), told in one line
+    (:func:`seld.fsutil.environment_problem`). Any other error is a bug and keeps its
+    traceback."""
     try:
         return True, str(extract_recording(recording, config, root))
     except DatasetError as exc:
         return False, str(exc)
+    except OSError as exc:
+        problem = environment_problem(exc)
+        if problem is None:
+            raise
+        where = "" if problem.startswith("/") else f"{root}: "
+        return False, f"{recording.audio_path}: features not written: {where}{problem}"
 
 
 def current_inputs(rec: Recording) -> dict[str, str] | None:

@@ -1,8 +1,11 @@
-"""Atomic file writes: write under a temporary name in the target folder, then rename."""
+"""Atomic file writes (write under a temporary name in the target folder, then rename), and
+the environment's errors (a full disk, no permission) told apart from the program's."""
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import socket
 import tempfile
 import time
@@ -61,3 +64,39 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+#: what the environment, not the program, got wrong: errno -> the cause in words
+ENVIRONMENT_ERRORS: dict[int, str] = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "the file system is read-only",
+    errno.EMFILE: "too many open files (raise `ulimit -n`)",
+    errno.ENFILE: "too many open files in the system",
+}
+_ERRNO_IN_MESSAGE = re.compile(r"errno = (\d+)")
+
+
+def environment_problem(exc: BaseException) -> str | None:
+    """The cause in words when ``exc`` is an :class:`OSError` of the environment (a full disk,
+    no permission, a read-only file system, too many open files: :data:`ENVIRONMENT_ERRORS`),
+    with the file it names; ``None`` for any other exception, which is a bug or bad input and
+    keeps its own message. HDF5's errors carry the errno in their message only."""
+    if not isinstance(exc, OSError):
+        return None
+    code = exc.errno
+    if code is None:
+        found = _ERRNO_IN_MESSAGE.search(str(exc))
+        code = int(found.group(1)) if found else None
+    cause = ENVIRONMENT_ERRORS.get(code) if code is not None else None
+    if cause is None:
+        return None
+    where = exc.filename or _name_in_message(str(exc))
+    return f"{where}: {cause}" if where else cause
+
+
+def _name_in_message(message: str) -> str | None:
+    found = re.search(r"name = '([^']+)'", message)
+    return found.group(1) if found else None

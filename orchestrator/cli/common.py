@@ -20,17 +20,27 @@ from orchestrator.layout import RunLayout
 from seld.data.folds import PROTOCOLS
 from seld.data.formats import FORMATS
 from seld.errors import MissingArtifactError, SeldError
+from seld.fsutil import environment_problem
 from seld.metrics.suites import SUITES
 
 
 class _Group(TyperGroup):
-    """Bad input (a :class:`SeldError`) becomes ``error: MESSAGE`` and exit code 2."""
+    """Bad input (a :class:`SeldError`) and the environment's errors (a full disk, no
+    permission, a read-only file system, too many open files: :func:`seld.fsutil.
+    environment_problem`) become one line ``error: MESSAGE`` and exit code 2; any other
+    error is a bug and keeps its traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except SeldError as exc:
             err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            problem = environment_problem(exc)
+            if problem is None:
+                raise
+            err_console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
 

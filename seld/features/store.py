@@ -14,8 +14,10 @@ temporary name and renamed, so a file that exists is complete.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -120,7 +122,7 @@ def write_feature_file(
     """
     labels = labels or LabelFacts()
     fields = {k: v for k, v in asdict(name).items() if k != "width" and v is not None}
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+    with _new_h5(path) as h5:
         _create_features(h5, features, config)
         if targets is not None:
             h5.create_dataset("activity", data=targets.activity.astype(np.uint8))
@@ -156,6 +158,25 @@ def write_feature_file(
             h5.attrs["label_frames_per_second"] = labels.label_frames_per_second
 
 
+@contextlib.contextmanager
+def _new_h5(path: Path) -> Iterator[h5py.File]:
+    """An HDF5 file built in memory, then written to ``path`` atomically with plain file
+    writes. HDF5 writing straight to a full disk can crash the process (a segmentation fault
+    in its clean-up, measured on a 6 MB tmpfs), which would leave the temporary file behind
+    and lose the error; a plain write fails with ``ENOSPC`` and the temporary file is removed
+    (:func:`seld.fsutil.atomic_path`)."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        yield h5
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buffer.getbuffer())
+    except OSError as exc:  # a failed write names no file: name the one being written
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
 def content_feature_path(root: Path, content: str) -> Path:
     """Where the features of a recording outside any dataset live: keyed by the hash of its
     file's content (:func:`seld.data.fingerprint.content_fingerprint`), so a cached file can only
@@ -177,7 +198,7 @@ def write_content_features(
 ) -> None:
     """Write the features (channels, frames, bins) of a recording outside any dataset, which
     has neither a DCASE name nor metadata, atomically; ``content`` is its file's hash."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+    with _new_h5(path) as h5:
         _create_features(h5, features, config)
         h5.attrs.update(
             {

@@ -365,3 +365,40 @@ def test_commands_started_together_set_up_one_new_tracking_store(tmp_path: Path)
     assert [results.get(timeout=5) for _ in processes] == ["ok"] * 3
     names = {e.name for e in MlflowClient(uri).search_experiments()}
     assert len(names - {"Default"}) == 3
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 6 MB tmpfs (needs the right to mount, as root in a VM or CI has; skipped without)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_during_extract_is_one_line_a_recording_and_the_next_run_completes(
+    tiny_data: Path, small_disk: Path
+):
+    """Extract onto a 6 MB disk: what fits is written, every other recording fails with one
+    line naming its feature file and the full disk (HDF5 writing straight to a full disk could
+    crash the worker), no temporary file is left; with space, the next run does the rest."""
+    ws = small_disk / "ws"
+    args = ["extract", "--dataset", str(tiny_data), "--workspace", str(ws), "--num-cpus", "2"]
+    full = CliRunner().invoke(app, [*args, "--json"])
+    assert full.exit_code == 1, full.output
+    summary = json.loads(full.stdout)
+    assert summary["written"] >= 1 and summary["failed"]
+    for audio, reason in summary["failed"].items():
+        assert reason.startswith(f"{audio}: features not written: {ws}")
+        assert reason.endswith(".h5: no space left on the device") and "\n" not in reason
+    assert not list(small_disk.rglob("*.tmp"))
+    subprocess.run(["mount", "-o", "remount,size=200m", str(small_disk)], check=True)
+    again = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    assert again["failed"] == {} and again["written"] == len(summary["failed"])
