@@ -155,12 +155,14 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
 
 
-def _counts(layout: RunLayout, suite: str | None = None) -> dict[str, Any] | None:
+def _counts(
+    layout: RunLayout, metrics: dict[str, Any], suite: str | None = None
+) -> dict[str, Any] | None:
     """Each test recording's counts: DCASE 2019 :class:`SeldCounts`, or a metric suite's
     (``{"suite": ..., "recordings": ...}`` in the file) as arrays; ``suite``: under another
-    suite than the run's own (``test_counts.<suite>.json``)."""
+    suite than the run's own (its ``metrics``' suite; ``test_counts.<suite>.json``)."""
     path = layout.test_counts
-    if suite is not None and suite != _own_suite(layout):
+    if suite is not None and suite != _own_suite(metrics):
         path = layout.suite_counts(suite)
     if not path.exists():
         return None
@@ -173,14 +175,16 @@ def _counts(layout: RunLayout, suite: str | None = None) -> dict[str, Any] | Non
     return {name: SeldCounts.from_dict(c) for name, c in counts.items()}
 
 
-def _own_suite(layout: RunLayout) -> str:
-    return json.loads(layout.metrics_json.read_text()).get("suite", "dcase2019")
+def _own_suite(metrics: dict[str, Any]) -> str:
+    """The suite a run was scored with (its ``metrics.json``; DCASE 2019's for runs made
+    before suites)."""
+    return metrics.get("suite", "dcase2019")
 
 
 def _scores_under(entry: Entry, metrics: dict[str, Any], suite: str) -> dict[str, Any]:
     """A run's cross-validated test scores under ``suite``: its own, or those of another suite
     it was scored with (``cv --suite``); :class:`ConfigError` where it has none."""
-    if metrics.get("suite", "dcase2019") == suite:
+    if _own_suite(metrics) == suite:
         return metrics["overall"]
     other = metrics.get("suites", {}).get(suite)
     if other is None:
@@ -194,7 +198,7 @@ def _scores_under(entry: Entry, metrics: dict[str, Any], suite: str) -> dict[str
 def _suite_of(runs: list[tuple[Entry, dict[str, Any]]]) -> str:
     """The one metric suite every run was scored with (``metrics.json``'s ``suite``; DCASE
     2019's for runs made before suites); :class:`ConfigError` when they differ."""
-    suites = {metrics.get("suite", "dcase2019") for _, metrics in runs}
+    suites = {_own_suite(metrics) for _, metrics in runs}
     if len(suites) > 1:
         raise ConfigError(
             "the runs were scored with different metric suites ("
@@ -290,12 +294,12 @@ def _pairs(
     if baseline is not None and baseline not in by_variant:
         raise MissingArtifactError(f"--baseline {baseline!r}: not a compared variant")
     base = baseline or min(finite, key=lambda r: r.mean["seld"]).variant
-    base_runs = {e.seed: _counts(e.layout, suite) for e, _ in by_variant[base]}
+    base_runs = {e.seed: _counts(e.layout, m, suite) for e, m in by_variant[base]}
     pairs = []
     for row in rows:
         if row.variant == base:
             continue
-        other = {e.seed: _counts(e.layout, suite) for e, _ in by_variant[row.variant]}
+        other = {e.seed: _counts(e.layout, m, suite) for e, m in by_variant[row.variant]}
         shared = sorted(s for s in set(base_runs) & set(other) if base_runs[s] and other[s])
         if not shared:
             notes.append(

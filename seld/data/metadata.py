@@ -214,10 +214,10 @@ def event_frame_span(event: Event, hop_s: float, num_frames: int) -> tuple[int, 
 MAX_TRACKS = 3
 
 
-def unit_vector(azimuth_deg: np.ndarray, elevation_deg: np.ndarray) -> np.ndarray:
-    """``(x, y, z)`` of directions in degrees (azimuth counter-clockwise from the front)."""
-    azi, ele = np.radians(azimuth_deg), np.radians(elevation_deg)
-    return np.stack([np.cos(ele) * np.cos(azi), np.cos(ele) * np.sin(azi), np.sin(ele)], -1)
+def unit_vectors(azimuth_deg: np.ndarray, elevation_deg: np.ndarray) -> np.ndarray:
+    """Directions ``(..., 3)`` of azimuths and elevations in degrees (x front, y left, z up)."""
+    az, el = np.radians(azimuth_deg), np.radians(elevation_deg)
+    return np.stack([np.cos(az) * np.cos(el), np.sin(az) * np.cos(el), np.sin(el)], axis=-1)
 
 
 def events_to_targets(events: Iterable[Event], num_frames: int, hop_s: float) -> FrameTargets:
@@ -240,7 +240,7 @@ def events_to_targets(events: Iterable[Event], num_frames: int, hop_s: float) ->
         frames = np.arange(first, stop)
         slot = taken[first:stop, c]
         room = slot < MAX_TRACKS
-        tracks[frames[room], slot[room], c] = unit_vector(event.azimuth, event.elevation)
+        tracks[frames[room], slot[room], c] = unit_vectors(event.azimuth, event.elevation)
         taken[first:stop, c] += 1
     return FrameTargets(activity, azimuth, elevation, tracks)
 
@@ -294,7 +294,7 @@ def _label_tracks(rows: np.ndarray, num_classes: int, num_frames: int) -> np.nda
     rank = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
     kept = rank < MAX_TRACKS
     rows, rank = rows[kept], rank[kept]
-    out[rows[:, 0].astype(np.int64), rank, rows[:, 1].astype(np.int64)] = unit_vector(
+    out[rows[:, 0].astype(np.int64), rank, rows[:, 1].astype(np.int64)] = unit_vectors(
         rows[:, 3], rows[:, 4]
     )
     return out

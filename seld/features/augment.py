@@ -33,16 +33,11 @@ import numpy as np
 import torch
 
 from seld.data.dcase import FORMATS, MIC_CAPSULES_DEG
+from seld.data.metadata import unit_vectors
 
 #: FOA channel index of each Cartesian axis (ACN order W, Y, Z, X).
 _FOA_AXIS_CHANNEL = (3, 1, 2)
 _AUDIO_CHANNELS = 4
-
-
-def unit_vectors(azimuth_deg: np.ndarray, elevation_deg: np.ndarray) -> np.ndarray:
-    """Directions ``(..., 3)`` of azimuths and elevations in degrees (x front, y left, z up)."""
-    az, el = np.radians(azimuth_deg), np.radians(elevation_deg)
-    return np.stack([np.cos(az) * np.cos(el), np.sin(az) * np.cos(el), np.sin(el)], axis=-1)
 
 
 @dataclass(frozen=True)

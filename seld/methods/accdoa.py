@@ -25,6 +25,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from seld.data.metadata import unit_vectors
+
 #: an instance slot counts as present where its target vector's length exceeds this
 PRESENT = 0.5
 
@@ -116,8 +118,7 @@ def decode_rows(
     else:
         limits = np.broadcast_to(np.asarray(thresholds, dtype=np.float32), (classes,))
         active = activity.reshape(shape) > limits[None, None, :]
-    azi, ele = np.radians(azimuth_deg.reshape(shape)), np.radians(elevation_deg.reshape(shape))
-    xyz = np.stack([np.cos(ele) * np.cos(azi), np.cos(ele) * np.sin(azi), np.sin(ele)], -1)
+    xyz = unit_vectors(azimuth_deg.reshape(shape), elevation_deg.reshape(shape))
     label = unify_tracks(active, xyz, unify_deg)
     summed = np.zeros((frames, tracks, classes, 3))
     f, t, c = np.nonzero(active)

@@ -22,6 +22,7 @@ import torch
 from scipy.ndimage import median_filter
 
 from seld.data.dcase import CLASSES, LABEL_FRAMES_PER_SECOND
+from seld.data.metadata import unit_vectors
 from seld.data.submission import predictions_to_rows
 from seld.features.augment import (
     FeatureMap,
@@ -29,7 +30,6 @@ from seld.features.augment import (
     feature_map,
     inverse,
     symmetries,
-    unit_vectors,
 )
 from seld.features.store import LabelFacts, Scaler
 from seld.fsutil import atomic_path
@@ -37,7 +37,7 @@ from seld.metrics.batched import count_masks, pooled_counts, prepare_references
 from seld.metrics.grid import predicted_cells
 from seld.metrics.location_aware import pool
 from seld.metrics.scores import ScoreReport, SeldCounts, SeldScores, report_from_counts
-from seld.metrics.suites import MetricSuite, tracked
+from seld.metrics.suites import MetricSuite, tracked, untracked
 
 
 @dataclass
@@ -371,8 +371,7 @@ def round_rows_to_grid(rows: np.ndarray) -> np.ndarray:
     """Track-wise rows with their directions rounded to the nearest 10 degrees, as a DCASE
     2019 submission writes them (azimuth 180 as -180)."""
     out = np.array(rows, dtype=np.float64, copy=True).reshape(-1, np.shape(rows)[-1])
-    out[:, 3] = (np.round(out[:, 3] / 10.0) * 10.0 + 180.0) % 360.0 - 180.0
-    out[:, 4] = np.round(out[:, 4] / 10.0) * 10.0
+    out[:, 3], out[:, 4] = _grid_angles(out[:, 3], out[:, 4])
     return out
 
 
@@ -389,18 +388,20 @@ def grid_rows(
     several directions in a frame, as the 2019 format allows."""
     if decode is None or decode is tracked_rows:
         return submission_rows(prediction, thresholds, median_frames=median_frames)
-    rows = decode(prediction, thresholds, median_frames, rounded=True)
-    out = np.rint(np.asarray(rows, dtype=np.float64).reshape(-1, 5)[:, [0, 1, 3, 4]])
-    out = out.astype(np.int64)
+    out = untracked(decode(prediction, thresholds, median_frames, rounded=True))
     return out[np.lexsort((out[:, 1], out[:, 0]))]
 
 
 def _rounded_directions(prediction: Prediction) -> tuple[np.ndarray, np.ndarray]:
     """Azimuth and elevation (degrees) rounded to the nearest 10 degrees, as submitted."""
+    return _grid_angles(prediction.azimuth, prediction.elevation)
+
+
+def _grid_angles(azimuth: np.ndarray, elevation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Angles in degrees rounded to the nearest 10 degrees."""
     # 180 and -180 are one direction; the scorer's grid only has -180 (it clips 180 to 170)
-    azimuth = (np.round(prediction.azimuth / 10.0) * 10.0 + 180.0) % 360.0 - 180.0
-    elevation = np.round(prediction.elevation / 10.0) * 10.0
-    return azimuth, elevation
+    azimuth = (np.round(azimuth / 10.0) * 10.0 + 180.0) % 360.0 - 180.0
+    return azimuth, np.round(elevation / 10.0) * 10.0
 
 
 @lru_cache(maxsize=32)

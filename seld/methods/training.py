@@ -270,12 +270,12 @@ def _suite_scores(
     format): the predicted (continuous) directions, or the 10-degree grid for a suite that
     rounds."""
     recordings = []
+    stage = get_stage(config.stage)
     for path in paths:
         pred = predict_file(model, path, scaler, device=device)
         reference, frames = reference_rows(path)
         if labels.dataset_format == "dcase2019":  # (frame, class, azimuth, elevation)
             reference = tracked(reference)
-        stage = get_stage(config.stage)
         if stage.decode is not None:  # several tracks per class: the stage's own decoding
             rows = stage.decode(pred, config.sed_threshold, rounded=suite.rounds_to_grid)
             recordings.append((reference, rows, frames))

@@ -127,8 +127,8 @@ class Dcase2019:
         out = []
         for reference, prediction, frames in recordings:
             counts = count_file(
-                _untracked(reference),
-                _untracked(prediction),
+                untracked(reference),
+                untracked(prediction),
                 frames,
                 official_blocks=self.official_blocks,
             )
@@ -362,7 +362,7 @@ def get_suite(name: str) -> MetricSuite:
         ) from None
 
 
-def _untracked(rows: np.ndarray) -> np.ndarray:
+def untracked(rows: np.ndarray) -> np.ndarray:
     """Track-wise rows -> the 2019 submission rows (frame, class, azimuth, elevation), whole
     degrees as the 2019 format writes them."""
     rows = np.asarray(rows, dtype=np.float64)

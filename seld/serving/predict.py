@@ -33,7 +33,7 @@ import torch
 
 from seld.config import ExperimentConfig
 from seld.data.audio import read_audio, resample
-from seld.data.dcase import NUM_CHANNELS
+from seld.data.dcase import LABEL_FRAMES_PER_SECOND, NUM_CHANNELS
 from seld.data.metadata import DatasetError
 from seld.data.submission import write_submission, write_tracked_submission
 from seld.errors import ConfigError
@@ -109,7 +109,7 @@ class FoldModels:
         frames: int,
         name: str,
         views: Sequence[View] = (),
-        label_rate: float = 50.0,
+        label_rate: float = LABEL_FRAMES_PER_SECOND,
         method: str = "two-stage",
     ) -> Prediction:
         """This fold's prediction from unscaled features (channels, frames, bins), at the label
