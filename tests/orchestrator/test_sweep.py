@@ -72,6 +72,11 @@ def test_the_methods_sweep_scores_every_cell_with_two_suites(tmp_path: Path):
         "multi-accdoa",
     ]
     assert {c.experiment.inference.threshold for c in methods.cells[6:]} == {0.5}
+    budget = load_sweep("methods-starss-60")
+    assert [
+        (c.experiment.method, c.experiment.train.epochs, c.experiment.inference.threshold)
+        for c in budget.cells[::3]
+    ] == [("two-stage", 30, 0.3), ("joint", 60, 0.3), ("multi-accdoa", 60, 0.3)]
     with pytest.raises(SweepError, match="suites: unknown metric suite 'dcase2018'"):
         load_sweep(write_sweep(tmp_path / "s.yaml", variants=[{"name": "a"}], suites=["dcase2018"]))
 
