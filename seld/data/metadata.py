@@ -183,13 +183,18 @@ class FrameTargets:
     (frames, :data:`MAX_TRACKS`, classes, 3) float32, every instance of a class in the frame (up
     to :data:`MAX_TRACKS`, in source-index order; DCASE 2019: in event order) as the unit
     vector ``(x, y, z)`` of its direction, zeros where there is none: the targets of the
-    methods that predict several instances of a class (multi-ACCDOA).
+    methods that predict several instances of a class (multi-ACCDOA). ``distances``: (frames,
+    :data:`MAX_TRACKS`, classes) float32, the distance in metres of the instance in the same
+    slot of ``tracks``, 0 where there is none; ``None`` where the labels carry no distances
+    (a STARSS23 release before DCASE 2024, TAU-NIGENS): the targets of a method that predicts
+    distances too (multi-ACCDDOA).
     """
 
     activity: np.ndarray
     azimuth: np.ndarray
     elevation: np.ndarray
     tracks: np.ndarray | None = None
+    distances: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -224,12 +229,13 @@ def events_to_targets(events: Iterable[Event], num_frames: int, hop_s: float) ->
     """Turn events into frame-level targets at any hop (seconds per frame).
 
     Where two events of the same class overlap, the later one in the list sets the direction;
-    the ``tracks`` keep both (in list order).
+    the ``tracks`` keep both (in list order), and ``distances`` their distances.
     """
     activity = np.zeros((num_frames, NUM_CLASSES), dtype=np.float32)
     azimuth = np.zeros((num_frames, NUM_CLASSES), dtype=np.float32)
     elevation = np.zeros((num_frames, NUM_CLASSES), dtype=np.float32)
     tracks = np.zeros((num_frames, MAX_TRACKS, NUM_CLASSES, 3), dtype=np.float32)
+    distances = np.zeros((num_frames, MAX_TRACKS, NUM_CLASSES), dtype=np.float32)
     taken = np.zeros((num_frames, NUM_CLASSES), dtype=np.int64)
     for event in events:
         first, stop = event_frame_span(event, hop_s, num_frames)
@@ -241,8 +247,9 @@ def events_to_targets(events: Iterable[Event], num_frames: int, hop_s: float) ->
         slot = taken[first:stop, c]
         room = slot < MAX_TRACKS
         tracks[frames[room], slot[room], c] = unit_vectors(event.azimuth, event.elevation)
+        distances[frames[room], slot[room], c] = event.distance
         taken[first:stop, c] += 1
-    return FrameTargets(activity, azimuth, elevation, tracks)
+    return FrameTargets(activity, azimuth, elevation, tracks, distances)
 
 
 def rows_to_targets(
@@ -257,14 +264,23 @@ def rows_to_targets(
     feature frame ``i`` takes the label frame its start time falls in. The targets carry one
     direction per class and frame: where several sources of one class sound at once, the one
     of the lowest source index (the other instances are dropped; the format's score ceiling
-    says what that costs)."""
+    says what that costs). Every instance is in ``tracks`` (up to :data:`MAX_TRACKS`), with its
+    distance (metres, a sixth column) in ``distances`` where every row has one, else no
+    ``distances``."""
     activity = np.zeros((num_frames, num_classes), dtype=np.float32)
     azimuth = np.zeros((num_frames, num_classes), dtype=np.float32)
     elevation = np.zeros((num_frames, num_classes), dtype=np.float32)
     tracks = np.zeros((num_frames, MAX_TRACKS, num_classes, 3), dtype=np.float32)
+    distances = None
+    if rows.shape[1] > 5 and np.isfinite(rows[:, 5]).all():
+        distances = np.zeros((num_frames, MAX_TRACKS, num_classes), dtype=np.float32)
     if len(rows):
         label = np.floor(np.arange(num_frames) * hop_s * label_frames_per_second + 1e-9)
-        tracks[...] = _label_tracks(rows, num_classes, int(label.max()) + 1)[label.astype(int)]
+        frames = int(label.max()) + 1
+        at = label.astype(int)
+        tracks[...] = _label_tracks(rows, num_classes, frames)[at]
+        if distances is not None:
+            distances[...] = _label_tracks(rows, num_classes, frames, distances=True)[at]
         # the lowest source index of each (frame, class) written last, so it wins
         order = np.lexsort((-rows[:, 2], rows[:, 1], rows[:, 0]))
         lookup: dict[int, list[int]] = {}
@@ -276,14 +292,18 @@ def rows_to_targets(
                 activity[f, c] = 1.0
                 azimuth[f, c] = rows[i, 3]
                 elevation[f, c] = rows[i, 4]
-    return FrameTargets(activity, azimuth, elevation, tracks)
+    return FrameTargets(activity, azimuth, elevation, tracks, distances)
 
 
-def _label_tracks(rows: np.ndarray, num_classes: int, num_frames: int) -> np.ndarray:
+def _label_tracks(
+    rows: np.ndarray, num_classes: int, num_frames: int, *, distances: bool = False
+) -> np.ndarray:
     """(label frames, MAX_TRACKS, classes, 3): each (frame, class)'s instances as unit
     vectors in source-index order (the first MAX_TRACKS); rows at or past ``num_frames`` are
-    left out."""
-    out = np.zeros((num_frames, MAX_TRACKS, num_classes, 3), dtype=np.float32)
+    left out. With ``distances``: (label frames, MAX_TRACKS, classes), their distances (the
+    sixth column) in the same slots."""
+    shape = (num_frames, MAX_TRACKS, num_classes) + (() if distances else (3,))
+    out = np.zeros(shape, dtype=np.float32)
     rows = rows[rows[:, 0] < num_frames]
     if not len(rows):
         return out
@@ -294,7 +314,6 @@ def _label_tracks(rows: np.ndarray, num_classes: int, num_frames: int) -> np.nda
     rank = np.arange(len(rows)) - np.repeat(first, np.diff(np.r_[first, len(rows)]))
     kept = rank < MAX_TRACKS
     rows, rank = rows[kept], rank[kept]
-    out[rows[:, 0].astype(np.int64), rank, rows[:, 1].astype(np.int64)] = unit_vectors(
-        rows[:, 3], rows[:, 4]
-    )
+    values = rows[:, 5] if distances else unit_vectors(rows[:, 3], rows[:, 4])
+    out[rows[:, 0].astype(np.int64), rank, rows[:, 1].astype(np.int64)] = values
     return out

@@ -7,7 +7,9 @@ Layout under a workspace::
     features/<config hash>/scalers/<format>_<protocol>_fold<k>.npz
 
 Each ``.h5`` holds ``features`` (channels, frames, bins), frame-level targets at the feature frame
-rate (``activity``, ``azimuth``, ``elevation``: (frames, classes), degrees), the metadata events,
+rate (``activity``, ``azimuth``, ``elevation``: (frames, classes), degrees; ``tracks``: every
+instance's unit vector, and ``distances``, its distance in metres where the labels have them:
+:class:`seld.data.metadata.FrameTargets`), the metadata events,
 and the recording's name, split, ir, ov and audio facts as attributes. Files are written under a
 temporary name and renamed, so a file that exists is complete.
 """
@@ -35,7 +37,8 @@ from seld.fsutil import atomic_path, writer_alive
 
 #: Bumped when what a feature file holds changes, so that older files are redone, not misread.
 #: 2: the targets' ``tracks`` (every instance of a class per frame, for multi-ACCDOA).
-STORE_VERSION = 2
+#: 3: the targets' ``distances`` (each instance's distance, for multi-ACCDDOA).
+STORE_VERSION = 3
 _EVENT_DTYPE = np.dtype(
     [
         ("label", "S16"),
@@ -130,6 +133,8 @@ def write_feature_file(
             h5.create_dataset("elevation", data=targets.elevation.astype(np.float32))
             if targets.tracks is not None:
                 h5.create_dataset("tracks", data=targets.tracks.astype(np.float32))
+            if targets.distances is not None:
+                h5.create_dataset("distances", data=targets.distances.astype(np.float32))
         if events is not None:
             rows = [
                 (e.label.encode(), e.start, e.end, e.elevation, e.azimuth, e.distance)

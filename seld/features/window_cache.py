@@ -12,6 +12,9 @@ so the fast path copies each feature file once into
     <cache_dir>/<stem>.<path hash>.<key>.tracks.npy     (frames, tracks, classes, 3) float32:
                                                          every instance's unit vector, where the
                                                          feature file has ``tracks``
+    <cache_dir>/<stem>.<path hash>.<key>.distances.npy  (frames, tracks, classes) float32: every
+                                                         instance's distance (metres), where the
+                                                         feature file has ``distances``
 
 (``cache_dir`` defaults to ``.window_cache`` beside the feature file). The cache is per
 recording, not per fold: the fold jobs of one cross-validation train on overlapping recordings
@@ -46,8 +49,11 @@ import numpy as np
 
 from seld.fsutil import atomic_path
 
-CACHE_VERSION = 2
+#: 3: the track targets' ``distances``
+CACHE_VERSION = 3
 TARGET_KEYS = ("activity", "azimuth", "elevation")
+#: the per-instance targets a feature file may hold, frames first, each cached as it is stored
+TRACK_KEYS = ("tracks", "distances")
 DEFAULT_CACHE_FOLDER = ".window_cache"
 #: frames copied per block while building a cache (bounds the builder's memory)
 BUILD_BLOCK_FRAMES = 6000
@@ -90,12 +96,14 @@ def _map(path: Path) -> tuple[mmap.mmap, np.ndarray]:
 class CachedRecording:
     """One recording's memory-mapped cache. ``features``: (channels, frames, bins) in the
     stored dtype (float32 or float16); ``targets``: (3, frames, classes) float32 or ``None``;
-    ``tracks``: (frames, tracks, classes, 3) float32 or ``None``."""
+    ``tracks``: (frames, tracks, classes, 3) float32 or ``None``; ``distances``: (frames,
+    tracks, classes) float32 or ``None``."""
 
     features: np.ndarray
     targets: np.ndarray | None
     mappings: list[mmap.mmap]
     tracks: np.ndarray | None = None
+    distances: np.ndarray | None = None
 
     def release(self) -> None:
         """Drop the mapped pages from this process (they stay in the page cache)."""
@@ -112,12 +120,12 @@ def open_cached(
     stem = f"{path.stem}.{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
     base = folder / f"{stem}.{cache_key(path)}"
     feats, targs = Path(f"{base}.features.npy"), Path(f"{base}.targets.npy")
-    tracks = Path(f"{base}.tracks.npy")
     with h5py.File(path, "r") as h5:
         if with_targets and "activity" not in h5:
             raise ValueError(f"{path}: no targets (evaluation recording?)")
-        has_targets, has_tracks = "activity" in h5, "tracks" in h5
-    wanted = [f for f, on in ((targs, has_targets), (tracks, has_tracks)) if on]
+        has_targets = "activity" in h5
+        extras = {k: Path(f"{base}.{k}.npy") for k in TRACK_KEYS if k in h5}
+    wanted = ([targs] if has_targets else []) + list(extras.values())
     for attempt in range(2):
         if not feats.exists() or any(not f.exists() for f in wanted) or attempt:
             _build(
@@ -126,29 +134,25 @@ def open_cached(
                 stem,
                 feats,
                 targs if has_targets else None,
-                tracks if has_tracks else None,
+                extras,
                 force=attempt > 0,
             )
-        recording = _open(
-            feats,
-            targs if with_targets else None,
-            tracks if with_targets and has_tracks else None,
-        )
+        recording = _open(feats, targs if with_targets else None, extras if with_targets else {})
         if not verify or _matches(path, recording):
             return recording
     raise RuntimeError(f"{path}: its cache {feats} does not match it after a rebuild")
 
 
-def _open(feats: Path, targs: Path | None, tracks: Path | None = None) -> CachedRecording:
-    mappings, arrays = [], []
-    for file in (feats, targs, tracks):
+def _open(feats: Path, targs: Path | None, extras: dict[str, Path]) -> CachedRecording:
+    mappings, arrays = [], {}
+    for key, file in (("features", feats), ("targets", targs), *extras.items()):
         if file is None:
-            arrays.append(None)
             continue
-        mapping, array = _map(file)
+        mapping, arrays[key] = _map(file)
         mappings.append(mapping)
-        arrays.append(array)
-    return CachedRecording(arrays[0], arrays[1], mappings, arrays[2])
+    return CachedRecording(
+        arrays["features"], arrays.get("targets"), mappings, *(arrays.get(k) for k in TRACK_KEYS)
+    )
 
 
 def _matches(path: Path, recording: CachedRecording) -> bool:
@@ -167,11 +171,14 @@ def _matches(path: Path, recording: CachedRecording) -> bool:
                 expected = [h5[k][frame].astype(np.float32) for k in TARGET_KEYS]
                 if not np.array_equal(recording.targets[:, frame], expected):
                     return False
-        if recording.tracks is not None:
-            if recording.tracks.shape != h5["tracks"].shape:
+        for key in TRACK_KEYS:
+            cached = getattr(recording, key)
+            if cached is None:
+                continue
+            if cached.shape != h5[key].shape:
                 return False
             for frame in {0, data.shape[1] - 1}:
-                if not np.array_equal(recording.tracks[frame], h5["tracks"][frame]):
+                if not np.array_equal(cached[frame], h5[key][frame]):
                     return False
     return True
 
@@ -193,11 +200,11 @@ def _build(
     stem: str,
     feats: Path,
     targs: Path | None,
-    tracks: Path | None,
+    extras: dict[str, Path],
     force: bool,
 ) -> None:
     with _build_lock(folder):
-        wanted = [f for f in (feats, targs, tracks) if f is not None]
+        wanted = [f for f in (feats, targs, *extras.values()) if f is not None]
         if not force and all(f.exists() for f in wanted):
             return  # another process built it while this one waited
         keep = {f.name for f in wanted}
@@ -214,10 +221,10 @@ def _build(
                     return np.stack([h5[k][a:b].astype(np.float32) for k in TARGET_KEYS])
 
                 _write_blocks(targs, shape, np.dtype(np.float32), block, axis=1)
-            if tracks is not None:
-                held = h5["tracks"]
+            for key, file in extras.items():
+                held = h5[key]
                 _write_blocks(
-                    tracks, held.shape, np.dtype(np.float32), lambda a, b: held[a:b], axis=0
+                    file, held.shape, np.dtype(np.float32), lambda a, b, h=held: h[a:b], axis=0
                 )
 
 

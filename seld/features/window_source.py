@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from seld.features.store import Scaler
-from seld.features.window_cache import CachedRecording, open_cached
+from seld.features.window_cache import TRACK_KEYS, CachedRecording, open_cached
 from seld.features.windows import window_starts
 
 Batch = dict[str, torch.Tensor]
@@ -52,7 +52,8 @@ class WindowSource:
     a ``scaler`` is given (``Scaler.apply``'s float32 arithmetic; padding stays zero); ``mask``
     (batch, window) float32, 0 on padding past a recording's end; with targets ``activity``,
     ``azimuth`` and ``elevation`` (batch, window, classes) float32, directions in degrees, and
-    ``tracks`` (batch, window, tracks, classes, 3) where every file has track targets.
+    ``tracks`` (batch, window, tracks, classes, 3) and ``distances`` (batch, window, tracks,
+    classes), each where every file has it.
     """
 
     def __init__(
@@ -75,7 +76,12 @@ class WindowSource:
             open_cached(p, with_targets, cache_dir) for p in self.paths
         ]
         self.num_frames = [r.features.shape[1] for r in self.recordings]
-        self.with_tracks = with_targets and all(r.tracks is not None for r in self.recordings)
+        #: the per-instance targets (:data:`TRACK_KEYS`) every recording has
+        self.track_keys = tuple(
+            key
+            for key in TRACK_KEYS
+            if with_targets and all(getattr(r, key) is not None for r in self.recordings)
+        )
         shapes = {(r.features.shape[0], r.features.shape[2]) for r in self.recordings}
         if len(shapes) != 1:
             raise ValueError(f"feature files of different (channels, bins): {sorted(shapes)}")
@@ -106,14 +112,18 @@ class WindowSource:
         files, starts, valid = self._file[idx], self._start[idx], self._valid[idx]
         features = self._buffers.get((size, self.channels, w, self.bins), pin_memory)
         out = features.numpy()
-        targets = out_t = tracks = out_k = None
+        targets = out_t = None
         if self.with_targets:
             classes = self.recordings[0].targets.shape[2]
             targets = self._buffers.get((3, size, w, classes), pin_memory)
             out_t = targets.numpy()
-        if self.with_tracks:
-            tracks = self._buffers.get((size, w, *self.recordings[0].tracks.shape[1:]), pin_memory)
-            out_k = tracks.numpy()
+        extras = {
+            key: self._buffers.get(
+                (size, w, *getattr(self.recordings[0], key).shape[1:]), pin_memory
+            )
+            for key in self.track_keys
+        }
+        out_k = {key: tensor.numpy() for key, tensor in extras.items()}
         # one strided copy per window straight from the mapped pages into the batch (casting a
         # float16 cache to float32 on the way), standardised while it is still in the CPU's
         # cache: Scaler.apply's float32 arithmetic, single-threaded, so a busy node does not
@@ -134,17 +144,15 @@ class WindowSource:
             if out_t is not None:
                 out_t[:, b, :v] = rec.targets[:, s : s + v]
                 out_t[:, b, v:] = 0
-            if out_k is not None:
-                out_k[b, :v] = rec.tracks[s : s + v]
-                out_k[b, v:] = 0
+            for key, array in out_k.items():
+                array[b, :v] = getattr(rec, key)[s : s + v]
+                array[b, v:] = 0
         mask = self._buffers.get((size, w), pin_memory)
         np.less(np.arange(w), valid[:, None], out=mask.numpy(), casting="unsafe")
         result = {"features": features, "mask": mask}
         if targets is not None:
             result |= {"activity": targets[0], "azimuth": targets[1], "elevation": targets[2]}
-        if tracks is not None:
-            result["tracks"] = tracks
-        return result
+        return result | extras
 
     def release(self) -> None:
         """Drop mapped pages from this process's resident set (the page cache keeps them)."""

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from seld.features.store import Scaler
+from seld.features.window_cache import TRACK_KEYS
 
 
 def window_starts(num_frames: int, window: int, hop: int) -> list[int]:
@@ -36,8 +37,9 @@ class WindowDataset(Dataset):
     handles). Items: ``features`` (channels, window, bins) float32, standardised when a scaler is
     given; with targets, ``activity`` (window, classes) float32 and ``azimuth`` / ``elevation``
     (window, classes) in degrees, and ``tracks`` (window, tracks, classes, 3), every instance's
-    unit vector, where the files have them (:class:`seld.data.metadata.FrameTargets`); ``mask``
-    (window,) is 0 on padding past the end of a recording.
+    unit vector, and ``distances`` (window, tracks, classes), its distance in metres, each where
+    every file has them (:class:`seld.data.metadata.FrameTargets`); ``mask`` (window,) is 0 on
+    padding past the end of a recording.
 
     For training at speed, :class:`seld.features.window_source.WindowSource` with
     :class:`seld.features.window_source.WindowBatches` yields the same batches in the same order
@@ -60,19 +62,18 @@ class WindowDataset(Dataset):
         self.with_targets = with_targets
         self.items: list[tuple[int, int]] = []
         self.num_frames: list[int] = []
-        tracks = []
+        held = {key: True for key in TRACK_KEYS}
         for i, path in enumerate(self.paths):
             with h5py.File(path, "r") as h5:
                 frames = h5["features"].shape[1]
                 if with_targets and "activity" not in h5:
                     raise ValueError(f"{path}: no targets (evaluation recording?)")
-                tracks.append("tracks" in h5)
+                held = {key: on and key in h5 for key, on in held.items()}
             self.num_frames.append(frames)
             self.items.extend((i, s) for s in window_starts(frames, window, hop))
         #: the target keys of every item: the track targets only where every file has them
-        self.target_keys = ("activity", "azimuth", "elevation") + (
-            ("tracks",) if with_targets and all(tracks) else ()
-        )
+        kept = [key for key, on in held.items() if on and with_targets]
+        self.target_keys = ("activity", "azimuth", "elevation", *kept)
         self._handles: dict[int, h5py.File] = {}
         self._pid: int | None = None
 

@@ -119,20 +119,24 @@ def test_batch_augmenter_matches_the_numpy_maps_and_is_seeded(fmt):
 @pytest.mark.parametrize("fmt", ["mic", "foa"])
 def test_track_targets_turn_with_the_directions(fmt):
     """A track target's unit vector turns exactly as the one-direction targets' angles do; a
-    zero vector (no instance) stays zero."""
+    zero vector (no instance) stays zero; the instances' distances stay as they were."""
     kind = KINDS[fmt][0]
     gen = torch.Generator().manual_seed(1)
     azimuth = torch.randint(-18, 18, (32, 4, 11), generator=gen).float() * 10
     elevation = torch.randint(-4, 5, (32, 4, 11), generator=gen).float() * 10
     tracks = torch.zeros(32, 4, 3, 11, 3)
     tracks[:, :, 0] = torch.from_numpy(unit_vectors(azimuth.numpy(), elevation.numpy())).float()
+    distances = torch.zeros(32, 4, 3, 11)
+    distances[:, :, 0] = torch.rand(32, 4, 11, generator=gen) * 4 + 0.5
     batch = {"features": torch.zeros(32, 10 if kind == "logmel_gcc" else 7, 4, 16)}
     batch |= {"azimuth": azimuth, "elevation": elevation, "tracks": tracks}
+    batch["distances"] = distances
     out = BatchAugmenter(fmt, kind, torch.Generator().manual_seed(2))(batch)
     turned = unit_vectors(out["azimuth"].numpy(), out["elevation"].numpy())
     np.testing.assert_allclose(out["tracks"][:, :, 0].numpy(), turned, atol=1e-5)
     assert not out["tracks"][:, :, 1:].any()
     assert not torch.equal(out["tracks"], tracks)  # some windows were turned
+    assert torch.equal(out["distances"], distances)  # a rotation keeps every distance
 
 
 def _untrained(kind: str) -> torch.nn.Module:

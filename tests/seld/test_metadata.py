@@ -157,6 +157,9 @@ def test_track_targets_keep_every_instance_of_a_class():
     np.testing.assert_allclose(t.tracks[5, 0, knock], [0, 0, -1], atol=1e-6)
     norms = np.linalg.norm(t.tracks, axis=-1)
     assert set(np.round(np.unique(norms), 6)) == {0.0, 1.0}
+    assert t.distances.shape == t.tracks.shape[:-1]  # each instance's distance in its slot
+    assert (t.distances > 0).tolist() == (norms > 0.5).tolist()
+    assert t.distances[30, 0, phone] == 1 and t.distances[5, 0, knock] == 1
 
 
 def test_track_targets_of_rows_follow_the_source_index():
@@ -172,3 +175,22 @@ def test_track_targets_of_rows_follow_the_source_index():
         np.testing.assert_allclose(t.tracks[f, :, 1], expected, atol=1e-6)
     np.testing.assert_allclose(t.tracks[5:, 0, 4], [[0, 0, 1]] * 5, atol=1e-6)
     assert not t.tracks[5:, :, 1].any() and t.azimuth[0, 1] == 90  # the lowest source index
+    assert t.distances is None  # rows without distances
+
+
+def test_distance_targets_of_rows_sit_in_the_slots_of_their_vectors():
+    # frame, class, source, azimuth, elevation, distance (m) at 100 ms
+    rows = np.array(
+        [[0, 1, 2, 180, 0, 3.5], [0, 1, 0, 90, 0, 1.25], [1, 4, 0, 0, 90, 2.0]], dtype=np.float64
+    )
+    t = rows_to_targets(rows, 10.0, 10, 0.02, 13)
+    assert t.distances.shape == (10, MAX_TRACKS, 13) and t.distances.dtype == np.float32
+    for f in range(5):  # source 0 in the first slot, source 2 in the second
+        assert t.distances[f, :, 1].tolist() == [1.25, 3.5, 0.0]
+        np.testing.assert_allclose(t.tracks[f, :2, 1], [[0, 1, 0], [-1, 0, 0]], atol=1e-6)
+    assert (t.distances[5:, 0, 4] == 2.0).all() and t.distances[5:, 1:].sum() == 0
+    assert t.distances[:5, :, 4].sum() == 0
+    assert rows_to_targets(rows[:0], 10.0, 10, 0.02, 13).distances.sum() == 0  # no rows
+    missing = rows.copy()
+    missing[1, 5] = np.nan  # a row without a distance: no distance targets at all
+    assert rows_to_targets(missing, 10.0, 10, 0.02, 13).distances is None

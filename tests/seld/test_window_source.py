@@ -8,6 +8,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -197,13 +198,13 @@ def test_a_rewritten_feature_file_gets_a_new_cache(tmp_path: Path):
     paths = [_write_at(folder, i, n, np.float32) for i, n in enumerate(FRAMES[:2])]
     WindowSource(paths, WINDOW, HOP)
     before = _caches(folder)
-    assert len(before) == 6  # features, targets and track targets of two recordings
+    assert len(before) == 8  # features, targets, track targets and distances of two recordings
     WindowSource(paths, WINDOW, HOP)
     assert _caches(folder) == before  # built once, then reused
     write(paths[0], FRAMES[0], seed=7)  # new content under the same name
     source = WindowSource(paths, WINDOW, HOP)
     after = _caches(folder)
-    assert len(after) == 6 and after != before  # the stale caches are replaced, not kept
+    assert len(after) == 8 and after != before  # the stale caches are replaced, not kept
     expected = WindowDataset(paths, WINDOW, HOP)
     assert_same_batches(DataLoader(expected, batch_size=4), WindowBatches(source, 4, shuffle=False))
 
@@ -249,14 +250,23 @@ def test_concurrent_readers_build_each_cache_once(tmp_path: Path):
     paths = [_write_at(folder, i, n, np.float32) for i, n in enumerate(FRAMES[:3])]
     with ThreadPoolExecutor(4) as pool:  # each opens the lock file itself, as processes do
         sources = list(pool.map(lambda _: WindowSource(paths, WINDOW, HOP), range(4)))
-    assert len(_caches(folder)) == 9  # features, targets, track targets of 3 recordings
+    assert len(_caches(folder)) == 12  # features, targets, tracks, distances of 3 recordings
     assert not list((folder / DEFAULT_CACHE_FOLDER).glob("*.tmp"))
     # had one reader rebuilt a cache another had mapped, that one would map a deleted file
     cache = str(folder / DEFAULT_CACHE_FOLDER)
     mapped = [line for line in Path("/proc/self/maps").read_text().splitlines() if cache in line]
     assert mapped and not [line for line in mapped if line.endswith("(deleted)")]
-    assert len({line.split()[-1] for line in mapped}) == 9
+    assert len({line.split()[-1] for line in mapped}) == 12
     expected = WindowDataset(paths, WINDOW, HOP)
     for source in sources:
         old = DataLoader(expected, batch_size=4)
         assert_same_batches(old, WindowBatches(source, 4, shuffle=False))
+
+
+def test_batches_carry_each_instances_direction_and_distance(paths):
+    batch = WindowSource(paths, WINDOW, HOP).batch([0])  # the first window of the first file
+    with h5py.File(paths[0]) as h5:
+        tracks, distances = h5["tracks"][:WINDOW], h5["distances"][:WINDOW]
+    assert batch["distances"].shape == (1, WINDOW, 3, 11) and distances.max() == 1  # speech
+    assert np.array_equal(batch["distances"][0].numpy(), distances)
+    assert np.array_equal(batch["tracks"][0].numpy(), tracks)
