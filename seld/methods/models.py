@@ -44,8 +44,11 @@ POOLS = ("avg", "max")
 #: Forms of the direction output: the seed's azimuth and elevation (radians) per class, a
 #: Cartesian vector per class (tanh, read back with atan2), which has no azimuth discontinuity,
 #: or multi-ACCDOA: a Cartesian vector per track and class whose length is the activity
-#: (:mod:`seld.methods.accdoa`), with no separate event head.
-DOA_OUTPUTS = ("angles", "xyz", "accdoa")
+#: (:mod:`seld.methods.accdoa`), with no separate event head; multi-ACCDDOA (``accddoa``): the
+#: same vectors and, per track and class, a distance in metres (a softplus head).
+DOA_OUTPUTS = ("angles", "xyz", "accdoa", "accddoa")
+#: the outputs of several tracks per class (multi-ACCDOA vectors)
+TRACK_OUTPUTS = ("accdoa", "accddoa")
 #: State-dict prefix of the convolutional blocks, the part stage 2 inherits from stage 1.
 CONV_PREFIX = "conv_blocks."
 
@@ -134,8 +137,10 @@ class SeldNet(nn.Module):
             one head of ``tracks`` x classes x 3 values (tanh), output as ``accdoa`` (batch,
             frames, tracks, classes, 3); instead of ``sed_logits`` the outputs then hold each
             vector's length as ``activity``, and ``azimuth`` / ``elevation`` its direction,
-            each (batch, frames, tracks * classes), track-major.
-        tracks: the multi-ACCDOA tracks (``doa_output="accdoa"`` only).
+            each (batch, frames, tracks * classes), track-major. ``"accddoa"``: the same, and a
+            second head of ``tracks`` x classes distances in metres (softplus, so never
+            negative), output as ``distance`` (batch, frames, tracks * classes), track-major.
+        tracks: the multi-ACCDOA tracks (``doa_output`` ``"accdoa"`` or ``"accddoa"`` only).
 
     ``config`` holds these arguments and the registry ``name``: ``build_model(**model.config)``
     rebuilds the architecture. The base class itself is not in the registry.
@@ -179,7 +184,7 @@ class SeldNet(nn.Module):
         }
         if doa_output != "angles":  # the paper's configs (and old checkpoints) stay as they were
             self.config["doa_output"] = doa_output
-        if doa_output == "accdoa":
+        if doa_output in TRACK_OUTPUTS:
             if tracks < 1:
                 raise ValueError(f"tracks must be >= 1, got {tracks}")
             self.config["tracks"] = int(tracks)
@@ -210,9 +215,12 @@ class SeldNet(nn.Module):
             features = 2 * rnn_hidden
         self.num_classes = num_classes
         heads = []
-        if doa_output == "accdoa":
+        if doa_output in TRACK_OUTPUTS:
             self.accdoa_fc = nn.Linear(features, tracks * num_classes * 3)
             heads.append(self.accdoa_fc)
+            if doa_output == "accddoa":
+                self.distance_fc = nn.Linear(features, tracks * num_classes)
+                heads.append(self.distance_fc)
         else:
             self.event_fc = nn.Linear(features, num_classes)
             heads.append(self.event_fc)
@@ -242,13 +250,15 @@ class SeldNet(nn.Module):
         if self.gru is not None:
             x, _ = self.gru(x)
             x = self.dropout(x)
-        if self.doa_output == "accdoa":
+        if self.doa_output in TRACK_OUTPUTS:
             vectors = torch.tanh(self.accdoa_fc(x)).unflatten(
                 -1, (self.tracks, self.num_classes, 3)
             )
             flat = vectors.flatten(2, 3)  # (batch, steps, tracks * classes, 3)
             outputs = {"accdoa": vectors, "activity": flat.norm(dim=-1)}
             outputs |= _angles_of(flat)
+            if self.doa_output == "accddoa":  # metres, track-major like the activity
+                outputs["distance"] = F.softplus(self.distance_fc(x))
         else:
             outputs = {"sed_logits": self.event_fc(x)}
             if self.doa_output == "angles":
@@ -308,7 +318,7 @@ class ModelConfig:
     rnn_layers: Annotated[int, Field(ge=0)] | None = None
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     pool: Literal["avg", "max"] = "avg"
-    doa_output: Literal["angles", "xyz", "accdoa"] = "angles"
+    doa_output: Literal["angles", "xyz", "accdoa", "accddoa"] = "angles"
     freq_slots: Annotated[int, Field(ge=0)] = 0
     width: Annotated[float, Field(gt=0, le=8)] = 1.0
 

@@ -232,3 +232,19 @@ def test_tiny_crnn_learns_a_synthetic_detection_task():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0]
+
+
+def test_the_multi_accddoa_head_adds_a_non_negative_distance_per_track_and_class():
+    model = build_model("CRNN10", in_channels=10, doa_output="accddoa", tracks=3, **TINY)
+    out = model.eval()(torch.randn(2, 10, 40, 16))
+    assert out["accdoa"].shape == (2, 40, 3, 11, 3) and out["distance"].shape == (2, 40, 33)
+    assert (out["distance"] > 0).all()  # softplus
+    config = dict(model.config)
+    assert config["doa_output"] == "accddoa" and config["tracks"] == 3
+    rebuilt = build_model(**config)
+    rebuilt.load_state_dict(model.state_dict())
+    assert torch.equal(rebuilt.eval()(torch.zeros(1, 10, 16, 16))["distance"],
+                       model(torch.zeros(1, 10, 16, 16))["distance"])  # fmt: skip
+    plain = build_model("CRNN10", in_channels=10, doa_output="accdoa", **TINY)
+    assert "distance" not in plain(torch.zeros(1, 10, 16, 16))
+    assert count(model) - count(plain) == 33 * (2 * TINY["rnn_hidden"] + 1)
