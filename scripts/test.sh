@@ -8,7 +8,7 @@ echo "==> versions"
 "$VENV/bin/python" - <<'PY'
 import importlib.metadata as md
 names = ["torch", "ray", "optuna", "mlflow", "numpy", "scipy", "librosa", "h5py", "soundfile",
-         "soxr", "pyroomacoustics", "typer", "rich", "pydantic", "threadpoolctl", "sed_eval",
+         "soxr", "pyroomacoustics", "typer", "rich", "pydantic", "threadpoolctl", "psutil", "sed_eval",
          "pytest", "ruff", "import-linter"]
 print("  ".join(f"{n}=={md.version(n)}" for n in names))
 PY
@@ -20,5 +20,6 @@ echo "==> import-linter (layers: pyproject.toml [tool.importlinter])"
 echo "==> pytest"
 # the heavy tests (about 12 min: multi-node spread, data-parallel folds, a submitted cv on a
 # 2-node cluster, the autoscaling cluster) run with `bash scripts/test.sh -m heavy`; a later -m wins.
-# The rayup test (`ray up` over ssh on this machine, as root) runs with `.venv/bin/pytest -m rayup`
-exec "$VENV/bin/pytest" -m "not heavy and not rayup" "$@"
+# The rayup test (`ray up` over ssh on this machine, as root) runs with `.venv/bin/pytest -m rayup`,
+# the Slurm tests (a one-node Slurm from Debian's packages, as root) with `.venv/bin/pytest -m slurm`
+exec "$VENV/bin/pytest" -m "not heavy and not rayup and not slurm" "$@"

@@ -10,7 +10,7 @@ in ``seld`` and the orchestrator modules. One module per command group:
     tuning.py     tune thresholds, tune hparams
     sweeps.py     sweep, compare
     predict.py    predict, export
-    jobs.py       cluster-check, submit, status, logs
+    jobs.py       cluster-check, submit, status, logs, slurm
     ui.py         ui
 """
 
@@ -25,10 +25,11 @@ from orchestrator.cli import (  # noqa: F401  (registers commands)
     tuning,
     ui,
 )
-from orchestrator.cli.common import app, config_app, submit_app, tune_app
+from orchestrator.cli.common import app, config_app, slurm_app, submit_app, tune_app
 
 app.add_typer(config_app, name="config")
 app.add_typer(tune_app, name="tune")
 app.add_typer(submit_app, name="submit")
+app.add_typer(slurm_app, name="slurm")
 
 __all__ = ["app"]

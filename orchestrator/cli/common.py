@@ -60,6 +60,11 @@ submit_app = typer.Typer(
     help="Run cv or tune as a Ray job on a cluster (through its dashboard's Jobs API).",
     no_args_is_help=True,
 )
+slurm_app = typer.Typer(
+    help="Run cv, sweep or tune on a Slurm allocation: Ray across its nodes, the runs resumed "
+    "after a time limit.",
+    no_args_is_help=True,
+)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]

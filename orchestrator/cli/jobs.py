@@ -1,17 +1,19 @@
 """Cluster commands: check a `ray up` definition, submit cv, sweep or tune as Ray jobs, follow
-them."""
+them; run them on a Slurm allocation."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from orchestrator.cli.common import JsonOpt, app, submit_app
+from orchestrator.cli.common import JsonOpt, app, slurm_app, submit_app
 from orchestrator.cli.render import console, err_console
 from orchestrator.jsonout import to_json
+from orchestrator.slurm import SlurmOptions
 
 
 @app.command("cluster-check")
@@ -148,3 +150,142 @@ def logs(
         follow_logs(job, lambda text: print(text, end="", flush=True), address)
     else:
         print(job_logs(job, address), end="", flush=True)
+
+
+def _workspace_of(args: list[str]) -> Path:
+    """The ``--workspace`` a command's arguments name (the commands' default otherwise)."""
+    for i, arg in enumerate(args):
+        if arg == "--workspace" and i + 1 < len(args):
+            return Path(args[i + 1])
+        if arg.startswith("--workspace="):
+            return Path(arg.split("=", 1)[1])
+    return Path("workspace")
+
+
+SlurmCommandArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="The command and its arguments, after `--`: cv, sweep or tune, as you would run "
+        "it here (relative paths mean the same in the job).",
+        show_default=False,
+    ),
+]
+
+
+@slurm_app.command("submit")
+def slurm_submit(
+    command: SlurmCommandArg,
+    nodes: Annotated[int, typer.Option("--nodes", help="Nodes (Ray: one per node).")] = (
+        SlurmOptions.nodes
+    ),
+    gpus_per_node: Annotated[
+        int, typer.Option("--gpus-per-node", help="GPUs per node; 0 for a CPU job.")
+    ] = SlurmOptions.gpus_per_node,
+    cpus_per_node: Annotated[
+        int, typer.Option("--cpus-per-node", help="CPUs per node.")
+    ] = SlurmOptions.cpus_per_node,
+    mem: Annotated[
+        str | None, typer.Option("--mem", help="Memory per node (Slurm's form: 64G).")
+    ] = SlurmOptions.mem_per_node,
+    time_limit: Annotated[
+        str, typer.Option("--time", help="Time limit, Slurm's form: 04:00:00, 2-00:00:00.")
+    ] = SlurmOptions.time,
+    partition: Annotated[
+        str | None, typer.Option("--partition", help="Partition (the cluster's default).")
+    ] = None,
+    account: Annotated[
+        str | None, typer.Option("--account", help="Account (the cluster's default).")
+    ] = None,
+    signal_lead: Annotated[
+        int,
+        typer.Option(
+            "--signal-lead",
+            help="Seconds before the time limit at which the job stops and requeues itself.",
+        ),
+    ] = SlurmOptions.signal_lead_s,
+    job_name: Annotated[str, typer.Option("--job-name", help="Slurm's job name.")] = (
+        SlurmOptions.job_name
+    ),
+    sbatch_extra: Annotated[
+        list[str] | None,
+        typer.Option("--sbatch", help="A further sbatch directive (--qos=long); repeatable."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Write the script and print it; submit nothing.")
+    ] = False,
+) -> None:
+    """Write an sbatch script that runs COMMAND across a Slurm allocation, and submit it.
+    Prints the job id and the script's path; `sbatch` the same script again to resume."""
+    from orchestrator.slurm import SlurmError, batch_script, submit, write_script
+
+    try:
+        options = SlurmOptions(
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            cpus_per_node=cpus_per_node,
+            mem_per_node=mem,
+            time=time_limit,
+            partition=partition,
+            account=account,
+            signal_lead_s=signal_lead,
+            job_name=job_name,
+            extra=tuple(sbatch_extra or ()),
+        )
+        folder = (_workspace_of(command) / "slurm").resolve()
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        script = folder / f"{job_name}-{command[0]}-{stamp}.sbatch"
+        text = batch_script(options, command, folder, Path.cwd())
+        write_script(script, text)
+        if dry_run:
+            print(text, end="")
+            err_console.print(f"written: {script}", highlight=False)
+            return
+        job = submit(script)
+    except SlurmError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(job, highlight=False)
+    err_console.print(
+        f"script {script}; log {folder / f'{job_name}-{job}.out'}; `squeue -j {job}`",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@slurm_app.command("run")
+def slurm_run(
+    command: SlurmCommandArg,
+    interface: Annotated[
+        str | None,
+        typer.Option(
+            "--interface",
+            help="The network interface the nodes share (ib0); default: the address the "
+            "head's host name resolves to. One node: loopback only.",
+        ),
+    ] = None,
+) -> None:
+    """Inside an allocation (a submitted script, or `salloc`): start Ray on its nodes, run
+    COMMAND against it, stop Ray. At the time limit's signal the job requeues itself."""
+    from orchestrator.slurm import SlurmError, run_in_allocation
+
+    def say(text: str) -> None:
+        err_console.print(f"slurm: {text}", highlight=False, markup=False, soft_wrap=True)
+
+    try:
+        code = run_in_allocation(command, interface, say)
+    except SlurmError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+@slurm_app.command("worker", hidden=True)
+def slurm_worker(
+    address: Annotated[str, typer.Option("--address")],
+    temp_dir: Annotated[Path, typer.Option("--temp-dir")],
+    interface: Annotated[str | None, typer.Option("--interface")] = None,
+) -> None:
+    """One Ray worker node of `slurm run` (started by it with srun)."""
+    from orchestrator.slurm import run_worker
+
+    raise typer.Exit(run_worker(address, temp_dir, interface))
