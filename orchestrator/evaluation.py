@@ -67,17 +67,40 @@ def run_decode(s: CVSettings) -> Any:
 
 
 def check_suites(s: CVSettings, suites: Sequence[MetricSuite] = ()) -> None:
-    """Refuse, before any work, what cannot score the run's labels: ``suites`` (to score its
-    test splits with) and the config's ``selection.suite``. Raises :class:`ConfigError`."""
+    """Refuse, before any work, what cannot score the run's labels or its method's
+    predictions: ``suites`` (to score its test splits with) and the config's
+    ``selection.suite``; and a method that trains on source distances on a dataset whose
+    labels have none (:func:`check_distances`). Raises :class:`ConfigError`."""
     labels = run_labels(s)
+    distances = get_method(s.experiment.method).distances
     for suite in suites:
-        problem = label_problem(suite, labels.label_frames_per_second, labels.num_classes, False)
+        problem = label_problem(
+            suite, labels.label_frames_per_second, labels.num_classes, distances
+        )
         if problem:
             raise ConfigError(problem)
+    check_distances(s)
     try:
         selection_suite(s.experiment.train_config(s.stages[0]), labels)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def check_distances(s: CVSettings) -> None:
+    """:class:`ConfigError` when the run's method trains on source distances
+    (:attr:`seld.methods.method.Method.distances`) and its dataset's labels have none,
+    naming a metadata file without them."""
+    method = get_method(s.experiment.method)
+    if not method.distances:
+        return
+    fmt = dataset_format_of(s.dataset)
+    missing = fmt.without_distances(Path(s.dataset))
+    if missing:
+        raise ConfigError(
+            f"the {method.name} method trains on source distances, and {len(missing)} "
+            f"metadata file(s) of {s.dataset} ({fmt.name}) have no distance column, e.g. "
+            f"{missing[0]}; it needs labels with distances (STARSS23 as released for DCASE 2024)"
+        )
 
 
 def dataset_labels(dataset: str | Path) -> LabelFacts:

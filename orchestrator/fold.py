@@ -11,7 +11,7 @@ Paths of a run (``run_dir`` = ``<workspace>/runs/<name>``)::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -228,8 +228,8 @@ def constant_direction_report(
 
 
 def constant_direction(predictions: dict[str, Prediction]) -> dict[str, Prediction]:
-    """The predictions with every direction replaced by (0, 0)."""
+    """The predictions with every direction replaced by (0, 0) (distances kept)."""
     return {
-        stem: Prediction(stem, p.sed, np.zeros_like(p.azimuth), np.zeros_like(p.elevation))
+        stem: replace(p, azimuth=np.zeros_like(p.azimuth), elevation=np.zeros_like(p.elevation))
         for stem, p in predictions.items()
     }

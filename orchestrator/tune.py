@@ -42,7 +42,7 @@ from seld.fsutil import atomic_path
 from seld.methods.inference import SuiteScorer, ThresholdScorer
 from seld.methods.registry import get_method
 from seld.metrics.scores import ScoreReport
-from seld.metrics.suites import get_suite
+from seld.metrics.suites import get_suite, label_problem
 
 DEFAULT_THRESHOLD = 0.3
 
@@ -291,6 +291,12 @@ def tune_thresholds(
         # the method decodes, several per class where it predicts them
         suite = suite or "dcase2019"
     mode = search_mode(space, suite)  # a metric the suite lacks fails before any loading
+    if suite is not None:  # as does a suite that cannot score these labels or predictions
+        distances = get_method(settings.experiment.method).distances
+        rate, classes = labels.label_frames_per_second, labels.num_classes
+        problem = label_problem(get_suite(suite), rate, classes, distances)
+        if problem:
+            raise ConfigError(problem)
     experiment = experiment or ("thresholds-per-fold" if per_fold else "thresholds") + (
         f"-{suite}" if suite else ""
     )

@@ -224,12 +224,13 @@ def _evaluate_with_suites(
     from seld.methods.registry import get_method
     from seld.metrics.suites import get_suite, label_problem, suite_report
 
-    decode = get_method(method).decode
+    decode, distances = get_method(method).decode, get_method(method).distances
 
     default = get_suite(get_format(labels.dataset_format).default_suite)
     chosen = [default] + [get_suite(n) for n in suites or () if n != default.name]
     for suite in chosen:
-        problem = label_problem(suite, labels.label_frames_per_second, labels.num_classes, False)
+        rate, classes = labels.label_frames_per_second, labels.num_classes
+        problem = label_problem(suite, rate, classes, distances)
         if problem:
             raise typer.BadParameter(problem, param_hint="--suite")
     post = Postprocessing.from_params({"threshold": threshold}, classes=labels.classes)

@@ -181,6 +181,11 @@ class DatasetFormat(Protocol):
 
     def read_prediction(self, path: Path, distances: bool = False) -> np.ndarray: ...
 
+    def without_distances(self, root: Path) -> list[Path]:
+        """The metadata files under ``root`` whose rows carry no source distance (what a
+        method that trains on distances cannot use)."""
+        ...
+
     def validate(
         self, root: Path, progress: Callable[[Path], None] | None = None
     ) -> FormatReport: ...
@@ -334,6 +339,17 @@ class TrackwiseFormat:
             rows.append((frame, cls, source, azimuth, elevation, distance))
         return np.array(rows, dtype=np.float64).reshape(-1, 6)
 
+    def without_distances(self, root: Path) -> list[Path]:
+        """The metadata files whose rows have no distance column (all of a STARSS22 or
+        TAU-NIGENS dataset's, none of a STARSS23 one as released for DCASE 2024); only the
+        column count of each row is read."""
+        return [
+            rec.metadata
+            for rec in self.recordings(root)
+            if rec.metadata is not None
+            and any(len(fields) < 6 for _, fields in _rows_of(rec.metadata, (5, 6), "metadata"))
+        ]
+
     def read_prediction(self, path: Path, distances: bool = False) -> np.ndarray:
         """A prediction CSV as track-wise rows with a distance column (NaN where none).
 
@@ -473,6 +489,10 @@ class Dcase2019:
         frames = num_frames or max((num_label_frames(e.end) for e in events), default=0)
         rows = np.insert(events_to_rows(events, frames).astype(np.float64), 2, 0.0, axis=1)
         return np.insert(rows, 5, np.nan, axis=1)
+
+    def without_distances(self, root: Path) -> list[Path]:
+        """None: every DCASE 2019 event has a distance (its reader requires one)."""
+        return []
 
     def read_prediction(self, path: Path, distances: bool = False) -> np.ndarray:
         rows = np.insert(read_submission(path).astype(np.float64), 2, 0.0, axis=1)

@@ -107,16 +107,28 @@ def write_submission(path: str | os.PathLike[str], rows: np.ndarray) -> None:
 
 
 def write_tracked_submission(path: str | os.PathLike[str], rows: np.ndarray) -> None:
-    """Track-wise rows ``(frame, class, track, azimuth, elevation)`` as the DCASE 2020-2024
+    """Track-wise rows ``(frame, class, track, azimuth, elevation)`` as the DCASE 2020-2023
     output format writes them (no header, directions in degrees to 0.01), atomically; the
-    folder is made when missing."""
+    folder is made when missing. Rows of six columns ``(..., distance)`` are written as the
+    DCASE 2024 output format has them: the distance in metres, to 0.01 (the centimetres of
+    its references), after the direction, as
+    :meth:`seld.data.formats.TrackwiseFormat.read_prediction` reads them with ``distances``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = np.asarray(rows, dtype=np.float64)
     rows = rows.reshape(-1, 5) if rows.size == 0 else rows
-    text = "".join(
-        f"{int(f)},{int(c)},{int(t)},{a:.2f},{e:.2f}\n" for f, c, t, a, e in rows[:, :5].tolist()
-    )
+    if rows.shape[1] >= 6:
+        if not np.isfinite(rows[:, 5]).all():
+            raise ValueError(f"{path}: a row without a finite distance")
+        text = "".join(
+            f"{int(f)},{int(c)},{int(t)},{a:.2f},{e:.2f},{d:.2f}\n"
+            for f, c, t, a, e, d in rows[:, :6].tolist()
+        )
+    else:
+        text = "".join(
+            f"{int(f)},{int(c)},{int(t)},{a:.2f},{e:.2f}\n"
+            for f, c, t, a, e in rows[:, :5].tolist()
+        )
     atomic_write_text(path, text)
 
 

@@ -43,12 +43,15 @@ from seld.metrics.suites import MetricSuite, tracked, untracked
 @dataclass
 class Prediction:
     """One recording's outputs at the label rate: ``sed`` probabilities, ``azimuth`` and
-    ``elevation`` in degrees, each (label frames, classes)."""
+    ``elevation`` in degrees, each (label frames, classes), and for a model that predicts
+    source distances ``distance`` in metres, of the same shape (None otherwise). A
+    multi-ACCDOA model's columns are its ``tracks * classes``, track-major."""
 
     stem: str
     sed: np.ndarray
     azimuth: np.ndarray
     elevation: np.ndarray
+    distance: np.ndarray | None = None
 
 
 @torch.no_grad()
@@ -58,15 +61,17 @@ def run_model(
     *,
     window: int | None = None,
     device: torch.device | str = "cpu",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, ...]:
     """Run a model over one recording's (standardised) features (channels, frames, bins), or
     over several views of it at once (views, channels, frames, bins), one batch.
 
     Returns per feature frame: probabilities, azimuth and elevation in radians, each
     (frames, classes), or (views, frames, classes); for a multi-ACCDOA model the vectors'
-    lengths for the probabilities, and ``tracks * classes`` columns, track-major. With
-    ``window`` frames and a longer recording, windows overlap by half; probabilities are
-    averaged and directions are averaged as unit vectors where windows overlap.
+    lengths for the probabilities, and ``tracks * classes`` columns, track-major; for a model
+    that predicts distances (multi-ACCDDOA), its distances in metres as a fourth array of the
+    same shape. With ``window`` frames and a longer recording, windows overlap by half;
+    probabilities and distances are averaged and directions are averaged as unit vectors
+    where windows overlap.
     """
     model.eval()
     x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
@@ -82,7 +87,7 @@ def run_model(
         starts = list(range(0, frames - window + 1, hop))
         if starts[-1] != frames - window:
             starts.append(frames - window)
-    sed_sum = xyz_sum = None
+    sed_sum = xyz_sum = distance_sum = None
     counts = np.zeros((frames, 1), dtype=np.float64)
     for start in starts:
         chunk = x[:, :, start : start + window].to(device)
@@ -96,14 +101,21 @@ def run_model(
         if sed_sum is None:
             sed_sum = np.zeros((len(x), frames, prob.shape[-1]))
             xyz_sum = np.zeros((3, len(x), frames, prob.shape[-1]))
+            if "distance" in out:
+                distance_sum = np.zeros((len(x), frames, prob.shape[-1]))
         sed_sum[:, start : start + window] += prob
         xyz_sum[:, :, start : start + window] += xyz
+        if distance_sum is not None:
+            distance_sum[:, start : start + window] += out["distance"].float().cpu().numpy()
         counts[start : start + window] += 1
     sed = sed_sum / counts
     azimuth = np.arctan2(xyz_sum[1], xyz_sum[0])
     elevation = np.arctan2(xyz_sum[2], np.hypot(xyz_sum[0], xyz_sum[1]))
-    out = sed.astype(np.float32), azimuth.astype(np.float32), elevation.astype(np.float32)
-    return tuple(a[0] for a in out) if single else out  # type: ignore[return-value]
+    arrays = [sed, azimuth, elevation]
+    if distance_sum is not None:
+        arrays.append(distance_sum / counts)
+    result = tuple(a.astype(np.float32) for a in arrays)
+    return tuple(a[0] for a in result) if single else result
 
 
 @dataclass(frozen=True)
@@ -138,12 +150,13 @@ def run_views(
     *,
     window: int | None = None,
     device: torch.device | str = "cpu",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, ...]:
     """:func:`run_model` on unscaled features (channels, frames, bins), standardised with
     ``scaler``. With ``views`` (test-time augmentation), the model sees each view (on a GPU all
     in one batch; on the CPU one after another, which is twice as fast there as a batch of 8);
-    each view's directions are mapped back to the recording's frame, then probabilities are
-    averaged and directions averaged as unit vectors. Returns what :func:`run_model` does."""
+    each view's directions are mapped back to the recording's frame, then probabilities (and
+    distances, which no symmetry of the array changes) are averaged and directions averaged as
+    unit vectors. Returns what :func:`run_model` does."""
 
     def scaled(x: np.ndarray) -> np.ndarray:
         return scaler.apply(x) if scaler is not None else x
@@ -155,10 +168,10 @@ def run_views(
             run_model(model, scaled(v.features.apply(features)), window=window, device=device)
             for v in views
         ]
-        sed, azimuth, elevation = (np.stack(a) for a in zip(*outputs, strict=True))
+        sed, azimuth, elevation, *distance = (np.stack(a) for a in zip(*outputs, strict=True))
     else:
         batch = scaled(np.stack([v.features.apply(features) for v in views]))
-        sed, azimuth, elevation = run_model(model, batch, window=window, device=device)
+        sed, azimuth, elevation, *distance = run_model(model, batch, window=window, device=device)
     xyz = np.zeros((*sed.shape[1:], 3))
     for view, azi, ele in zip(views, azimuth, elevation, strict=True):
         xyz += unit_vectors(*view.back.directions(np.degrees(azi), np.degrees(ele)))
@@ -166,6 +179,7 @@ def run_views(
         sed.mean(axis=0),
         np.arctan2(xyz[..., 1], xyz[..., 0]).astype(np.float32),
         np.arctan2(xyz[..., 2], np.hypot(xyz[..., 0], xyz[..., 1])).astype(np.float32),
+        *(d.mean(axis=0) for d in distance),
     )
 
 
@@ -214,13 +228,24 @@ def predict_file(
         labels = LabelFacts.of(h5)
         frames = labels.num_frames(float(h5.attrs["duration_s"]))
         stem = str(h5.attrs["name"])
-    sed, azi, ele = run_views(model, features, scaler, views, window=window, device=device)
-    rate = labels.label_frames_per_second
+    outputs = run_views(model, features, scaler, views, window=window, device=device)
+    return label_rate_prediction(stem, outputs, fps, frames, labels.label_frames_per_second)
+
+
+def label_rate_prediction(
+    stem: str, outputs: Sequence[np.ndarray], fps: float, frames: int, rate: float
+) -> Prediction:
+    """A :class:`Prediction` of ``frames`` label frames at ``rate`` per second from what
+    :func:`run_views` gives at ``fps`` feature frames per second: probabilities averaged over
+    each label frame, directions (in degrees) and distances read at its middle (as
+    :func:`to_label_rate` does)."""
+    sed, azimuth, elevation, *distance = outputs
     return Prediction(
         stem,
         to_label_rate(sed, fps, frames, rate, mean=True),
-        np.degrees(to_label_rate(azi, fps, frames, rate)),
-        np.degrees(to_label_rate(ele, fps, frames, rate)),
+        np.degrees(to_label_rate(azimuth, fps, frames, rate)),
+        np.degrees(to_label_rate(elevation, fps, frames, rate)),
+        *(to_label_rate(d, fps, frames, rate) for d in distance),
     )
 
 
@@ -228,7 +253,8 @@ def ensemble(predictions: Sequence[Prediction]) -> Prediction:
     """One prediction from several models' predictions of the same recording: probabilities
     averaged, directions averaged as unit vectors (the mean direction, which no azimuth
     wrap-around can pull to the opposite side, as a mean of angles would: the mean of 170° and
-    -170° is 180°, not 0°). One prediction is returned unchanged."""
+    -170° is 180°, not 0°), distances (where they predict them) averaged. One prediction is
+    returned unchanged."""
     if not predictions:
         raise ValueError("an ensemble needs at least one prediction")
     first = predictions[0]
@@ -250,11 +276,18 @@ def ensemble(predictions: Sequence[Prediction]) -> Prediction:
         )
     azimuth = np.degrees(np.arctan2(xyz[1], xyz[0]))
     elevation = np.degrees(np.arctan2(xyz[2], np.hypot(xyz[0], xyz[1])))
+    distance = None
+    if any(p.distance is not None for p in predictions):
+        if any(p.distance is None for p in predictions):
+            raise ValueError(f"predictions of {first.stem}: some with distances, some without")
+        distance = np.mean([p.distance for p in predictions], axis=0, dtype=np.float64)
+        distance = distance.astype(np.float32)
     return Prediction(
         first.stem,
         sed.astype(np.float32),
         azimuth.astype(np.float32),
         elevation.astype(np.float32),
+        distance,
     )
 
 
@@ -300,9 +333,9 @@ class Postprocessing:
 
     def tracked_rows(self, prediction: Prediction, decode: Any = None) -> np.ndarray:
         """The track-wise rows ``(frame, class, track, azimuth, elevation)`` of one prediction
-        under this post-processing, with the directions as predicted: by ``decode`` (a
-        method's, :attr:`seld.methods.method.Method.decode`), else class by class
-        (:func:`tracked_rows`)."""
+        under this post-processing, with the directions as predicted (and a distance in metres
+        where the method predicts distances): by ``decode`` (a method's,
+        :attr:`seld.methods.method.Method.decode`), else class by class (:func:`tracked_rows`)."""
         decode = decode or tracked_rows
         return decode(prediction, self.thresholds, self.median_frames, rounded=False)
 
@@ -628,12 +661,15 @@ class SuiteScorer:
 
 
 def save_predictions(path: Path, predictions: Sequence[Prediction]) -> None:
-    """Cache predictions as one ``.npz`` (arrays named ``<stem>/sed`` etc.), atomically."""
+    """Cache predictions as one ``.npz`` (arrays named ``<stem>/sed`` etc., ``<stem>/distance``
+    where they have distances), atomically."""
     arrays = {}
     for p in predictions:
         arrays[f"{p.stem}/sed"] = p.sed
         arrays[f"{p.stem}/azimuth"] = p.azimuth
         arrays[f"{p.stem}/elevation"] = p.elevation
+        if p.distance is not None:
+            arrays[f"{p.stem}/distance"] = p.distance
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)
 
@@ -642,6 +678,12 @@ def load_predictions(path: Path) -> dict[str, Prediction]:
     with np.load(path, allow_pickle=False) as data:
         stems = sorted({key.split("/")[0] for key in data.files})
         return {
-            s: Prediction(s, data[f"{s}/sed"], data[f"{s}/azimuth"], data[f"{s}/elevation"])
+            s: Prediction(
+                s,
+                data[f"{s}/sed"],
+                data[f"{s}/azimuth"],
+                data[f"{s}/elevation"],
+                data[f"{s}/distance"] if f"{s}/distance" in data.files else None,
+            )
             for s in stems
         }

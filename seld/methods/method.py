@@ -21,7 +21,7 @@ from seld.methods.inference import Prediction, tracked_rows
 #: a stage's loss: (model outputs, batch, the stage's TrainConfig) -> scalar
 Loss = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor], Any], torch.Tensor]
 #: predictions to track-wise rows: (prediction, thresholds per class, median filter frames,
-#: rounded to the 10-degree grid) -> (frame, class, track, azimuth, elevation) rows
+#: rounded to the 10-degree grid) -> (frame, class, track, azimuth, elevation[, distance]) rows
 Decode = Callable[..., np.ndarray]
 
 
@@ -37,7 +37,10 @@ class Stage:
     aggregate (a stage that only detects). ``decode``: how its predictions become track-wise
     rows, where they are not one direction per class (multi-ACCDOA); None: thresholded class
     by class (:func:`seld.methods.inference.tracked_rows`). ``model``: model arguments the stage
-    needs whatever the config says (multi-ACCDOA: its output head)."""
+    needs whatever the config says (multi-ACCDOA: its output head). ``distances``: it trains
+    on the labels' source distances and predicts a distance with each detection (its rows
+    gain a distance column: multi-ACCDDOA), so it needs labels with distances and can be
+    scored by a suite that scores distances (DCASE 2024)."""
 
     name: str
     description: str
@@ -47,6 +50,7 @@ class Stage:
     selects_on_detection: bool = False
     decode: Decode | None = None
     model: Mapping[str, Any] = field(default_factory=dict)
+    distances: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,12 @@ class Method:
         raise ValueError(f"method {self.name} has no stage {name!r} ({self.stage_names})")
 
     @property
+    def distances(self) -> bool:
+        """Whether its predictions carry source distances (its localizing stage's), so its
+        labels must have them (:attr:`Stage.distances`)."""
+        return self.stage(self.localizes).distances
+
+    @property
     def decode(self) -> Decode:
         """Its predictions to track-wise rows: its localizing stage's decoding, else class by
         class (:func:`seld.methods.inference.tracked_rows`)."""
@@ -93,8 +103,9 @@ class Method:
 
     def combine(self, predictions: Mapping[str, Prediction]) -> Prediction:
         """The method's prediction of a recording from its stages' (stage -> prediction):
-        the detecting stage's probabilities with the localizing stage's directions."""
+        the detecting stage's probabilities with the localizing stage's directions (and
+        distances, where it predicts them)."""
         sed, doa = predictions[self.detects], predictions[self.localizes]
         if sed.stem != doa.stem or sed.sed.shape != doa.azimuth.shape:
             raise ValueError(f"predictions of {sed.stem} and {doa.stem} do not match")
-        return Prediction(sed.stem, sed.sed, doa.azimuth, doa.elevation)
+        return Prediction(sed.stem, sed.sed, doa.azimuth, doa.elevation, doa.distance)

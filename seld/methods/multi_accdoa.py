@@ -2,7 +2,12 @@
 2022-2025 baselines: one model whose output per frame is, for each of three tracks and each
 class, a Cartesian vector whose length is the activity and whose direction is the direction of
 arrival (:mod:`seld.methods.accdoa`). It can predict two or three instances of one class at
-once, which the two-stage and joint methods cannot."""
+once, which the two-stage and joint methods cannot.
+
+Multi-ACCDDOA, the output format of the DCASE 2024 baseline: the same, and per track and class
+a distance in metres, trained with the same ADPIT candidates on the vectors and distances
+together; its rows carry a distance, which the DCASE 2024 suite scores. It needs labels with
+source distances (STARSS23 as released for DCASE 2024)."""
 
 from __future__ import annotations
 
@@ -28,6 +33,24 @@ def _adpit(
     return adpit_loss(outputs["accdoa"], batch["tracks"], batch["mask"])
 
 
+def _adpit_with_distances(
+    outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor], config: Any
+) -> torch.Tensor:
+    if "distances" not in batch:
+        raise ValueError(
+            "multi-ACCDDOA trains on source distances, and these feature files hold none "
+            "(labels without a distance column)"
+        )
+    vectors = outputs["accdoa"]
+    return adpit_loss(
+        vectors,
+        batch["tracks"],
+        batch["mask"],
+        distance=outputs["distance"].unflatten(-1, vectors.shape[2:4]),
+        instance_distances=batch["distances"],
+    )
+
+
 def decode(
     prediction: Prediction,
     thresholds: float | np.ndarray = 0.5,
@@ -39,14 +62,21 @@ def decode(
     lengths as ``sed``): a class's threshold on each track's length, a median filter over
     ``median_frames`` of each track's detections, same-class tracks within :data:`UNIFY_DEG`
     unified (:func:`seld.methods.accdoa.decode_rows`); directions rounded to the 10 degree grid
-    for a suite that scores the 2019 grid."""
+    for a suite that scores the 2019 grid. A prediction with distances (multi-ACCDDOA) gives
+    rows with a sixth column, the detection's distance in metres."""
     classes = prediction.sed.shape[1] // MAX_TRACKS
     limits = np.broadcast_to(np.asarray(thresholds, dtype=np.float32), (classes,))
     activity = prediction.sed
     if median_frames > 1:
         activity = detections(prediction, np.tile(limits, MAX_TRACKS), median_frames)
     rows = decode_rows(
-        activity, prediction.azimuth, prediction.elevation, MAX_TRACKS, limits, UNIFY_DEG
+        activity,
+        prediction.azimuth,
+        prediction.elevation,
+        MAX_TRACKS,
+        limits,
+        UNIFY_DEG,
+        prediction.distance,
     )
     return round_rows_to_grid(rows) if rounded else rows
 
@@ -66,5 +96,25 @@ MULTI_ACCDOA = Method(
     ),
     detects="multi-accdoa",
     localizes="multi-accdoa",
+    tracks=MAX_TRACKS,
+)
+
+
+MULTI_ACCDDOA = Method(
+    "multi-accddoa",
+    "Multi-ACCDDOA (ADPIT with distances)",
+    (
+        Stage(
+            "multi-accddoa",
+            "detection, localization and distance of up to three instances per class: the "
+            "ADPIT loss of the multi-ACCDOA vectors and their distances",
+            _adpit_with_distances,
+            decode=decode,
+            model={"doa_output": "accddoa", "tracks": MAX_TRACKS},
+            distances=True,
+        ),
+    ),
+    detects="multi-accddoa",
+    localizes="multi-accddoa",
     tracks=MAX_TRACKS,
 )

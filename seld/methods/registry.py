@@ -13,11 +13,11 @@ import torch
 from seld.errors import ConfigError
 from seld.methods.joint import JOINT
 from seld.methods.method import Method, Stage
-from seld.methods.multi_accdoa import MULTI_ACCDOA
+from seld.methods.multi_accdoa import MULTI_ACCDDOA, MULTI_ACCDOA
 from seld.methods.two_stage import TWO_STAGE
 
 #: every registered method by name: one line a method
-METHODS: dict[str, Method] = {m.name: m for m in (TWO_STAGE, JOINT, MULTI_ACCDOA)}
+METHODS: dict[str, Method] = {m.name: m for m in (TWO_STAGE, JOINT, MULTI_ACCDOA, MULTI_ACCDDOA)}
 #: every stage of every method by name
 STAGES: dict[str, Stage] = {s.name: s for m in METHODS.values() for s in m.stages}
 assert len(STAGES) == sum(len(m.stages) for m in METHODS.values()), "a stage name is taken twice"

@@ -247,11 +247,25 @@ def build_stage_model(
     return build_model(config.model, **kwargs)
 
 
+def check_distance_targets(paths: Sequence[Path], stage: str) -> None:
+    """``ValueError`` naming the first feature file without distance targets (labels without
+    source distances), which a stage that trains on distances cannot use."""
+    for path in paths:
+        with h5py.File(path, "r") as h5:
+            if "activity" in h5 and "distances" not in h5:
+                raise ValueError(
+                    f"the {stage} stage trains on source distances, and {path} holds none: "
+                    "its labels have no distance column"
+                )
+
+
 def selection_suite(config: TrainConfig, labels: LabelFacts) -> MetricSuite:
     """The suite whose validation scores select a stage's epoch: the config's, else the
-    dataset format's default. ``ValueError`` when it cannot score these labels."""
+    dataset format's default. ``ValueError`` when it cannot score these labels, or the stage's
+    predictions (a suite that scores distances, a stage that predicts none)."""
     suite = get_suite(config.selection_suite or get_format(labels.dataset_format).default_suite)
-    problem = label_problem(suite, labels.label_frames_per_second, labels.num_classes, False)
+    distances = get_stage(config.stage).distances
+    problem = label_problem(suite, labels.label_frames_per_second, labels.num_classes, distances)
     if problem:
         raise ValueError(f"selection.suite: {problem}")
     return suite
@@ -376,11 +390,13 @@ def train_stage(
         in_channels = h5["features"].shape[0]
         num_classes = h5["activity"].shape[1]
         fmt = str(h5.attrs["format"])
+    stage = get_stage(config.stage)
+    if stage.distances:  # its loss needs every training window's distances
+        check_distance_targets(train_paths, config.stage)
     window, hop = round(config.window_s * fps), round(config.hop_s * fps)
     rank, world_size = world()
     torch.manual_seed(config.seed)
     model = build_stage_model(config, in_channels, sed_state, num_classes).to(dev)
-    stage = get_stage(config.stage)
     use_cuda = dev.type == "cuda"
     if use_cuda:
         torch.backends.cudnn.benchmark = config.cudnn_benchmark

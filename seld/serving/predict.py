@@ -10,7 +10,8 @@ once, from a run folder (:func:`orchestrator.export.run_predictor`) or from an e
     result = predictor.predict_file("meeting.wav")
     result.events    # [DetectedEvent(label='speech', onset_s=1.2, offset_s=3.4, ...), ...]
     result.rows      # the submission frame table: (frame, class, azimuth, elevation) for a
-                     # DCASE 2019 model, (frame, class, track, azimuth, elevation) otherwise
+                     # DCASE 2019 model, (frame, class, track, azimuth, elevation) otherwise,
+                     # and a distance (metres) for a method that predicts them
 
 Ensemble: each fold's models predict the recording from its own standardised features; the
 SED probabilities are averaged and the directions averaged as unit vectors
@@ -45,8 +46,8 @@ from seld.methods.inference import (
     View,
     ensemble,
     grid_rows,
+    label_rate_prediction,
     run_views,
-    to_label_rate,
     views_of,
 )
 from seld.methods.models import build_model, inference_model
@@ -122,15 +123,8 @@ class FoldModels:
         by_stage = {}
         for stage, model in self.models.items():
             device = next(model.parameters()).device
-            sed, azimuth, elevation = run_views(
-                model, features, self.scaler, views, window=window, device=device
-            )
-            by_stage[stage] = Prediction(
-                name,
-                to_label_rate(sed, fps, frames, label_rate, mean=True),
-                np.degrees(to_label_rate(azimuth, fps, frames, label_rate)),
-                np.degrees(to_label_rate(elevation, fps, frames, label_rate)),
-            )
+            outputs = run_views(model, features, self.scaler, views, window=window, device=device)
+            by_stage[stage] = label_rate_prediction(name, outputs, fps, frames, label_rate)
         return get_method(method).combine(by_stage)
 
 
@@ -155,7 +149,7 @@ class RecordingPrediction:
     label rate) and ``rows``, the submission frame table of its detections: for DCASE 2019
     ``(frame, class, azimuth, elevation)`` (int, n x 4, directions rounded to 10 degrees), for
     the track-wise formats ``(frame, class, track, azimuth, elevation)`` (n x 5, directions as
-    predicted)."""
+    predicted), with a distance in metres (n x 6) for a method that predicts distances."""
 
     name: str
     duration_s: float
@@ -171,7 +165,8 @@ class RecordingPrediction:
 
 
 def write_rows(path: str | os.PathLike[str], rows: np.ndarray) -> None:
-    """A submission CSV of DCASE 2019 rows (4 columns) or track-wise rows (5), atomically."""
+    """A submission CSV of DCASE 2019 rows (4 columns) or track-wise rows (5, or 6 with a
+    distance), atomically."""
     if rows.shape[1] == 4:
         write_submission(path, rows)
     else:

@@ -59,7 +59,8 @@ def test_a_value_the_config_refuses_is_named(tmp_path: Path):
         check_space(load_search_space(path), TINY, path)
     path.write_text("params:\n  method: {type: categorical, choices: [two-stage, three-stage]}\n")
     with pytest.raises(
-        SearchSpaceError, match=r"method: Input should be 'two-stage', 'joint' or 'multi-accdoa'"
+        SearchSpaceError,
+        match=r"method: Input should be 'two-stage', 'joint', 'multi-accdoa' or 'multi-accddoa'",
     ):
         check_space(load_search_space(path), TINY, path)
 

@@ -61,5 +61,6 @@ def test_a_wheel_install_runs_the_cli_and_finds_its_files(tmp_path: Path):
     lines = found.stdout.splitlines()
     assert lines[0] == "['thresholds', 'tiny']"
     assert "paper-foa-iv" in lines[1] and "multi-accdoa-mic" in lines[1]
+    assert "multi-accddoa-mic" in lines[1]
     assert lines[1].endswith("joint")
     assert lines[2] == "['methods-starss', 'methods-starss-60', 'paper-table', 'tiny-table'] 18 8"

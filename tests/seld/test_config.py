@@ -32,6 +32,9 @@ def test_every_shipped_preset_loads_validates_and_builds_its_models():
             out = model(torch.zeros(1, channels, frames, config.features.n_mels))
             if "accdoa" in out:  # 3 tracks x 11 classes x (x, y, z)
                 assert out["accdoa"].shape == (1, frames, 3, 11, 3), name
+                if get_stage(stage).distances:  # and a distance (m) for each
+                    assert out["distance"].shape == (1, frames, 33), name
+                    assert (out["distance"] >= 0).all(), name
             else:
                 assert out["sed_logits"].shape == (1, frames, 11), name
         # the resolved YAML is itself a config that loads to the same thing
@@ -85,7 +88,10 @@ def test_extends_merges_section_by_section(tmp_path: Path):
         ),
         ("train.lr=fast", r"train\.lr: Input should be a valid number"),
         ("train.batch_size=0", r"train\.batch_size: Input should be greater than or equal to 1"),
-        ("method=three-stage", r"method: Input should be 'two-stage', 'joint' or 'multi-accdoa'"),
+        (
+            "method=three-stage",
+            r"method: Input should be 'two-stage', 'joint', 'multi-accdoa' or 'multi-accddoa'",
+        ),
         ("model.name=ResNet", r"model\.name 'ResNet' is not one of CRNN10, VGG9"),
         ("features.n_mels=63", r"features\.n_mels: must be even"),
         ("cv.folds=[5]", r"cv\.folds: each fold is 1, 2, 3 or 4"),
@@ -115,7 +121,8 @@ def test_a_bad_file_names_the_file_and_key(tmp_path: Path):
     with pytest.raises(ConfigError, match=rf"{path}: train\.epoch: unknown key; did you mean"):
         load_config(path)
     with pytest.raises(
-        ConfigError, match="no config preset 'tinny'; presets: multi-accdoa-mic, paper-cnn-mic"
+        ConfigError,
+        match="no config preset 'tinny'; presets: multi-accddoa-mic, multi-accdoa-mic, paper-cnn",
     ):
         load_config("tinny")
     with pytest.raises(ConfigError, match=r"expected section\.key=value"):

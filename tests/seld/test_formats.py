@@ -97,6 +97,28 @@ def test_starss_predictions_polar_and_cartesian(tmp_path: Path):
     np.testing.assert_allclose(read[:, 2:], [[0, 90, 0, np.nan], [2, -90, 0, 1.5], [0, 90, 0, 2.5]])
 
 
+def test_track_wise_rows_with_distances_are_written_as_the_2024_scorer_reads_them(tmp_path):
+    from seld.data.submission import write_tracked_submission
+
+    rows = np.array([[3, 1, 0, 90.123, -10.0, 1.456], [3, 1, 2, -170.0, 45.0, 0.5]])
+    write_tracked_submission(tmp_path / "p.csv", rows)
+    assert (tmp_path / "p.csv").read_text() == "3,1,0,90.12,-10.00,1.46\n3,1,2,-170.00,45.00,0.50\n"
+    read = get_format("starss23").read_prediction(tmp_path / "p.csv", distances=True)
+    np.testing.assert_allclose(read, rows, atol=0.005)  # metres both ways
+    write_tracked_submission(tmp_path / "five.csv", rows[:, :5])  # no distance: five columns
+    assert (tmp_path / "five.csv").read_text().splitlines()[0] == "3,1,0,90.12,-10.00"
+
+
+def test_which_labels_carry_distances(tmp_path: Path):
+    write_starss(tmp_path / "with", distance=True)
+    write_starss(tmp_path / "without")
+    fmt = get_format("starss23")
+    assert fmt.without_distances(tmp_path / "with") == []
+    missing = fmt.without_distances(tmp_path / "without")
+    assert len(missing) == 4 and all(p.suffix == ".csv" for p in missing)
+    assert get_format("dcase2019").without_distances(tmp_path / "without") == []
+
+
 BAD = {
     "a header line": (
         "frame,class,source,azimuth,elevation\n",

@@ -76,6 +76,9 @@ def test_the_registered_methods_and_their_stages():
     assert get_stage("doa").starts_from == "sed" and get_stage("doa").oracle_activity
     assert get_stage("sed").selects_on_detection and not get_stage("joint").selects_on_detection
     assert load_config("paper-joint-mic").stages == ("joint",)
+    assert [m.name for m in METHODS.values() if m.distances] == ["multi-accddoa"]
+    assert get_stage("multi-accddoa").model["doa_output"] == "accddoa"
+    assert load_config("multi-accddoa-mic").stages == ("multi-accddoa",)
     with pytest.raises(ConfigError, match="unknown method 'three-stage'; choose one of two-stage"):
         get_method("three-stage")
     with pytest.raises(ValueError, match="unknown stage 'both'"):
@@ -129,3 +132,32 @@ def test_a_method_of_several_tracks_writes_dcase2019_rows_with_several_per_class
     expected = submission_rows(one, 0.4, median_frames=3)
     for name in ("two-stage", "joint"):
         np.testing.assert_array_equal(grid_rows(one, 0.4, 3, get_method(name).decode), expected)
+
+
+def test_distances_pass_through_combining_ensembles_and_the_prediction_cache(tmp_path: Path):
+    """A multi-ACCDDOA prediction's distances: kept by its method's combination, averaged by a
+    fold ensemble, cached and read back; decoded into a sixth column of its rows."""
+    from seld.methods.inference import ensemble, load_predictions, save_predictions
+
+    tracks, classes = 3, 13
+    length = np.zeros((2, tracks * classes), np.float32)
+    length[0, [4, classes + 4]] = 0.9  # class 4 on tracks 0 and 1, far apart
+    azimuth = np.zeros_like(length)
+    azimuth[0, classes + 4] = 120.0
+    distance = np.full_like(length, 2.0)
+    distance[0, classes + 4] = 3.0
+    one = Prediction("r", length, azimuth, np.zeros_like(length), distance)
+    method = get_method("multi-accddoa")
+    assert method.combine({"multi-accddoa": one}).distance is distance
+    other = Prediction("r", length, azimuth, np.zeros_like(length), distance + 1.0)
+    np.testing.assert_allclose(ensemble([one, other]).distance, distance + 0.5)
+    with pytest.raises(ValueError, match="some with distances"):
+        ensemble([one, Prediction("r", length, azimuth, np.zeros_like(length))])
+    save_predictions(tmp_path / "p.npz", [one, Prediction("s", length, azimuth, azimuth)])
+    loaded = load_predictions(tmp_path / "p.npz")
+    assert np.array_equal(loaded["r"].distance, distance) and loaded["s"].distance is None
+    rows = method.decode(one, 0.5, 1, rounded=False)
+    assert rows.shape == (2, 6) and rows[:, [1, 2, 5]].tolist() == [[4, 0, 2.0], [4, 1, 3.0]]
+    assert get_method("multi-accdoa").decode(one, 0.5, 1, rounded=False).shape == (2, 6)
+    no_distance = Prediction("r", length, azimuth, np.zeros_like(length))
+    assert get_method("multi-accdoa").decode(no_distance, 0.5, 1, rounded=False).shape == (2, 5)
