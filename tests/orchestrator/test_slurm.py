@@ -323,16 +323,19 @@ def test_a_sweep_runs_across_the_allocation_and_its_runs_are_in_mlflow(slurm, ti
     assert info["JobState"] == "COMPLETED", log[-3000:]
     print(_completed(slurm, job))
     assert "Ray on 127.0.0.1 only, token authentication on" in log
-    comparison = (ws / "sweeps" / "slurm-check" / "comparison.md").read_text()
+    comparison = (ws / "runs" / "slurm-check" / "comparison.md").read_text()
     print(comparison)
     client = tracking_client(f"sqlite:///{ws / 'mlflow.db'}")
     runs = client.search_runs(
         [e.experiment_id for e in client.search_experiments()],
         filter_string="tags.mlflow.runName LIKE '%-seed0'",
     )
-    assert {r.info.run_name for r in runs} == {"two-stage-seed0", "joint-seed0"}
+    assert {r.info.run_name for r in runs} == {
+        "slurm-check/two-stage-seed0",
+        "slurm-check/joint-seed0",
+    }
     assert {r.info.status for r in runs} == {"FINISHED"}
-    assert all("test_seld" in r.data.metrics or r.data.metrics for r in runs)
+    assert all(0 < r.data.metrics["cv_seld"] for r in runs), [r.data.metrics for r in runs]
 
 
 def _history(client, workspace: Path, run: str) -> dict[str, list[tuple[int, int]]]:
