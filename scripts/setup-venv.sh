@@ -24,8 +24,9 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
 fi
 # The Ray that cluster.yaml installs on a cluster's nodes: `ray up` and `seld-orch submit` from
 # this venv then talk to the same Ray version (cluster-check and submit compare them).
+# The extras: test (pytest, ruff, import-linter, sed_eval) and docs (mkdocs, built by a test).
 RAY_PIN="$(grep -o "ray\[default,tune,train\]==[0-9][0-9.]*" cluster.yaml | head -n 1)"
 echo "==> installing seld-orchestrator and its dependencies (${RAY_PIN:-ray unpinned})"
-"$VENV/bin/python" -m pip install --quiet ${RAY_PIN:+"$RAY_PIN"} --editable '.[test]' 2>&1 \
+"$VENV/bin/python" -m pip install --quiet ${RAY_PIN:+"$RAY_PIN"} --editable '.[test,docs]' 2>&1 \
     | grep -v "is ignored: it is neither a file nor a directory" || true
 "$VENV/bin/python" -m pip check >/dev/null || "$VENV/bin/python" -m pip check

@@ -9,7 +9,8 @@ echo "==> versions"
 import importlib.metadata as md
 names = ["torch", "ray", "optuna", "mlflow", "numpy", "scipy", "librosa", "h5py", "soundfile",
          "soxr", "pyroomacoustics", "typer", "rich", "pydantic", "threadpoolctl", "psutil", "sed_eval",
-         "pytest", "ruff", "import-linter"]
+         "pytest", "ruff", "import-linter", "mkdocs", "mkdocs-material", "mkdocstrings",
+         "mkdocstrings-python"]
 print("  ".join(f"{n}=={md.version(n)}" for n in names))
 PY
 echo "==> ruff"

@@ -65,10 +65,13 @@ class _Section(BaseModel):
 
 
 class DataSection(_Section):
+    #: which recordings of the dataset: the microphone array (mic) or first-order ambisonics (foa)
     format: Literal["mic", "foa"] = "mic"
 
 
 class SelectionSection(_Section):
+    #: which epoch's model a stage hands on and predicts with: the best on the validation split,
+    #: or the last (the seed evaluates a fixed iteration)
     checkpoint: Literal["best", "last"] = "best"
     #: the metric suite (:mod:`seld.metrics.suites`) whose validation scores select the epoch
     #: (its SED error for the SED stage, its SELD aggregate otherwise); unset: the dataset
@@ -106,7 +109,10 @@ class InferenceSection(_Section):
 
 
 class CVSection(_Section):
+    #: the folds to run (each 1-4; a single-fold protocol has only fold 1)
     folds: tuple[int, ...] = (1, 2, 3, 4)
+    #: which recordings each fold trains, validates and tests on (:mod:`seld.data.folds`);
+    #: ``seed`` validates on the test split and is labelled leaky
     protocol: str = "dcase2019"
 
     @model_validator(mode="after")
@@ -127,9 +133,13 @@ class CVSection(_Section):
 class ExperimentConfig(_Section):
     """A whole experiment. Build it with :func:`load_config`; it is frozen."""
 
+    #: a label for tables and MLflow (not part of the config hash)
     name: str = ""
+    #: one line on what the experiment is (not part of the config hash)
     description: str = ""
+    #: the random seed of training (initialisation, shuffling, augmentation)
     seed: int = Field(0, ge=0)
+    #: a registered method (:mod:`seld.methods.registry`)
     method: MethodName = "two-stage"
     data: DataSection = DataSection()
     features: FeatureConfig = FeatureConfig()

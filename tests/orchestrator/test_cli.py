@@ -262,21 +262,23 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path):
     assert cv.data.metrics["tuned_cv_seld"] == pytest.approx(summary["cv_after_tuning"]["seld"])
 
 
-def test_readme_cli_reference_is_generated_from_the_cli():
+def test_docs_cli_reference_is_generated_from_the_cli():
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[2]
     check = subprocess.run(
-        [sys.executable, "scripts/cli_reference.py", "--check"],
+        [sys.executable, "scripts/docs_reference.py", "--check"],
         cwd=root,
         capture_output=True,
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    readme = (root / "README.md").read_text()
+    page = (root / "docs" / "reference" / "cli.md").read_text()
     for command in ("tune hparams", "tune thresholds", "submit cv", "cluster-check", "demo"):
-        assert f"#### `seld-orch {command}`" in readme
+        assert f"### `seld-orch {command}`" in page
+    for option in ("--gpus-per-job", "--suite", "--sbatch"):
+        assert f"`{option}`" in page
 
 
 def test_score_warns_about_what_it_repairs_and_strict_rejects_it(synth_root, tmp_path: Path):
