@@ -34,7 +34,7 @@ from orchestrator.runs import TRAINERS, validate_run_name
 from seld.config import ExperimentConfig, load_config, validate_config
 from seld.fsutil import atomic_path
 from seld.methods.inference import views_of
-from seld.methods.training import TrainConfig, gpu_share_device, load_checkpoint
+from seld.methods.training import RESUME_NOTE, TrainConfig, gpu_share_device, load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,13 @@ class StageRecord:
     history: list[dict[str, float]] = field(default_factory=list)
     #: the GPUs Ray gave the stage's training process (its ``CUDA_VISIBLE_DEVICES``)
     gpu_ids: list[str] = field(default_factory=list)
+    #: lines saying that a checkpoint did not load and what the stage resumed from instead
+    notes: list[str] = field(default_factory=list)
+
+
+def _resume_notes(out_dir: Path) -> list[str]:
+    path = out_dir / RESUME_NOTE
+    return path.read_text().splitlines() if path.exists() else []
 
 
 def settings_fold_data(s: CVSettings, fold: int) -> FoldData:
@@ -190,6 +197,7 @@ class StageBook:
         if not self.done_path.exists():
             return None
         record = json.loads(self.done_path.read_text())
+        record["notes"] = []  # said when that run trained it, not again
         if self.sink is not None:
             self.sink.set_history.remote(self.job, record["history"])
             self.sink.set_state.remote(self.job, "done (earlier run)")
@@ -214,7 +222,10 @@ class StageBook:
             tmp.write_text(json.dumps(worker))
         last = self.out_dir / "last.pt"
         if self.sink is not None and last.exists():
-            history = load_checkpoint(last)["history"]
+            try:
+                history = load_checkpoint(last)["history"]
+            except Exception:
+                history = []
             wait_holding_cpu([self.sink.set_history.remote(self.job, history)])
 
     def log_epoch(self, metrics: dict[str, float]) -> None:
@@ -243,6 +254,7 @@ class StageBook:
             (self.out_dir / "node.txt").read_text(),
             last["history"],
             json.loads((self.out_dir / "worker.json").read_text()).get("gpu_ids", []),
+            _resume_notes(self.out_dir),
         )
         with atomic_path(self.done_path) as tmp:
             tmp.write_text(json.dumps(asdict(record)))

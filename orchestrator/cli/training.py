@@ -352,6 +352,10 @@ def cv(
                 overwrite=overwrite,
                 suites=tuple(suites or ()),
             )
+    for fold, stages in result["stages"].items():
+        for stage, record in stages.items():
+            for note in record.get("notes", []):
+                err_console.print(f"note: fold{fold}/{stage}: {note}", highlight=False)
     if json_out:
         console.print_json(to_json(result))
         return

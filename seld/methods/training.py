@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -204,14 +205,59 @@ def gpu_share_device(share: float) -> torch.device:
     return torch.device("cuda")
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+#: a stage's note that its last checkpoint did not load, and what it resumed from instead
+RESUME_NOTE = "resume-note.txt"
+
+
+def save_checkpoint(path: Path, state: dict[str, Any], keep_previous: bool = False) -> None:
+    """Write ``state`` to ``path`` through a temporary file; ``keep_previous``: the file it
+    replaces is kept as :func:`previous_checkpoint` (a stage's ``last.pt``, so that one that
+    no longer loads has a predecessor to resume from)."""
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+        if keep_previous and path.exists():
+            os.replace(path, previous_checkpoint(path))
+
+
+def previous_checkpoint(path: Path) -> Path:
+    """Where :func:`save_checkpoint` keeps the checkpoint ``path`` replaced (``last.prev.pt``)."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Checkpoints hold tensors, numbers, strings, lists and dicts only: load them safely."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def resume_checkpoint(last: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The checkpoint to resume a stage from: ``last`` if it loads, else the one it replaced
+    (:func:`previous_checkpoint`), else none (the stage starts over). The second value says,
+    in one line, which and why, when ``last`` exists and does not load (a crash during a copy,
+    a full disk on another file system); None otherwise. A checkpoint that does not load is
+    renamed ``<name>.unreadable`` (kept for a look, never loaded again)."""
+    previous = previous_checkpoint(last)
+    if not last.exists():
+        if not previous.exists():
+            return None, None
+        reason = "it is missing"  # a crash between keeping the previous and the rename
+    else:
+        try:
+            return load_checkpoint(last), None
+        except Exception as exc:
+            text = str(exc).strip()
+            reason = text.splitlines()[0] if text else type(exc).__name__
+            os.replace(last, last.with_name(f"{last.name}.unreadable"))
+    if previous.exists():
+        try:
+            ckpt = load_checkpoint(previous)
+        except Exception:
+            os.replace(previous, previous.with_name(f"{previous.name}.unreadable"))
+        else:
+            return ckpt, (
+                f"{last} does not load ({reason}): resuming from {previous.name}, the "
+                f"checkpoint of epoch {ckpt['epoch']}"
+            )
+    return None, f"{last} does not load ({reason}) and no earlier checkpoint does: starting over"
 
 
 def world() -> tuple[int, int]:
@@ -425,8 +471,11 @@ def train_stage(
     state = {"epoch": 0, "step": 0, "history": [], "best_score": float("inf"), "best_epoch": 0}
 
     last = out_dir / "last.pt"
-    if last.exists():
-        ckpt = load_checkpoint(last)
+    ckpt, note = resume_checkpoint(last)
+    if note is not None:
+        log.warning("%s", note)
+        (out_dir / RESUME_NOTE).write_text(note + "\n")
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -504,7 +553,7 @@ def train_stage(
             **state,
         }
         if rank == 0:
-            save_checkpoint(last, ckpt)
+            save_checkpoint(last, ckpt, keep_previous=True)
         if improved and rank == 0:
             save_checkpoint(
                 out_dir / "best.pt",

@@ -262,3 +262,43 @@ class _ConstantDirection(torch.nn.Module):
         out["azimuth"] = torch.zeros_like(out["azimuth"])
         out["elevation"] = torch.zeros_like(out["elevation"])
         return out
+
+
+def _crash_after_second_epoch(metrics, out_dir):
+    if metrics["epoch"] == 2:
+        raise Crash
+
+
+def test_a_checkpoint_that_does_not_load_resumes_from_the_one_before(fold_setup, tmp_path: Path):
+    """last.pt cut in half (a crash during a copy): the stage resumes from the checkpoint that
+    last.pt replaced, says so in one line, and ends where an uninterrupted run ends."""
+    from seld.methods.training import RESUME_NOTE, resume_checkpoint
+
+    data = fold_data(*fold_setup, FEATURES, "mic", 3)
+    config = tiny("sed", epochs=3)
+    straight = train_fold_stage(data, config, tmp_path / "a")
+    with pytest.raises(Crash):
+        train_fold_stage(data, config, tmp_path / "b", report=_crash_after_second_epoch)
+    stage = tmp_path / "b" / "fold3" / "sed"
+    assert load_checkpoint(stage / "last.prev.pt")["epoch"] == 1
+    last = stage / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    resumed = train_fold_stage(data, config, tmp_path / "b")
+    note = (stage / RESUME_NOTE).read_text().strip()
+    assert note.startswith(f"{last} does not load (") and note.endswith(
+        "resuming from last.prev.pt, the checkpoint of epoch 1"
+    )
+    assert (stage / "last.pt.unreadable").exists()
+    a = load_checkpoint(tmp_path / "a" / "fold3" / "sed" / "last.pt")
+    b = load_checkpoint(last)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert [h["train_loss"] for h in straight.history] == [h["train_loss"] for h in resumed.history]
+    # neither loads: the stage starts over, and says so
+    for name in ("last.pt", "last.prev.pt"):
+        (stage / name).write_bytes(b"not a checkpoint")
+    ckpt, note = resume_checkpoint(last)
+    assert ckpt is None and note.endswith("and no earlier checkpoint does: starting over")
+    assert not last.exists() and (stage / "last.prev.pt.unreadable").exists()
+    # nothing there: a new stage, nothing to say
+    assert resume_checkpoint(tmp_path / "new" / "last.pt") == (None, None)
