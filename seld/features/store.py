@@ -243,10 +243,33 @@ def stale_reason(
                 return "written by another version"
             if h5.attrs.get("config_hash") != config.hash():
                 return "another feature config"
+            short = _short_datasets(h5)
+            if short is not None:
+                return short
             changed = [] if inputs is None else changed_inputs(recorded_inputs(h5), inputs)
     except (OSError, KeyError):
         return "unreadable"
     return f"{' and '.join(changed)} changed" if changed else None
+
+
+#: the datasets of a feature file with one row per feature frame
+_FRAME_DATASETS = ("activity", "azimuth", "elevation", "tracks", "distances")
+
+
+def _short_datasets(h5: h5py.File) -> str | None:
+    """Why a feature file's datasets do not cover its recording (a writer that stopped early,
+    a file patched by hand), or None: the features hold fewer frames than its duration at its
+    frame rate, or a target dataset another number of frames than the features."""
+    frames = h5["features"].shape[1]
+    expected = int(
+        float(h5.attrs.get("duration_s", 0)) * float(h5.attrs.get("frames_per_second", 0))
+    )
+    if frames < expected:
+        return f"short: {frames} feature frames of the recording's {expected}"
+    for key in _FRAME_DATASETS:
+        if key in h5 and h5[key].shape[0] != frames:
+            return f"short: {key} holds {h5[key].shape[0]} frames, the features {frames}"
+    return None
 
 
 def is_complete(path: Path, config: FeatureConfig, inputs: Mapping[str, str] | None = None) -> bool:

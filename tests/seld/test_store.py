@@ -18,6 +18,7 @@ from seld.features.store import (
     is_complete,
     read_events,
     remove_stale_temporaries,
+    stale_reason,
     write_feature_file,
 )
 from seld.features.windows import MAX_OPEN_FILES, WindowDataset, window_starts
@@ -58,6 +59,23 @@ def test_feature_file_round_trip_and_completeness(tmp_path: Path):
     assert is_complete(path, CONFIG)
     assert not is_complete(path, replace(CONFIG, n_mels=32))  # another config's file
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_a_feature_file_that_is_cut_or_short_is_stale_and_says_why(tmp_path: Path):
+    path = tmp_path / "a.h5"
+    write(path, 250)
+    assert stale_reason(path, CONFIG) is None
+    with h5py.File(path, "a") as h5:  # a target dataset that lost its last frames
+        activity = h5["activity"][:200]
+        del h5["activity"]
+        h5["activity"] = activity
+    assert stale_reason(path, CONFIG) == "short: activity holds 200 frames, the features 250"
+    with h5py.File(path, "a") as h5:  # a recording longer than its features
+        h5.attrs["duration_s"] = 3.0
+    assert stale_reason(path, CONFIG) == "short: 250 feature frames of the recording's 300"
+    write(path, 250)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a copy cut in half
+    assert stale_reason(path, CONFIG) == "unreadable"
 
 
 def test_failed_write_leaves_nothing(tmp_path: Path):
