@@ -25,11 +25,20 @@ from orchestrator.cli import (  # noqa: F401  (registers commands)
     tuning,
     ui,
 )
-from orchestrator.cli.common import app, config_app, slurm_app, submit_app, tune_app
+from orchestrator.cli.common import (
+    CLUSTER,
+    TRAINING,
+    TUNING,
+    app,
+    config_app,
+    slurm_app,
+    submit_app,
+    tune_app,
+)
 
-app.add_typer(config_app, name="config")
-app.add_typer(tune_app, name="tune")
-app.add_typer(submit_app, name="submit")
-app.add_typer(slurm_app, name="slurm")
+app.add_typer(config_app, name="config", rich_help_panel=TRAINING)
+app.add_typer(tune_app, name="tune", rich_help_panel=TUNING)
+app.add_typer(submit_app, name="submit", rich_help_panel=CLUSTER)
+app.add_typer(slurm_app, name="slurm", rich_help_panel=CLUSTER)
 
 __all__ = ["app"]

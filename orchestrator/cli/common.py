@@ -23,12 +23,26 @@ from seld.errors import MissingArtifactError, SeldError
 from seld.fsutil import environment_problem
 from seld.metrics.suites import SUITES
 
+#: the panels of ``seld-orch --help``, in the order it shows them (:meth:`_Group.list_commands`)
+DATA, TRAINING, TUNING = "Data", "Training and evaluation", "Tuning and sweeps"
+RESULTS, CLUSTER = "Results", "Cluster"
+PANELS = (DATA, TRAINING, TUNING, RESULTS, CLUSTER)
+
 
 class _Group(TyperGroup):
     """Bad input (a :class:`SeldError`) and the environment's errors (a full disk, no
     permission, a read-only file system, too many open files: :func:`seld.fsutil.
     environment_problem`) become one line ``error: MESSAGE`` and exit code 2; any other
     error is a bug and keeps its traceback."""
+
+    def list_commands(self, ctx):
+        """The commands by help panel (:data:`PANELS`), each panel's in order of creation."""
+
+        def rank(name: str) -> int:
+            panel = getattr(self.commands[name], "rich_help_panel", None)
+            return PANELS.index(panel) if panel in PANELS else len(PANELS)
+
+        return sorted(super().list_commands(ctx), key=rank)
 
     def invoke(self, ctx):
         try:
@@ -57,7 +71,7 @@ config_app = typer.Typer(
 )
 tune_app = typer.Typer(help="Searches on Ray Tune with an Optuna searcher.", no_args_is_help=True)
 submit_app = typer.Typer(
-    help="Run cv or tune as a Ray job on a cluster (through its dashboard's Jobs API).",
+    help="Run cv, sweep or tune as a Ray job on a cluster (through its dashboard's Jobs API).",
     no_args_is_help=True,
 )
 slurm_app = typer.Typer(

@@ -11,6 +11,8 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli.common import (
+    DATA,
+    RESULTS,
     AddressOpt,
     ConfigFormatOpt,
     ConfigOpt,
@@ -48,7 +50,7 @@ from seld.synth import SynthConfig, SynthesisError, missing_recordings
 from seld.synth.writer import planned
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def synth(
     out: Annotated[Path, typer.Option("--out", help="Dataset root to write.")],
     per_split: Annotated[int, typer.Option("--per-split", min=1, help="Recordings per split.")] = 2,
@@ -74,8 +76,10 @@ def synth(
     num_cpus: NumCpusOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Synthesize a dataset in the DCASE 2019 or STARSS23 development layout (rooms by image
-    sources)."""
+    """Synthesize a dataset in a DCASE development layout (rooms by image sources).
+
+    The DCASE 2019 layout, or with --layout a track-wise one: STARSS23, TAU-NIGENS 2021 or
+    2020."""
     fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
     unknown = [f for f in fmts if f not in FORMATS]
     if unknown or not fmts:
@@ -128,7 +132,7 @@ def synth(
         )
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def validate(
     dataset: Annotated[Path, typer.Argument(help="Dataset root (any registered layout).")],
     fmt: Annotated[str | None, typer.Option("--format", help="Check one format only.")] = None,
@@ -182,7 +186,7 @@ def validate(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(rich_help_panel=RESULTS)
 def score(
     ref: Annotated[Path, typer.Option("--ref", help="Reference metadata folder (metadata_dev).")],
     pred: Annotated[Path, typer.Option("--pred", help="Folder of submission CSVs.")],
@@ -225,8 +229,9 @@ def score(
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Score DCASE 2019 submission CSVs like the official script: all, per split, ov and ir;
-    or with other metric suites, side by side, per class, with jackknife intervals."""
+    """Score submission CSVs like the official DCASE 2019 script: all, per split, ov and ir.
+
+    Or with other metric suites, side by side, per class, with jackknife intervals."""
     durations = None
     if duration is None:
         try:
@@ -331,7 +336,7 @@ def _score_suites(
     print_suite_reports(console, chosen, reports, title, classes=layout.classes)
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def folds(
     dataset: DatasetOpt,
     fmt: FormatOpt = "mic",
@@ -369,7 +374,7 @@ def folds(
         )
 
 
-@app.command()
+@app.command(rich_help_panel=DATA)
 def extract(
     dataset: DatasetOpt,
     config: ConfigOpt = "tiny",

@@ -10,22 +10,24 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from orchestrator.cli.common import JsonOpt, app, slurm_app, submit_app
+from orchestrator.cli.common import CLUSTER, JsonOpt, app, slurm_app, submit_app
 from orchestrator.cli.render import console, err_console
 from orchestrator.jsonout import to_json
 from orchestrator.slurm import SlurmOptions
 
 
-@app.command("cluster-check")
+@app.command("cluster-check", rich_help_panel=CLUSTER)
 def cluster_check(
     path: Annotated[Path, typer.Argument(help="A `ray up` cluster definition.")] = Path(
         "cluster.yaml"
     ),
     json_out: JsonOpt = False,
 ) -> None:
-    """Check a `ray up` cluster definition offline: Ray's schema and config checks, the Ray
-    version its nodes install, no cloud credentials needed. Exit 1 and name every broken field;
-    exit 2 when its node provider cannot be loaded here; list placeholders still to change."""
+    """Check a `ray up` cluster definition offline, with no cloud credentials.
+
+    Ray's schema and config checks, and the Ray version its nodes install. Exit 1 and name
+    every broken field; exit 2 when its node provider cannot be loaded here; list placeholders
+    still to change."""
     from orchestrator.cluster import (
         ClusterConfigError,
         ProviderUnavailableError,
@@ -79,8 +81,9 @@ FollowOpt = Annotated[bool, typer.Option("--follow", help="Print the job's outpu
 
 @submit_app.command("cv", context_settings=PASS_THROUGH)
 def submit_cv(ctx: typer.Context, address: JobAddressOpt = None, follow: FollowOpt = False) -> None:
-    """Submit `seld-orch cv ARGS` as a Ray job and print its id. Paths (--dataset, --workspace)
-    must be absolute and on storage every node shares."""
+    """Submit `seld-orch cv ARGS` as a Ray job and print its id.
+
+    Paths (--dataset, --workspace) must be absolute and on storage every node shares."""
     _submit("cv", ctx, address, follow)
 
 
@@ -88,8 +91,10 @@ def submit_cv(ctx: typer.Context, address: JobAddressOpt = None, follow: FollowO
 def submit_sweep(
     ctx: typer.Context, address: JobAddressOpt = None, follow: FollowOpt = False
 ) -> None:
-    """Submit `seld-orch sweep SWEEP ARGS` as a Ray job and print its id. A sweep file must be
-    an absolute path on storage every node shares (or a shipped sweep's name)."""
+    """Submit `seld-orch sweep SWEEP ARGS` as a Ray job and print its id.
+
+    A sweep file must be an absolute path on storage every node shares (or a shipped sweep's
+    name)."""
     _submit("sweep", ctx, address, follow)
 
 
@@ -101,7 +106,7 @@ def submit_tune(
     _submit("tune", ctx, address, follow)
 
 
-@app.command()
+@app.command(rich_help_panel=CLUSTER)
 def status(
     job: Annotated[str | None, typer.Argument(help="A job id; all jobs when absent.")] = None,
     address: JobAddressOpt = None,
@@ -136,7 +141,7 @@ def status(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(rich_help_panel=CLUSTER)
 def logs(
     job: Annotated[str, typer.Argument(help="A job id.")],
     address: JobAddressOpt = None,
@@ -215,6 +220,7 @@ def slurm_submit(
     ] = False,
 ) -> None:
     """Write an sbatch script that runs COMMAND across a Slurm allocation, and submit it.
+
     Prints the job id and the script's path; `sbatch` the same script again to resume."""
     from orchestrator.slurm import SlurmError, batch_script, submit, write_script
 
@@ -264,8 +270,9 @@ def slurm_run(
         ),
     ] = None,
 ) -> None:
-    """Inside an allocation (a submitted script, or `salloc`): start Ray on its nodes, run
-    COMMAND against it, stop Ray. At the time limit's signal the job requeues itself."""
+    """Inside an allocation: start Ray on its nodes, run COMMAND against it, stop Ray.
+
+    In a submitted script or in `salloc`. At the time limit's signal the job requeues itself."""
     from orchestrator.slurm import SlurmError, run_in_allocation
 
     def say(text: str) -> None:

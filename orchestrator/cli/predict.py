@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from orchestrator.cli.common import (
+    RESULTS,
     AddressOpt,
     JsonOpt,
     NumCpusOpt,
@@ -38,7 +39,7 @@ def _optional_run(name: str | None) -> str | None:
     return None if name is None else run_name(name)
 
 
-@app.command()
+@app.command(rich_help_panel=RESULTS)
 def predict(
     inputs: Annotated[
         list[Path],
@@ -94,8 +95,9 @@ def predict(
     num_cpus: NumCpusOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Predict recordings with a run's folds as an ensemble (or one fold, or an exported
-    model): one submission CSV and one plot per recording. The CSV has the form of the model's
+    """Predict recordings with a run's fold ensemble (or one fold, or an exported model).
+
+    One submission CSV and one plot per recording. The CSV has the form of the model's
     dataset format: DCASE 2019's frame, class, azimuth, elevation on the 10-degree grid, or the
     2020-2024 track-wise frame, class, track, azimuth, elevation as predicted.
 
@@ -174,7 +176,7 @@ def print_prediction(summary: PredictSummary) -> None:
     )
 
 
-@app.command()
+@app.command(rich_help_panel=RESULTS)
 def export(
     run: Annotated[
         str, typer.Option("--run", help="A finished cv run of the workspace.", callback=run_name)
@@ -183,9 +185,10 @@ def export(
     workspace: WorkspaceOpt = Path("workspace"),
     json_out: JsonOpt = False,
 ) -> None:
-    """Export a run's trained models to one file: config, every fold's and stage's weights,
-    scalers, post-processing (default and tuned), classes and versions. `seld-orch predict
-    --model FILE` uses it without the workspace."""
+    """Export a run's trained models to one file, which predicts without the workspace.
+
+    Config, every fold's and stage's weights, scalers, post-processing (default and tuned),
+    classes and versions; `seld-orch predict --model FILE` uses it."""
     from orchestrator.export import export_run
 
     manifest = export_run(workspace, run, out)

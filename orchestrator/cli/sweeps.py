@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli.common import (
+    RESULTS,
+    TUNING,
     AddressOpt,
     DatasetOpt,
     EpochsOpt,
@@ -28,7 +30,7 @@ from orchestrator.cli.render import console, err_console, print_comparison
 from orchestrator.jsonout import to_json
 
 
-@app.command()
+@app.command(rich_help_panel=TUNING)
 def sweep(
     spec: Annotated[
         str, typer.Argument(help="A shipped sweep (tiny-table, paper-table) or a sweep YAML file.")
@@ -60,8 +62,9 @@ def sweep(
     storage: StorageOpt = "",
     json_out: JsonOpt = False,
 ) -> None:
-    """Every variant x seed of a sweep as a full cross-validation, all sharing the Ray cluster;
-    then the comparison table (mean ± sd over seeds, paired bootstrap) in the terminal, in the
+    """Every variant x seed of a sweep as a full cross-validation, all sharing the Ray cluster.
+
+    Then the comparison table (mean ± sd over seeds, paired bootstrap) in the terminal, in the
     sweep's folder and in MLflow.
 
     Every cell's config is checked before anything starts. Rerunning the same command continues
@@ -106,7 +109,7 @@ def sweep(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(rich_help_panel=RESULTS)
 def compare(
     targets: Annotated[list[str], typer.Argument(help="Sweeps or cv runs (names under runs/).")],
     workspace: WorkspaceOpt = Path("workspace"),
@@ -131,9 +134,11 @@ def compare(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Cv runs and sweeps side by side: ER, F, DOA error, frame recall and SELD as mean ± sd
-    over seeds, published numbers beside a paper sweep, and a paired bootstrap of SELD over the
-    recordings (a difference whose interval holds 0 is shown as within noise)."""
+    """Cv runs and sweeps side by side, as mean ± sd over seeds, with a paired bootstrap.
+
+    ER, F, DOA error, frame recall and SELD as mean ± sd over seeds, published numbers beside a
+    paper sweep, and a paired bootstrap of SELD over the recordings (a difference whose interval
+    holds 0 is shown as within noise)."""
     from orchestrator.compare import GROUPS, compare_runs, resolve
     from orchestrator.compare_report import to_csv
     from seld.errors import ConfigError

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from orchestrator.cli.common import (
+    TRAINING,
     AddressOpt,
     ConfigFormatOpt,
     ConfigOpt,
@@ -54,7 +55,7 @@ from orchestrator.runs import Trainer
 from seld.metrics.scores import SeldScores
 
 
-@app.command()
+@app.command(rich_help_panel=TRAINING)
 def train(
     dataset: DatasetOpt,
     fold: FoldOpt,
@@ -118,7 +119,7 @@ def train(
         )
 
 
-@app.command()
+@app.command(rich_help_panel=TRAINING)
 def evaluate(
     dataset: DatasetOpt,
     fold: FoldOpt,
@@ -133,8 +134,9 @@ def evaluate(
     suites: SuiteOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Inference of one fold with the config's method (two-stage: SED detections, DOA
-    directions), scored on its test split, next to the same detections with a constant
+    """Inference of one fold with the config's method, scored on its test split.
+
+    Two-stage: SED detections, DOA directions. Next to the same detections with a constant
     direction (and with other metric suites on request)."""
     from orchestrator.evaluation import dataset_labels
     from orchestrator.fold import (
@@ -270,7 +272,7 @@ def _evaluate_with_suites(
     console.print(f"submissions: {submissions}")
 
 
-@app.command()
+@app.command(rich_help_panel=TRAINING)
 def cv(
     dataset: DatasetOpt,
     config: ConfigOpt = "tiny",
@@ -409,7 +411,7 @@ def cv(
 DEMO_PER_SPLIT, DEMO_SECONDS, DEMO_EPOCHS = 8, 20.0, 7
 
 
-@app.command()
+@app.command(rich_help_panel=TRAINING)
 def demo(
     workspace: Annotated[
         Path, typer.Option("--workspace", help="Everything the demo writes.")
@@ -424,8 +426,10 @@ def demo(
     suites: SuiteOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """The main job: synthesize a small dataset, extract features, four-fold two-stage cv,
-    threshold tuning, the final table, plots, all tracked in a local MLflow store."""
+    """The main job: the whole method on a small synthetic dataset, tracked in a local MLflow.
+
+    Synthesize a small dataset, extract features, four-fold two-stage cv, threshold tuning, the
+    final table, plots, all tracked in a local MLflow store."""
     from orchestrator.demo import run_demo
 
     result = run_demo(
@@ -478,8 +482,9 @@ def config_show(
     sets: SetOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Print a config resolved (extends merged, --set applied, defaults filled) and checked: the
-    YAML a run writes as config.yaml, and that --config FILE accepts."""
+    """Print a config resolved (extends merged, --set applied, defaults filled) and checked.
+
+    The YAML a run writes as config.yaml, and that --config FILE accepts."""
     experiment = experiment_config(config, sets)
     if json_out:
         console.print_json(to_json(experiment.to_dict()))

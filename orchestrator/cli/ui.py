@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.cli.common import WorkspaceOpt, app
+from orchestrator.cli.common import RESULTS, WorkspaceOpt, app
 from orchestrator.cli.render import console, err_console
 
 
@@ -27,7 +27,7 @@ def experiment_views(uri: str, ui: str) -> list[tuple[str, str]]:
     return views
 
 
-@app.command()
+@app.command(rich_help_panel=RESULTS)
 def ui(
     workspace: WorkspaceOpt = Path("workspace"),
     port: Annotated[int, typer.Option("--port")] = 5000,
