@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import importlib.metadata
 import json
+import logging
 import math
 import os
 import subprocess
@@ -21,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
+
+from seld.fsutil import atomic_path, writer_alive
+
+log = logging.getLogger(__name__)
 
 PACKAGES = ("torch", "ray", "optuna", "mlflow", "numpy", "librosa", "h5py", "seld-orchestrator")
 
@@ -50,11 +55,64 @@ def tracking_client(uri: str) -> MlflowClient:
         with open(f"{database}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                MlflowClient(uri).search_experiments(max_results=1)
+                _set_up_sqlite(database)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         _READY.add(uri)
     return MlflowClient(uri)
+
+
+def _set_up_sqlite(database: Path) -> None:
+    """Create (or migrate) the SQLite store ``database``; the caller holds its lock.
+
+    A new store is created under a temporary name and renamed into place once MLflow has set
+    it up, so a command killed during the set-up (which takes a few seconds) leaves no store
+    rather than half of one. A store that an older version of this function left half made
+    (its set-up fails, and it holds no run) is moved aside to ``<name>.incomplete`` and made
+    anew, with a warning; one that holds runs is never touched: its error is raised."""
+    for stale in database.parent.glob(f".{database.name}.*.tmp"):  # a killed set-up's
+        if not writer_alive(stale):
+            stale.unlink(missing_ok=True)
+    if not database.exists():
+        with atomic_path(database) as tmp:
+            MlflowClient(f"sqlite:///{tmp}").search_experiments(max_results=1)
+        return
+    try:
+        MlflowClient(f"sqlite:///{database}").search_experiments(max_results=1)
+    except Exception as exc:
+        if _holds_runs(database):
+            raise
+        aside = database.with_name(f"{database.name}.incomplete")
+        os.replace(database, aside)
+        _forget_engine(f"sqlite:///{database}")
+        reason = str(exc).strip().splitlines()[0][:200]
+        log.warning(
+            "%s was set up only in part (%s): moved to %s, made anew", database, reason, aside
+        )
+        _set_up_sqlite(database)
+
+
+def _forget_engine(uri: str) -> None:
+    """Close the SQLAlchemy engine MLflow keeps for ``uri`` in this process (its connections
+    still point at the file moved aside), so that the next client opens the new file."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    engine = getattr(SqlAlchemyStore, "_engine_map", {}).pop(uri, None)
+    if engine is not None:
+        engine.dispose()
+
+
+def _holds_runs(database: Path) -> bool:
+    """Whether the SQLite store ``database`` holds any run (read without MLflow)."""
+    import sqlite3
+
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        return bool(connection.execute("SELECT 1 FROM runs LIMIT 1").fetchall())
+    except sqlite3.Error:
+        return False  # no runs table: nothing was ever logged there
+    finally:
+        connection.close()
 
 
 def get_experiment(client: MlflowClient, name: str, workspace: Path) -> str:

@@ -367,6 +367,73 @@ def test_commands_started_together_set_up_one_new_tracking_store(tmp_path: Path)
     assert len(names - {"Default"}) == 3
 
 
+def _set_up_store(uri: str) -> None:
+    from orchestrator.tracking import tracking_client
+
+    tracking_client(uri)
+
+
+def test_a_store_set_up_interrupted_is_never_left_half_made(tmp_path: Path):
+    """A command killed while it creates a new workspace's store (MLflow's set-up takes
+    seconds) leaves either no store or a whole one. Before, a cv sent SIGTERM at that moment
+    left tables without their migration record, and every later command of the workspace
+    failed with ``table secrets already exists`` (found by bench/soak.py)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    database = tmp_path / "ws" / "mlflow.db"
+    uri = f"sqlite:///{database}"
+    process = context.Process(target=_set_up_store, args=(uri,))
+    process.start()
+    while not list(database.parent.glob(".mlflow.db.*.tmp")) and process.is_alive():
+        time.sleep(0.01)
+    time.sleep(0.5)
+    process.kill()  # in the middle of the set-up, under its temporary name
+    process.join()
+    assert not database.exists()
+    from orchestrator.tracking import tracking_client
+
+    tracking_client(uri).create_experiment("after")  # the next command sets it up
+    assert not list(database.parent.glob("*.tmp"))
+
+
+def _first_revision() -> str:
+    """The first of MLflow's store migrations."""
+    from alembic.script import ScriptDirectory
+    from mlflow.store import db_migrations
+
+    return ScriptDirectory(os.path.dirname(db_migrations.__file__)).get_base()
+
+
+def test_a_half_made_store_without_runs_is_made_anew_one_with_runs_is_kept(tmp_path: Path):
+    """What an interrupted set-up left before: tables without MLflow's migration record."""
+    import sqlite3
+
+    from orchestrator import tracking
+
+    for runs in (False, True):
+        database = tmp_path / str(runs) / "mlflow.db"
+        uri = f"sqlite:///{database}"
+        make = "from mlflow.tracking import MlflowClient; import sys; c = MlflowClient(sys.argv[1])"
+        make += "; c.create_run(c.create_experiment('x'))" if runs else "; c.search_experiments()"
+        # in another process: MLflow keeps one store object per URI in a process
+        subprocess.run([sys.executable, "-c", make, uri], check=True, capture_output=True)
+        # as a set-up killed in its migrations leaves it: some tables made, the migration
+        # record behind them (here: at the first revision, one table still missing)
+        with sqlite3.connect(database) as db:
+            db.execute("UPDATE alembic_version SET version_num = ?", (_first_revision(),))
+            db.execute("DROP TABLE secrets")
+        with pytest.raises(Exception, match=r"already exists|duplicate column"):
+            MlflowClient(uri).search_experiments()  # MLflow alone cannot open it
+        if runs:
+            with pytest.raises(Exception, match=r"already exists|duplicate column"):
+                tracking.tracking_client(uri)
+            assert database.exists() and not Path(f"{database}.incomplete").exists()
+        else:
+            tracking.tracking_client(uri).create_experiment("made anew")
+            assert Path(f"{database}.incomplete").exists()
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A 6 MB tmpfs (needs the right to mount, as root in a VM or CI has; skipped without)."""
