@@ -47,6 +47,15 @@ def test_the_site_builds_strict(tmp_path: Path):
     assert "read_archive" in api and ":::" not in api
 
 
+def test_the_readme_links_into_the_site_resolve():
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if not t.startswith(("http://", "https://"))]
+    assert any(t.startswith("docs/") for t in local)
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
+
+
 def _commands(text: str) -> list[str]:
     """``seld-orch ...`` command lines in the fenced code blocks of a Markdown text (continuation
     lines joined, ``.venv/bin/`` and a ``$ `` prompt dropped)."""
