@@ -17,7 +17,9 @@ from seld.data.folds import make_folds
 from seld.data.formats import StarssName, get_format
 from seld.data.metadata import rows_to_targets
 from seld.errors import ConfigError
+from seld.features.store import reference_rows
 from seld.methods.inference import to_label_rate
+from seld.metrics.suites import get_suite, score_recordings
 
 RUNNER = CliRunner()
 
@@ -174,42 +176,87 @@ def test_a_starss_dataset_trains_and_scores_end_to_end(starss_data: Path, tmp_pa
     assert not (ws / "runs" / "other" / "metrics.json").exists()
 
 
+@pytest.mark.parametrize("method", ["multi-accdoa", "multi-accddoa"])
 def test_multi_accdoa_trains_predicts_and_exports_on_a_starss_dataset(
-    starss_data: Path, tmp_path: Path
+    starss_data: Path, tmp_path: Path, method: str
 ):
     """The third method through the CLI: a tiny cv (its one stage, ADPIT on the track targets),
     scored with the format's suite; its test CSVs on up to three tracks; tune thresholds on its
-    vectors' lengths; predict with the exported model writes what the cv wrote."""
+    vectors' lengths; predict with the exported model writes what the cv wrote. The fourth,
+    multi-ACCDDOA, the same with distances: its epoch selected and its test splits and
+    threshold search scored with the DCASE 2024 suite, its CSVs of six columns (a distance in
+    metres) scored by that suite as the cv scored them."""
     data, ws = starss_data, tmp_path / "ws"
-    sets = ["--set", "method=multi-accdoa", "--set", "inference.threshold=0.2"]
+    distances = method == "multi-accddoa"
+    sets = ["--set", f"method={method}", "--set", "inference.threshold=0.2"]
+    if distances:
+        sets += ["--set", "selection.suite=dcase2024", "--suite", "dcase2024"]
     summary = json.loads(invoke("cv", "--dataset", str(data), "--workspace", str(ws), "--epochs",
                                 "1", *sets, "--json").stdout)  # fmt: skip
-    assert list(summary["stages"]["1"]) == ["multi-accdoa"]
+    assert list(summary["stages"]["1"]) == [method]
     assert summary["suite"] == "dcase2022" and set(summary["overall"]) == {
         "er", "f", "le", "lr", "seld"
     }  # fmt: skip
     run_dir = ws / "runs" / "cv"
     fmt = get_format("starss23")
     submissions = sorted((run_dir / "submissions").glob("*.csv"))
-    rows = np.concatenate([fmt.read_prediction(p) for p in submissions])
+    rows = np.concatenate([fmt.read_prediction(p, distances) for p in submissions])
     assert len(rows) and set(np.unique(rows[:, 2])) <= {0.0, 1.0, 2.0}
+    assert {len(line.split(",")) for p in submissions for line in p.read_text().splitlines()} == {
+        6 if distances else 5
+    }
     with h5py.File(next((ws / "features").glob("*/mic_dev/*.h5"))) as h5:
-        assert h5["tracks"].shape[1:] == (3, 13, 3) and h5.attrs["store_version"] == 2
+        assert h5["tracks"].shape[1:] == (3, 13, 3) and h5.attrs["store_version"] == 3
+        assert h5["distances"].shape[1:] == (3, 13) and h5["distances"][()].max() >= 1.0
 
-    tuned = json.loads(invoke("tune", "thresholds", "--workspace", str(ws), "--run", "cv",
-                              "--trials", "3", "--json").stdout)  # fmt: skip
-    assert tuned["scores"]["test_default"] == pytest.approx(summary["overall"])
+    suite = ["--suite", "dcase2024"]
+    evaluate = ["evaluate", "--dataset", str(data), "--workspace", str(ws), "--run", "cv",
+                "--fold", "1", *sets[:4], *suite]  # fmt: skip
+    if not distances:  # a suite that scores distances refuses a method that predicts none
+        refused = RUNNER.invoke(app, evaluate)
+        assert (
+            refused.exit_code == 2 and "dcase2024 suite scores source distances" in refused.output
+        )
+        tuned = json.loads(invoke("tune", "thresholds", "--workspace", str(ws), "--run", "cv",
+                                  "--trials", "3", "--json").stdout)  # fmt: skip
+        assert tuned["scores"]["test_default"] == pytest.approx(summary["overall"])
+    else:  # evaluate and tune thresholds score it with the 2024 suite as the cv did
+        scored = summary["suites"]["dcase2024"]["overall"]
+        history = summary["stages"]["1"][method]["history"]
+        assert {"val_rde", "val_doae", "val_seld"} <= set(history[-1])  # selected on dcase2024
+        fold1 = json.loads(invoke(*evaluate, "--json").stdout)
+        assert fold1["suites"]["dcase2024"]["overall"] == pytest.approx(scored)
+        tuned = json.loads(invoke("tune", "thresholds", "--workspace", str(ws), "--run", "cv",
+                                  "--trials", "3", *suite, "--json").stdout)  # fmt: skip
+        assert tuned["suite"] == "dcase2024" and set(tuned["scores"]["test_tuned"]) == set(scored)
 
     model, out = tmp_path / "model.zip", tmp_path / "predicted"
     manifest = json.loads(invoke("export", "--run", "cv", "--workspace", str(ws), "--out",
                                  str(model), "--json").stdout)  # fmt: skip
-    assert manifest["method"] == "multi-accdoa" and manifest["stages"] == ["multi-accdoa"]
+    assert manifest["method"] == method and manifest["stages"] == [method]
     invoke("predict", "--model", str(model), "--input", str(data / "mic_dev" / "dev-test-synth"),
            "--out", str(out), "--post", "default", "--no-plots")  # fmt: skip
     for path in submissions:
-        ours, theirs = fmt.read_prediction(out / path.name), fmt.read_prediction(path)
+        ours, theirs = (fmt.read_prediction(p, distances) for p in (out / path.name, path))
         np.testing.assert_array_equal(ours[:, :3], theirs[:, :3])
         np.testing.assert_allclose(ours[:, 3:5], theirs[:, 3:5], atol=0.02)
+        if distances:
+            assert (ours[:, 5] >= 0).all()
+            np.testing.assert_allclose(ours[:, 5], theirs[:, 5], atol=0.011)
+    if not distances:
+        return
+    # the predicted CSVs, read as the DCASE 2024 scorer reads them, score what the cv scored
+    recordings = {}
+    for path in submissions:
+        (features,) = (ws / "features").glob(f"*/mic_dev/{path.stem}.h5")
+        reference, frames = reference_rows(features)
+        recordings[path.stem] = (reference, fmt.read_prediction(out / path.name, True), frames)
+    rescored = score_recordings(get_suite("dcase2024"), recordings, frames_per_second=10.0,
+                                num_classes=13).overall  # fmt: skip
+    for key in ("f", "lr", "er"):
+        assert rescored[key] == pytest.approx(scored[key], rel=1e-9), key
+    for key, tolerance in (("doae", 0.05), ("de", 0.01), ("rde", 0.01), ("seld", 0.01)):
+        assert rescored[key] == pytest.approx(scored[key], abs=tolerance), key
 
 
 def test_bad_starss_metadata_is_named_and_the_rest_extracts(starss_data: Path, tmp_path: Path):
@@ -296,3 +343,10 @@ def test_tau_nigens_datasets_train_on_their_official_split(layout, suite, test_f
     assert [p.stem[:5] for p in submissions] == [f"fold{test_fold}"]
     with h5py.File(next((ws / "features").glob("*/mic_dev/*.h5"))) as h5:
         assert h5["activity"].shape[1] == len(get_format(layout).classes)
+        assert "distances" not in h5  # the TAU-NIGENS labels carry no distances
+    refused = RUNNER.invoke(app, ["cv", "--dataset", str(data), "--workspace", str(ws), "--run",
+                                  "other", "--set", "method=multi-accddoa"])  # fmt: skip
+    assert refused.exit_code != 0
+    assert "the multi-accddoa method trains on source distances, and " in refused.output
+    assert "have no distance column" in refused.output
+    assert not (ws / "runs" / "other" / "metrics.json").exists()
