@@ -344,6 +344,8 @@ def test_tau_nigens_datasets_train_on_their_official_split(layout, suite, test_f
     with h5py.File(next((ws / "features").glob("*/mic_dev/*.h5"))) as h5:
         assert h5["activity"].shape[1] == len(get_format(layout).classes)
         assert "distances" not in h5  # the TAU-NIGENS labels carry no distances
+    if layout == "tau2020":  # once is enough
+        return
     refused = RUNNER.invoke(app, ["cv", "--dataset", str(data), "--workspace", str(ws), "--run",
                                   "other", "--set", "method=multi-accddoa"])  # fmt: skip
     assert refused.exit_code != 0
