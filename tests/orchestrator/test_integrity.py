@@ -184,6 +184,28 @@ def test_temporaries_of_a_live_writer_are_kept(tmp_path: Path):
         assert remove_stale_temporaries(folder) == 1 and not orphan.exists() and tmp.exists()
 
 
+def test_a_run_continued_removes_what_a_killed_run_was_writing(tmp_path: Path):
+    """A driver killed while a fold job wrote a checkpoint leaves its temporary file (found by
+    bench/soak.py); the next command on the run removes it, never a live writer's."""
+    from seld.fsutil import atomic_path
+
+    data, ws = _dataset(tmp_path / "A", 1), tmp_path / "ws"
+    settings = CVSettings(
+        dataset=str(data), workspace=str(ws), run="a", tracking_uri="", config=tiny_config()
+    )
+    with claimed_run(settings) as run_dir:
+        stage = run_dir / "fold1" / "doa"
+        stage.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with atomic_path(stage / "last.pt") as live:
+        live.write_bytes(b"being written")
+        orphan = stage / live.name.replace(f".{os.getpid()}.", f".{dead.pid}.")
+        orphan.write_bytes(b"left by a killed writer")
+        with claimed_run(settings):
+            assert not orphan.exists() and live.exists()
+
+
 @pytest.mark.slow
 def test_cv_under_sigterm_marks_its_mlflow_runs_killed(tmp_path: Path):
     from seld.synth import SynthConfig, synthesize_dataset
