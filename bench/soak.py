@@ -252,7 +252,7 @@ class Soak:
         span = self.reference_s if command == "cv" else self.extract_s
         first, second = ws / "first.log", ws / "second.log"
         p = self.start(args, first)
-        time.sleep(self.rng.uniform(0.1, 0.9) * span)
+        time.sleep(self.rng.uniform(0.05, 0.6) * span)  # early enough to hit a running command
         if p.poll() is None:
             os.kill(p.pid, sig)
             outcome.faults += 1
@@ -324,6 +324,9 @@ class Soak:
             with last.open("r+b") as f:
                 f.truncate(last.stat().st_size // 2)
             outcome.faults += 1
+        elif (target / "last.prev.pt").exists() and not last.exists():
+            outcome.faults += 1  # killed between keeping the previous one and the rename
+            outcome.notes.append("last.pt missing (killed in its rename): nothing to cut")
         code = self.run(self.cv_args(ws, "r"), second)
         outcome.equal = code == 0 and self.equal_to_reference(ws, "r")
         return self.finish(outcome, ws, [first, second], started)
