@@ -315,7 +315,13 @@ class Soak:
         target = stages[self.rng.randrange(2)]
         while not (target / "last.pt").exists() and p.poll() is None:
             assert time.monotonic() < deadline
-            time.sleep(0.1)
+            time.sleep(0.05)
+        # the machine goes down: the training process and the driver at once (a fold job
+        # outlives its driver by seconds, enough to finish a tiny stage)
+        try:
+            os.kill(json.loads((target / "worker.json").read_text())["pid"], signal.SIGKILL)
+        except (OSError, ValueError, KeyError):
+            pass
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
         time.sleep(3)
