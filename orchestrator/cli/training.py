@@ -354,6 +354,8 @@ def cv(
                 overwrite=overwrite,
                 suites=tuple(suites or ()),
             )
+    if not err_console.is_terminal:  # the live table's last line ends without a newline
+        err_console.print()
     for fold, stages in result["stages"].items():
         for stage, record in stages.items():
             for note in record.get("notes", []):

@@ -245,7 +245,8 @@ def resume_checkpoint(last: Path) -> tuple[dict[str, Any] | None, str | None]:
             return load_checkpoint(last), None
         except Exception as exc:
             text = str(exc).strip()
-            reason = text.splitlines()[0] if text else type(exc).__name__
+            # its first sentence: torch's own message goes on with advice for a paragraph
+            reason = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
             os.replace(last, last.with_name(f"{last.name}.unreadable"))
     if previous.exists():
         try:
