@@ -453,7 +453,10 @@ class Soak:
             ),
         }
         # on the run the cv above is still training: done, or refused in one line
-        time.sleep(5)
+        training = ws / "runs" / "r" / "fold1" / "sed" / "worker.json"
+        deadline = time.monotonic() + 300
+        while not training.exists() and ps["cv"].poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
         for name, args in (
             ("tune-live", ["tune", "thresholds", "--workspace", str(ws), "--run", "r"]),
             ("predict-live", ["predict", "--run", "r", "--workspace", str(ws), "--input",
