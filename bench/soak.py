@@ -29,8 +29,9 @@ workspace.
 After each case: the scores equal the reference's (every number of ``metrics.json``'s folds,
 or the features' arrays), no partial file (``*.tmp``) is left, no MLflow run is left RUNNING,
 and no process or listening socket of the case is left (Ray's agents of an instance whose driver
-was killed -9 take up to about two minutes to exit by themselves: they get :data:`LINGER_S`,
-and the table says the longest wait). Every command's stderr is read for
+was killed -9 take up to about two minutes to exit by themselves: the table counts those still
+exiting at a case's end, and the soak checks, :data:`LINGER_S` after its last case, that none
+is left). Every command's stderr is read for
 Python tracebacks; an environmental fault must end in one-line errors. The table at the end:
 cases, faults injected, results equal to the reference, one-line errors, tracebacks, leftovers.
 """
@@ -71,7 +72,7 @@ class Outcome:
     leftovers: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     wall_s: float = 0.0
-    lingered_s: float = 0.0
+    lingering: list[str] = field(default_factory=list)
 
 
 class Soak:
@@ -188,17 +189,8 @@ class Soak:
         time.sleep(2)
         # Ray's dashboard and runtime-env agents of an instance whose driver was killed -9
         # notice their raylet's death at once, then try to tell the (dead) GCS for up to about
-        # two minutes before they exit, on 127.0.0.1 only; what is still there after
-        # LINGER_S is left behind
-        waited, lingering = 0.0, self.leftovers()
-        while lingering and waited < LINGER_S:
-            time.sleep(5)
-            waited += 5
-            lingering = self.leftovers()
-        if waited:
-            outcome.notes.append(f"Ray processes of the case exited {waited:.0f} s after it")
-        outcome.lingered_s = waited
-        outcome.leftovers += lingering
+        # two minutes before they exit, on 127.0.0.1 only: counted at the end, after LINGER_S
+        outcome.lingering = [p.split()[0] for p in self.leftovers()]
         outcome.leftovers += [f"partial file {p}" for p in self.partial_files(ws)]
         outcome.leftovers += [f"MLflow run {r} RUNNING" for r in self.running_mlflow_runs(ws)]
         for log in logs:
@@ -533,9 +525,20 @@ def main(argv: list[str] | None = None) -> int:
         outcomes.append(soak.everything_at_once(r))
     for r in range(args.race):
         outcomes.append(soak.race(r))
+    # what was still exiting at a case's end must be gone LINGER_S later
+    waited, left = 0.0, soak.leftovers()
+    while left and waited < LINGER_S:
+        time.sleep(5)
+        waited += 5
+        left = soak.leftovers()
+    end_note = (
+        f"{len(left)} process(es) of the soak still running {waited:.0f} s later: {left}"
+        if left
+        else f"no process of the soak left ({waited:.0f} s after it)"
+    )
     print(
         "\n| case | runs | faults | equal to reference | one-line errors | tracebacks "
-        "| leftovers | longest linger |"
+        "| leftovers | still exiting at the case's end |"
     )
     print("|---|---|---|---|---|---|---|---|")
     by_name: dict[str, list[Outcome]] = {}
@@ -547,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{sum(bool(o.equal) for o in group)}/{len(group)} | "
             f"{sum(o.one_line_errors for o in group)} | {sum(o.tracebacks for o in group)} | "
             f"{sum(len(o.leftovers) for o in group)} | "
-            f"{max(o.lingered_s for o in group):.0f} s |"
+            f"{sum(len(o.lingering) for o in group)} |"
         )
     total = {
         "cases": len(outcomes),
@@ -559,11 +562,17 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"| **all** | {total['cases']} | {total['faults']} | {total['equal']}/{total['cases']} | "
         f"{sum(o.one_line_errors for o in outcomes)} | {total['tracebacks']} | "
-        f"{total['leftovers']} | {max(o.lingered_s for o in outcomes):.0f} s |"
+        f"{total['leftovers']} | {sum(len(o.lingering) for o in outcomes)} |"
     )
+    print(f"\nafter the last case: {end_note}")
     print(f"\nwall time {time.monotonic() - started:.0f} s; details under {soak.out}")
     (soak.out / "soak.json").write_text(json.dumps([o.__dict__ for o in outcomes], indent=1))
-    ok = total["equal"] == total["cases"] and not total["tracebacks"] and not total["leftovers"]
+    ok = (
+        total["equal"] == total["cases"]
+        and not total["tracebacks"]
+        and not total["leftovers"]
+        and not left
+    )
     return 0 if ok else 1
 
 
