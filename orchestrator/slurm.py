@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -77,6 +77,8 @@ class SlurmOptions:
     signal_lead_s: int = 300
     job_name: str = "seld"
     extra: tuple[str, ...] = field(default_factory=tuple)
+    #: the network interface the nodes share (``ib0``); None: the head's host name's address
+    interface: str | None = None
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -139,15 +141,15 @@ def batch_script(
         *(f"#SBATCH {shlex.quote(d)}" for d in directives),
         "set -euo pipefail",
         # exec: the launcher is the batch step's main process, so Slurm's USR1 reaches it
-        "exec " + shlex.join([python, "-m", "orchestrator.cli", "slurm", "run", "--", *command]),
+        "exec "
+        + shlex.join(
+            [python, "-m", "orchestrator.cli", "slurm", "run"]
+            + ([f"--interface={options.interface}"] if options.interface else [])
+            + ["--", *command]
+        ),
         "",
     ]
     return "\n".join(lines)
-
-
-def options_table(options: SlurmOptions) -> list[tuple[str, str]]:
-    """(option, value) rows of a job's options, for the CLI to show."""
-    return [(f.name, str(getattr(options, f.name))) for f in fields(options)]
 
 
 def submit(script: Path, env: Mapping[str, str] | None = None) -> str:

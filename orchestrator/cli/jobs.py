@@ -215,6 +215,14 @@ def slurm_submit(
         list[str] | None,
         typer.Option("--sbatch", help="A further sbatch directive (--qos=long); repeatable."),
     ] = None,
+    interface: Annotated[
+        str | None,
+        typer.Option(
+            "--interface",
+            help="The network interface the nodes share (ib0); default: the address the "
+            "head's host name resolves to.",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Write the script and print it; submit nothing.")
     ] = False,
@@ -236,6 +244,7 @@ def slurm_submit(
             signal_lead_s=signal_lead,
             job_name=job_name,
             extra=tuple(sbatch_extra or ()),
+            interface=interface,
         )
         folder = (_workspace_of(command) / "slurm").resolve()
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -38,6 +38,7 @@ def test_the_batch_script_asks_slurm_for_the_options_and_runs_the_launcher(tmp_p
         [
             "slurm", "submit", "--nodes", "2", "--gpus-per-node", "4", "--time", "1-12:00:00",
             "--partition", "gpu", "--account", "lab", "--sbatch", "--qos=long", "--dry-run",
+            "--interface", "ib0",
             "--", "cv", "--dataset", "data", "--workspace", str(ws), "--run", "a b",
         ],
     )  # fmt: skip
@@ -65,7 +66,9 @@ def test_the_batch_script_asks_slurm_for_the_options_and_runs_the_launcher(tmp_p
     ]
     # the launcher is exec'd, so that Slurm's USR1 reaches it; arguments keep their quoting
     last = text.strip().splitlines()[-1]
-    assert last.startswith(f"exec {sys.executable} -m orchestrator.cli slurm run -- cv ")
+    assert last.startswith(
+        f"exec {sys.executable} -m orchestrator.cli slurm run --interface=ib0 -- cv "
+    )
     assert last.endswith("--run 'a b'")
     # a CPU job asks for no GPUs, and no partition or account unless given
     cpu = batch_script(SlurmOptions(), ["sweep", "x"], tmp_path, tmp_path)
