@@ -436,8 +436,8 @@ def run_in_allocation(
             )
         deadline = time.monotonic() + JOIN_TIMEOUT_S
         while (alive := _alive_nodes(address, job_env)) < len(alloc.nodes):
-            if signals.stopping:
-                return 0 if signals.requeue else 1
+            if signals.stopping:  # before the command started: nothing to keep
+                break
             for process, what in started:
                 if process.poll() is not None:
                     tail = head_log.read_text(errors="replace").strip().splitlines()[-5:]
@@ -450,21 +450,22 @@ def run_in_allocation(
                     f"{JOIN_TIMEOUT_S:.0f} s"
                 )
             time.sleep(2)
-        say(f"Ray: {alive} node(s) at {address}")
-        # on one node the command keeps the cluster switch off too: with it on, Ray would
-        # turn the address 127.0.0.1 into the machine's network address
-        run_env = {**job_env, "RAY_ADDRESS": address}
-        say("running: seld-orch " + shlex.join(command))
-        signals.command = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli", *command],
-            env=run_env,
-            start_new_session=True,
-        )
-        if signals.stopping:  # a signal between the start and the line above
-            os.killpg(signals.command.pid, signal.SIGTERM)
-        code = signals.command.wait()
-        if code and signals.stopping:
-            say(f"the command stopped on the job's signal (exit {code}); its work is kept")
+        if not signals.stopping:
+            say(f"Ray: {alive} node(s) at {address}")
+            # on one node the command keeps the cluster switch off too: with it on, Ray would
+            # turn the address 127.0.0.1 into the machine's network address
+            run_env = {**job_env, "RAY_ADDRESS": address}
+            say("running: seld-orch " + shlex.join(command))
+            signals.command = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator.cli", *command],
+                env=run_env,
+                start_new_session=True,
+            )
+            if signals.stopping:  # a signal between the start and the line above
+                os.killpg(signals.command.pid, signal.SIGTERM)
+            code = signals.command.wait()
+            if code and signals.stopping:
+                say(f"the command stopped on the job's signal (exit {code}); its work is kept")
     finally:
         if signals.command is not None:
             _stop(signals.command, "the command", say)
