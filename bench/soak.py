@@ -219,13 +219,11 @@ class Soak:
             self.run(["synth", "--out", str(self.data), "--per-split", "1", "--seconds", "8",
                       "--formats", "mic", "--seed", "3"], log)  # fmt: skip
         t = time.monotonic()
-        code = self.run(["extract", "--dataset", str(self.data), "--workspace", str(self.base),
-                         "--config", "tiny"], log)  # fmt: skip
+        code = self.run(self.extract_args(self.base), log)
         self.extract_s = time.monotonic() - t
         assert code == 0, log.read_text()[-2000:]
         t = time.monotonic()
-        code = self.run(["cv", "--dataset", str(self.data), "--workspace", str(self.base),
-                         "--run", "reference", *CV], log)  # fmt: skip
+        code = self.run(self.cv_args(self.base, "reference"), log)
         self.reference_s = time.monotonic() - t
         assert code == 0, log.read_text()[-2000:]
         self.reference = self.scores(self.base, "reference")
@@ -238,6 +236,9 @@ class Soak:
     def cv_args(self, ws: Path, run: str) -> list[str]:
         return ["cv", "--dataset", str(self.data), "--workspace", str(ws), "--run", run, *CV]
 
+    def extract_args(self, ws: Path) -> list[str]:
+        return ["extract", "--dataset", str(self.data), "--workspace", str(ws), "--config", "tiny"]
+
     # --- cases -----------------------------------------------------------------------------
 
     def driver_fault(self, command: str, sig: signal.Signals, i: int) -> Outcome:
@@ -245,19 +246,7 @@ class Soak:
         name = f"{command}-driver-{sig.name}-{i}"
         outcome, started = Outcome(f"{command}: driver {sig.name}"), time.monotonic()
         ws = self.workspace(name, features=command == "cv")
-        args = (
-            self.cv_args(ws, "r")
-            if command == "cv"
-            else [
-                "extract",
-                "--dataset",
-                str(self.data),
-                "--workspace",
-                str(ws),
-                "--config",
-                "tiny",
-            ]
-        )
+        args = self.cv_args(ws, "r") if command == "cv" else self.extract_args(ws)
         span = self.reference_s if command == "cv" else self.extract_s
         first, second = ws / "first.log", ws / "second.log"
         p = self.start(args, first)
@@ -381,15 +370,7 @@ class Soak:
                 self.out / "logs" / f"{ws.name}-1.log",
                 self.out / "logs" / f"{ws.name}-2.log",
             )
-            args = [
-                "extract",
-                "--dataset",
-                str(self.data),
-                "--workspace",
-                str(ws),
-                "--config",
-                "tiny",
-            ]
+            args = self.extract_args(ws)
             code = self.run(args, first)
             outcome.faults += 1
             outcome.notes.append(f"{small} MB of {need:.0f} MB: exit {code}")

@@ -44,7 +44,7 @@ from orchestrator.tracking import (
 )
 from seld.data.fingerprint import combined
 from seld.data.formats import dataset_format_of, dataset_recordings
-from seld.fsutil import atomic_path, writer_alive
+from seld.fsutil import atomic_path, remove_stale_temporaries
 from seld.metrics.scores import ScoreReport
 from seld.metrics.suites import MetricSuite, get_suite
 from seld.serving.plots import plot_recording
@@ -102,9 +102,7 @@ def claimed_run(s: CVSettings, overwrite: bool = False) -> Iterator[Path]:
             old = _compared(json.loads(config_path.read_text()))
             check_same_settings(old, _compared(config), s.run, s.run_dir)
         # what a killed run was writing (a checkpoint, predictions) is left as temporaries
-        for stale in s.run_dir.rglob(".*.tmp"):
-            if not writer_alive(stale):
-                stale.unlink(missing_ok=True)
+        remove_stale_temporaries(s.run_dir, recursive=True)
         with atomic_path(config_path) as tmp:
             tmp.write_text(json.dumps(config, indent=2))
         with atomic_path(s.layout.config_yaml) as tmp:

@@ -15,8 +15,8 @@ from seld.data.formats import dataset_format_of
 from seld.data.metadata import DatasetError
 from seld.features.extraction import extract_recording
 from seld.features.spectral import FeatureConfig
-from seld.features.store import feature_path, feature_root, remove_stale_temporaries, stale_reason
-from seld.fsutil import environment_problem
+from seld.features.store import feature_path, feature_root, stale_reason
+from seld.fsutil import environment_problem, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from seld.fsutil import atomic_path, writer_alive
+from seld.fsutil import atomic_path, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,7 @@ def _set_up_sqlite(database: Path) -> None:
     rather than half of one. A store that an older version of this function left half made
     (its set-up fails, and it holds no run) is moved aside to ``<name>.incomplete`` and made
     anew, with a warning; one that holds runs is never touched: its error is raised."""
-    for stale in database.parent.glob(f".{database.name}.*.tmp"):  # a killed set-up's
-        if not writer_alive(stale):
-            stale.unlink(missing_ok=True)
+    remove_stale_temporaries(database.parent, f".{database.name}.*.tmp")  # a killed set-up's
     if not database.exists():
         with atomic_path(database) as tmp:
             MlflowClient(f"sqlite:///{tmp}").search_experiments(max_results=1)

@@ -40,6 +40,19 @@ def writer_alive(temporary: Path) -> bool:
     return True
 
 
+def remove_stale_temporaries(folder: Path, pattern: str = ".*.tmp", recursive: bool = False) -> int:
+    """Delete the temporary files (names made by :func:`atomic_path`) matching ``pattern`` in
+    ``folder`` (and its sub-folders when ``recursive``) that an interrupted writer left, never
+    one whose writer may still be running (:func:`writer_alive`); returns how many."""
+    if not folder.is_dir():
+        return 0
+    found = folder.rglob(pattern) if recursive else folder.glob(pattern)
+    stale = [path for path in found if not writer_alive(path)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def _default_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)

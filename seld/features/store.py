@@ -33,7 +33,7 @@ from seld.data.folds import Fold
 from seld.data.metadata import DatasetError, Event, FrameTargets, atomic_write_text
 from seld.data.submission import events_to_rows
 from seld.features.spectral import FeatureConfig
-from seld.fsutil import atomic_path, writer_alive
+from seld.fsutil import atomic_path
 
 #: Bumped when what a feature file holds changes, so that older files are redone, not misread.
 #: 2: the targets' ``tracks`` (every instance of a class per frame, for multi-ACCDOA).
@@ -276,16 +276,6 @@ def is_complete(path: Path, config: FeatureConfig, inputs: Mapping[str, str] | N
     """Whether ``path`` is a readable, current feature file of ``config`` (and, when given, of
     these ``inputs``), so extraction can skip it."""
     return stale_reason(path, config, inputs) is None
-
-
-def remove_stale_temporaries(folder: Path) -> int:
-    """Delete temporary files left by an interrupted writer, never one whose writer is still
-    running (:func:`seld.fsutil.writer_alive`); returns how many."""
-    found = list(folder.glob(".*.tmp")) if folder.is_dir() else []
-    stale = [path for path in found if not writer_alive(path)]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return len(stale)
 
 
 def _events(h5: h5py.File, path: Path) -> list[Event]:

@@ -263,17 +263,8 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path):
 
 
 def test_docs_cli_reference_is_generated_from_the_cli():
-    import subprocess
-    import sys
-
+    # that the page is current is tests/test_docs.py's check; here, what it must hold
     root = Path(__file__).resolve().parents[2]
-    check = subprocess.run(
-        [sys.executable, "scripts/docs_reference.py", "--check"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
     page = (root / "docs" / "reference" / "cli.md").read_text()
     for command in ("tune hparams", "tune thresholds", "submit cv", "cluster-check", "demo"):
         assert f"### `seld-orch {command}`" in page

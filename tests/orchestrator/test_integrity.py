@@ -29,7 +29,8 @@ from seld.data.audio import read_audio
 from seld.data.folds import make_folds
 from seld.data.metadata import Event, write_metadata
 from seld.features.spectral import extract_features
-from seld.features.store import fold_scaler, remove_stale_temporaries
+from seld.features.store import fold_scaler
+from seld.fsutil import remove_stale_temporaries
 
 from conftest import DEFAULT_EVENTS, tiny_config, tiny_features, write_wav
 

@@ -17,11 +17,11 @@ from seld.features.store import (
     fold_scaler,
     is_complete,
     read_events,
-    remove_stale_temporaries,
     stale_reason,
     write_feature_file,
 )
 from seld.features.windows import MAX_OPEN_FILES, WindowDataset, window_starts
+from seld.fsutil import remove_stale_temporaries
 
 from conftest import tiny_features
 
